@@ -1,0 +1,84 @@
+"""The one exception tree of modelyard.
+
+Every layer raises these; only ``protocol/errors.py`` turns them into a wire format
+(KServe v2 ``{"error": ...}``, SageMaker, gRPC status). Each class carries the HTTP
+status it maps to, so the mapping lives on the type and cannot drift per route::
+
+    ModelyardError (500)
+    ├── InvalidArgument (400)        bad request: shape, dtype, JSON, missing input
+    │   └── PayloadTooLarge (400)    body over --http-max-input-size (Triton answers 400)
+    ├── NotFound (404)
+    │   ├── ModelNotFound (404)      unknown model, Triton's wording
+    │   └── VersionNotFound (404)    unknown version of a known model
+    ├── Unavailable (503)            known model that is not ready (loading, failed, draining)
+    ├── ConfigError (400)            a config.pbtxt that Triton would reject; names file:line
+    ├── MissingDependency (500)      an optional extra is not installed; message has the pip command
+    └── Internal (500)               a runtime failed while executing
+
+Messages are complete sentences a user can act on; the wire layer never rewrites them.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class ModelyardError(Exception):
+    """Base of every error modelyard raises on purpose."""
+
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(ModelyardError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class PayloadTooLarge(InvalidArgument):
+    """Triton answers an oversize body with 400 and an explanatory message, not 413."""
+
+
+class NotFound(ModelyardError):
+    status = HTTPStatus.NOT_FOUND
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"Request for unknown model: '{name}' is not found")
+        self.name = name
+
+
+class VersionNotFound(NotFound):
+    def __init__(self, name: str, version: str | int) -> None:
+        super().__init__(
+            f"Request for unknown model: '{name}' version {version} is not found"
+        )
+        self.name = name
+        self.version = version
+
+
+class Unavailable(ModelyardError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class ConfigError(ModelyardError):
+    """A model configuration Triton would refuse; the message names the file (and line)."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+class MissingDependency(ModelyardError):
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed; install it with: pip install 'modelyard[{extra}]'"
+        )
+
+
+class Internal(ModelyardError):
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
