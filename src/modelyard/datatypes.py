@@ -39,9 +39,7 @@ ELEMENT_SIZE: Final[dict[str, int]] = {
     k: v.itemsize for k, v in _WIRE_TO_NUMPY.items() if k != "BYTES"
 }
 
-_NUMPY_TO_WIRE: Final[dict[np.dtype[np.generic], str]] = {
-    v: k for k, v in _WIRE_TO_NUMPY.items()
-}
+_NUMPY_TO_WIRE: Final[dict[np.dtype[np.generic], str]] = {v: k for k, v in _WIRE_TO_NUMPY.items()}
 
 
 def numpy_dtype(wire: str) -> np.dtype[np.generic]:

@@ -56,9 +56,7 @@ class ModelNotFound(NotFound):
 
 class VersionNotFound(NotFound):
     def __init__(self, name: str, version: str | int) -> None:
-        super().__init__(
-            f"Request for unknown model: '{name}' version {version} is not found"
-        )
+        super().__init__(f"Request for unknown model: '{name}' version {version} is not found")
         self.name = name
         self.version = version
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    import numpy.typing as npt
+import numpy.typing as npt
 
-    Array = npt.NDArray[Any]
+Array = npt.NDArray[Any]
 
 Parameters = dict[str, Any]
 
@@ -33,7 +32,8 @@ class Tensor:
 
 @dataclass(slots=True)
 class RequestedOutput:
-    """An output the client asked for; ``binary_data`` None means "the request's default"."""
+    """An output the client named. As in Triton, a named output is JSON unless its own
+    ``binary_data`` says otherwise; ``binary_data_output`` covers only unnamed outputs."""
 
     name: str
     binary_data: bool | None = None

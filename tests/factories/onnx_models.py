@@ -53,7 +53,9 @@ def mlp(sizes: tuple[int, ...] = (64, 256, 256, 10), seed: int = 0) -> bytes:
         initializers += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"B{i}")]
         last = i == len(sizes) - 2
         gemm_out = "OUTPUT" if last else f"H{i}"
-        nodes.append(helper.make_node("Gemm", [prev, f"W{i}", f"B{i}"], [gemm_out if last else f"G{i}"]))
+        nodes.append(
+            helper.make_node("Gemm", [prev, f"W{i}", f"B{i}"], [gemm_out if last else f"G{i}"])
+        )
         if not last:
             nodes.append(helper.make_node("Relu", [f"G{i}"], [gemm_out]))
         prev = gemm_out
@@ -79,7 +81,11 @@ def identity(elem_type: int, dims: list[int | str], name: str = "identity") -> b
 
 
 def write_model(
-    repo: Path, name: str, model: bytes, config: str | None, version: int = 1,
+    repo: Path,
+    name: str,
+    model: bytes,
+    config: str | None,
+    version: int = 1,
     filename: str = "model.onnx",
 ) -> Path:
     """Write ``repo/name/version/filename`` and, when given, ``repo/name/config.pbtxt``."""
@@ -89,3 +95,50 @@ def write_model(
     if config is not None:
         (folder / "config.pbtxt").write_text(config)
     return folder
+
+
+def slow(size: int = 256) -> bytes:
+    """Compute-bound for as long as the request asks: TRIPS (INT64 [1, 1]) matmul rounds.
+
+    A real model whose duration the test controls, for drain and concurrency tests; each
+    round is a [size, size] @ [size, size] product (~1-2 ms at 256 on one core).
+    """
+    rng = np.random.default_rng(1)
+    w = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
+    x0 = np.eye(size, dtype=np.float32)
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x_in", "W"], ["mm"]),
+            helper.make_node("Tanh", ["mm"], ["x_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [size, size]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [size, size]),
+        ],
+    )
+    nodes = [
+        helper.make_node("Squeeze", ["TRIPS"], ["M"]),
+        helper.make_node("Loop", ["M", "COND", "X0"], ["XN"], body=body),
+        helper.make_node("ReduceSum", ["XN"], ["SUM"], keepdims=0),
+        helper.make_node("Reshape", ["SUM", "ONE"], ["OUTPUT"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("TRIPS", TensorProto.INT64, [1, 1])],
+        [helper.make_tensor_value_info("OUTPUT", TensorProto.FLOAT, [1])],
+        initializer=[
+            numpy_helper.from_array(w, "W"),
+            numpy_helper.from_array(x0, "X0"),
+            numpy_helper.from_array(np.array(True), "COND"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "ONE"),
+        ],
+    )
+    return _model(graph)

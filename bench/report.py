@@ -1,0 +1,137 @@
+"""Markdown tables from measured cells: absolute figures, ratios, in-process floor."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+
+from loadgen import CellResult
+
+Key = tuple[str, str, str, int]  # server, model, encoding, concurrency
+
+
+@dataclass
+class Results:
+    cells: dict[Key, list[CellResult]] = field(default_factory=dict)
+    failed: dict[tuple[str, str, str], str] = field(default_factory=dict)  # server, model, enc
+    unavailable: dict[str, str] = field(default_factory=dict)  # server -> why
+    inprocess: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> figures
+    labels: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def median(self, key: Key) -> CellResult | None:
+        runs = self.cells.get(key)
+        if not runs:
+            return None
+        fields = CellResult.__dataclass_fields__
+        vals = {f: statistics.median(getattr(r, f) for r in runs) for f in fields}
+        vals["requests"] = int(vals["requests"])
+        vals["errors"] = sum(r.errors for r in runs)
+        return CellResult(**vals)
+
+
+def _rps(x: float) -> str:
+    return f"{x / 1000:.1f}k" if x >= 1000 else f"{x:.0f}"
+
+
+def _ms(x: float) -> str:
+    if math.isnan(x):
+        return "-"
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def render(
+    res: Results, servers: list[str], models: list[str], encodings: list[str], conc: list[int]
+) -> str:
+    out: list[str] = []
+    # -- absolute figures
+    head = ["model", "enc", "server"]
+    for c in conc:
+        head += [f"c={c} req/s", f"c={c} p50/p99 ms"]
+    head.append("client CPU " + "/".join(f"c={c}" for c in conc))
+    out += ["### Throughput and latency", "", _row(head), _row(["---"] * len(head))]
+    for m in models:
+        for e in encodings:
+            for s in servers:
+                if s in res.unavailable:
+                    continue
+                row = [m, e, res.labels.get(s, s)]
+                if (s, m, e) in res.failed:
+                    row += ["n/a", "n/a"] * len(conc) + ["see notes"]
+                    out.append(_row(row))
+                    continue
+                cpu = []
+                for c in conc:
+                    r = res.median((s, m, e, c))
+                    if r is None:
+                        row += ["-", "-"]
+                        cpu.append("-")
+                        continue
+                    flag = " (!errors)" if r.errors else ""
+                    row += [_rps(r.rps) + flag, f"{_ms(r.p50_ms)} / {_ms(r.p99_ms)}"]
+                    cpu.append(f"{r.client_cpu_share:.0%}")
+                row.append(" / ".join(cpu))
+                out.append(_row(row))
+    # -- ratios
+    if "modelyard" in servers and "modelyard" not in res.unavailable:
+        peers = [s for s in servers if s != "modelyard" and s not in res.unavailable]
+        if peers:
+            head = ["model", "enc", "modelyard req/s ÷"] + [f"c={c}" for c in conc]
+            out += [
+                "",
+                "### Ratios (modelyard req/s ÷ peer req/s; >1 means modelyard is faster)",
+                "",
+                _row(head),
+                _row(["---"] * len(head)),
+            ]
+            for m in models:
+                for e in encodings:
+                    for p in peers:
+                        row = [m, e, res.labels.get(p, p)]
+                        for c in conc:
+                            a = res.median(("modelyard", m, e, c))
+                            b = res.median((p, m, e, c))
+                            row.append(f"{a.rps / b.rps:.2f}x" if a and b and b.rps else "-")
+                        out.append(_row(row))
+    # -- in-process
+    if res.inprocess:
+        head = [
+            "model",
+            "session.run p50 µs",
+            "JSON decode+run+encode µs",
+            "binary decode+run+encode µs",
+            "modelyard c=1 p50 ms (json / binary)",
+            "modelyard overhead over session.run, ms (json / binary)",
+        ]
+        out += [
+            "",
+            "### In-process onnxruntime (1 thread) and modelyard's overhead at c=1",
+            "",
+            _row(head),
+            _row(["---"] * len(head)),
+        ]
+        for m in models:
+            ip = res.inprocess.get(m)
+            if ip is None:
+                continue
+            lat, over = [], []
+            for e in ("json", "binary"):
+                r = res.median(("modelyard", m, e, 1))
+                lat.append(_ms(r.p50_ms) if r else "-")
+                over.append(f"{r.p50_ms - ip['run_us'] / 1000:.3f}" if r else "-")
+            figures = [f"{ip[k]:.1f}" for k in ("run_us", "json_us", "binary_us")]
+            out.append(_row([m, *figures, " / ".join(lat), " / ".join(over)]))
+    # -- notes
+    notes = list(res.notes)
+    for s, why in res.unavailable.items():
+        notes.append(f"{res.labels.get(s, s)} not measured: {why}")
+    for (s, m, e), why in res.failed.items():
+        notes.append(f"{res.labels.get(s, s)}, {m}, {e}: not measured: {why}")
+    if notes:
+        out += ["", "Notes:", *(f"- {n}" for n in notes)]
+    return "\n".join(out) + "\n"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"

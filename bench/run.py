@@ -1,0 +1,162 @@
+"""Benchmark modelyard against in-process onnxruntime and, with --peers, Triton, MLServer and a
+bare Starlette floor. Prints a markdown table of req/s and p50/p99 latency per concurrency.
+
+    python bench/run.py                    # modelyard + in-process onnxruntime
+    python bench/run.py --peers            # ... plus Triton, MLServer and the HTTP floor
+    python bench/run.py --peers --output bench/results/latest.md
+
+Each server is started, checked (its outputs must match onnxruntime's), warmed, measured and
+stopped in turn; never two at once. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from loadgen import run_cell
+from report import Results, render
+from servers import PEERS, SERVERS, Server, ServerUnavailable
+from workloads import ENCODINGS, WORKLOADS
+
+
+def _csv(kind: type, choices: tuple[str, ...] | None = None):
+    def parse(text: str) -> list:
+        items = [kind(x) for x in text.split(",") if x.strip()]
+        if choices is not None:
+            bad = [x for x in items if x not in choices]
+            if bad:
+                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {choices}")
+        return items
+
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--peers", action="store_true", help="also measure Triton, MLServer, floor")
+    p.add_argument(
+        "--servers",
+        type=_csv(str, tuple(SERVERS)),
+        help="exactly these servers (overrides --peers), e.g. floor,triton",
+    )
+    p.add_argument("--models", type=_csv(str, tuple(WORKLOADS)), default=list(WORKLOADS))
+    p.add_argument("--encodings", type=_csv(str, ENCODINGS), default=list(ENCODINGS))
+    p.add_argument("--concurrency", type=_csv(int), default=[1, 16, 64])
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each run")
+    p.add_argument("--repeats", type=int, default=2, help="runs per cell; the median is shown")
+    p.add_argument("--output", type=Path, help="also write the markdown here")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (repositories, logs)")
+    return p.parse_args(argv)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def measure_server(server: Server, args: argparse.Namespace, workdir: Path, res: Results) -> None:
+    workloads = [WORKLOADS[m] for m in args.models]
+    log(f"== {server.name}: starting on port {server.port}")
+    t0 = time.monotonic()
+    try:
+        server.start(workdir, workloads)
+    except ServerUnavailable as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        first, last = lines[0] if lines else "?", lines[-1] if lines else "?"
+        res.unavailable[server.name] = (first if first == last else f"{first} … {last}")[:400]
+        log(f"   unavailable: {e}")
+        return
+    log(f"   ready in {time.monotonic() - t0:.1f} s")
+    try:
+        cells = []
+        for w in workloads:
+            for enc in args.encodings:
+                why = w.check(server.port, enc) if server.validates else None
+                if why is not None:
+                    res.failed[(server.name, w.name, enc)] = why
+                    log(f"   {w.name}/{enc}: check failed: {why}")
+                    continue
+                cells.append((w, enc))
+        for rep in range(args.repeats):
+            for w, enc in cells:
+                request = w.http_request(enc, server.port)
+                for c in args.concurrency:
+                    r, err = run_cell(server.port, request, c, args.duration, args.warmup)
+                    res.cells.setdefault((server.name, w.name, enc, c), []).append(r)
+                    log(
+                        f"   run {rep + 1}: {w.name:7} {enc:6} c={c:<3} {r.rps:8.0f} req/s "
+                        f"p50 {r.p50_ms:6.2f} ms p99 {r.p99_ms:6.2f} ms "
+                        f"client {r.client_cpu_share:4.0%} ({r.client_us_per_req:.1f} µs/req)"
+                        + (f" errors={r.errors}: {err[:120]!r}" if r.errors else "")
+                    )
+    finally:
+        server.stop()
+        log(f"   stopped; log at {server.log_path}")
+
+
+def header(args: argparse.Namespace) -> str:
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"## modelyard benchmark ({time.strftime('%Y-%m-%d %H:%M')})\n\n"
+        f"{os.cpu_count()} CPUs ({cpu}), shared with the load generator; Python "
+        f"{platform.python_version()}, onnxruntime {onnxruntime.__version__} (1 intra-op thread "
+        f"in-process and in the peers). Closed loop, HTTP/1.1 keep-alive, one connection per "
+        f"concurrent request; {args.warmup:g} s warm-up + {args.duration:g} s measured, median of "
+        f"{args.repeats} run(s). Client CPU = load-generator CPU time / wall time.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = args.servers or (["modelyard", *PEERS] if args.peers else ["modelyard"])
+    res = Results()
+    log("== in-process onnxruntime")
+    for m in args.models:
+        res.inprocess[m] = WORKLOADS[m].inprocess()
+        log(f"   {m}: {res.inprocess[m]}")
+    workdir = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
+    servers = [SERVERS[n]() for n in names]
+    for s in servers:
+        res.labels[s.name] = s.label
+    try:
+        for s in servers:
+            measure_server(s, args, workdir, res)
+    finally:
+        for s in servers:
+            s.stop()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"kept {workdir}")
+    if "mlserver" in names and "binary" in args.encodings:
+        res.notes.append(
+            "MLServer's REST server has no binary tensor extension (it parses the body as JSON); "
+            "its binary cells are expected to fail the check."
+        )
+    md = header(args) + "\n" + render(res, names, args.models, args.encodings, args.concurrency)
+    print(md)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

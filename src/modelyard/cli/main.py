@@ -1,0 +1,28 @@
+"""The ``modelyard`` command: parses arguments, then hands over to one module per command."""
+
+from __future__ import annotations
+
+import typer
+
+from modelyard.cli.serve import serve
+
+app = typer.Typer(
+    name="modelyard",
+    help="Many models behind one endpoint, from unmodified Triton model repositories.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(
+    "serve",
+    help="Serve a Triton model repository over KServe v2 HTTP (tritonserver's flags).",
+)(serve)
+
+
+@app.callback()
+def _root() -> None:
+    """Keeps `modelyard serve` a sub-command even while it is the only one."""
+
+
+def main() -> None:
+    app()

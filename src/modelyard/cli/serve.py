@@ -1,0 +1,157 @@
+"""``modelyard serve``: takes ``tritonserver``'s flag names wherever the concept is the same.
+
+Triton's boolean flags take a value (``--strict-model-config=false``), so ours do too, and a
+script written for ``tritonserver`` runs unchanged. Two defaults differ on purpose and are
+documented: ``--exit-on-error`` is false (a broken model is marked unavailable, the server
+serves the rest) and ``--strict-readiness`` is false (readiness means "serving").
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from signal import SIGTERM
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from modelyard.settings import DEFAULT_MAX_INPUT_SIZE, ServerSettings
+
+_TRUE = {"1", "true", "on", "yes"}
+_FALSE = {"0", "false", "off", "no"}
+
+
+def _bool(value: str, flag: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise typer.BadParameter(f"{flag} takes true or false, got '{value}'")
+
+
+def serve(
+    model_repository: Annotated[
+        Path, typer.Option("--model-repository", "--model-store", help="Model repository folder.")
+    ],
+    http_port: Annotated[int, typer.Option("--http-port", help="HTTP port.")] = 8000,
+    http_address: Annotated[
+        str, typer.Option("--http-address", help="Address the HTTP server binds.")
+    ] = "0.0.0.0",
+    model_control_mode: Annotated[
+        str, typer.Option("--model-control-mode", help="none (load all at start) or explicit.")
+    ] = "none",
+    load_model: Annotated[
+        list[str] | None,
+        typer.Option("--load-model", help="explicit mode: model to load at start ('*' = all)."),
+    ] = None,
+    strict_model_config: Annotated[
+        str | None,
+        typer.Option("--strict-model-config", help="Older alias: true disables auto-complete."),
+    ] = None,
+    disable_auto_complete_config: Annotated[
+        bool,
+        typer.Option("--disable-auto-complete-config", help="Require complete config.pbtxt."),
+    ] = False,
+    http_max_input_size: Annotated[
+        int, typer.Option("--http-max-input-size", help="Largest request body, in bytes.")
+    ] = DEFAULT_MAX_INPUT_SIZE,
+    exit_timeout_secs: Annotated[
+        float, typer.Option("--exit-timeout-secs", help="Grace period for in-flight requests.")
+    ] = 30.0,
+    exit_on_error: Annotated[
+        str, typer.Option("--exit-on-error", help="true: exit when a model fails to load.")
+    ] = "false",
+    strict_readiness: Annotated[
+        str, typer.Option("--strict-readiness", help="true: ready only when every model is.")
+    ] = "false",
+    log_verbose: Annotated[int, typer.Option("--log-verbose", help="0 info, 1+ debug.")] = 0,
+    backend_config: Annotated[
+        list[str] | None,
+        typer.Option("--backend-config", help="<backend>,<key>=<value>, as tritonserver."),
+    ] = None,
+) -> None:
+    if model_control_mode not in ("none", "explicit"):
+        raise typer.BadParameter(
+            f"unsupported model control mode '{model_control_mode}' (none or explicit)",
+            param_hint="--model-control-mode",
+        )
+    autocomplete = not disable_auto_complete_config
+    if strict_model_config is not None and _bool(strict_model_config, "--strict-model-config"):
+        autocomplete = False
+    settings = ServerSettings(
+        model_repository=model_repository,
+        http_address=http_address,
+        http_port=http_port,
+        model_control_mode=model_control_mode,
+        load_models=tuple(load_model or ()),
+        autocomplete=autocomplete,
+        max_input_size=http_max_input_size,
+        exit_timeout_secs=exit_timeout_secs,
+        exit_on_error=_bool(exit_on_error, "--exit-on-error"),
+        strict_readiness=_bool(strict_readiness, "--strict-readiness"),
+        log_verbose=log_verbose,
+        default_max_batch_size=_default_max_batch_size(backend_config or []),
+    )
+    if not model_repository.is_dir():
+        typer.echo(f"error: model repository '{model_repository}' is not a folder", err=True)
+        raise typer.Exit(2)
+    sys.exit(run(settings))
+
+
+def _default_max_batch_size(configs: list[str]) -> int:
+    value = 4
+    for item in configs:
+        backend, _, setting = item.partition(",")
+        key, _, raw = setting.partition("=")
+        if key == "default-max-batch-size":
+            try:
+                value = int(raw)
+            except ValueError:
+                raise typer.BadParameter(f"not an integer: '{item}'", param_hint="--backend-config")
+    return value
+
+
+def run(settings: ServerSettings) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit code."""
+    import uvicorn
+
+    from modelyard.protocol.app import build_app
+
+    logging.basicConfig(
+        level=logging.DEBUG if settings.log_verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = build_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_address,
+        port=settings.http_port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="debug" if settings.log_verbose else "info",
+        timeout_graceful_shutdown=int(max(1, settings.exit_timeout_secs)),
+        timeout_keep_alive=75,
+        backlog=4096,
+    )
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            app.begin_drain()
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises captured signals on exit (death by SIGTERM, status -15);
+            # an orchestrator's SIGTERM is the normal way to stop, so it exits 0 instead
+            self._captured_signals = [s for s in self._captured_signals if s != SIGTERM]
+
+    server = _Server(config)
+    server.run()
+    if not server.started:
+        return 1
+    return 0
+
+
+__all__ = ["run", "serve"]

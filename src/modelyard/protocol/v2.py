@@ -1,0 +1,256 @@
+"""KServe v2 / Open Inference Protocol over HTTP, as Triton serves it: the route table.
+
+Handlers only translate between HTTP and the manager; every decision about models lives in
+the manager and below. The table is matched in order, inference first, because inference is
+what a busy server mostly receives.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from modelyard import __version__
+from modelyard.errors import InvalidArgument, ModelNotFound
+from modelyard.manager.manager import ModelManager
+from modelyard.protocol._asgi import (
+    JSON,
+    OCTET,
+    Receive,
+    Scope,
+    Send,
+    choose_encoding,
+    compress,
+    header,
+    read_body,
+    respond,
+)
+from modelyard.protocol.errors import v2_error
+from modelyard.repository import config_to_json
+from modelyard.wire.v2 import decode_infer_request, encode_infer_response
+
+EXTENSIONS = [
+    "classification",
+    "model_repository",
+    "model_configuration",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+]
+
+Handler = Callable[["V2Routes", Scope, Receive, Send, dict[str, str]], Awaitable[None]]
+
+_M = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+class V2Routes:
+    """Route table plus handlers; ``dispatch`` returns False when no route matches."""
+
+    def __init__(self, manager: ModelManager, max_input_size: int, control_mode: str) -> None:
+        self.manager = manager
+        self.max_input_size = max_input_size
+        self.control_mode = control_mode
+        self.draining = False
+        self.strict_readiness = False
+        self.table: list[Route] = [
+            Route("POST", re.compile(_M + "/infer"), V2Routes.infer),
+            Route("GET", re.compile(r"/v2/health/live"), V2Routes.live),
+            Route("GET", re.compile(r"/v2/health/ready"), V2Routes.ready),
+            Route("GET", re.compile(r"/v2"), V2Routes.server_metadata),
+            Route("GET", re.compile(r"/v2/models/stats"), V2Routes.stats),
+            Route("GET", re.compile(_M + "/ready"), V2Routes.model_ready),
+            Route("GET", re.compile(_M + "/config"), V2Routes.model_config),
+            Route("GET", re.compile(_M + "/stats"), V2Routes.stats),
+            Route("GET", re.compile(_M), V2Routes.model_metadata),
+            Route("POST", re.compile(r"/v2/repository/index"), V2Routes.repository_index),
+            Route(
+                "POST",
+                re.compile(r"/v2/repository/models/(?P<model>[^/]+)/load"),
+                V2Routes.repository_load,
+            ),
+            Route(
+                "POST",
+                re.compile(r"/v2/repository/models/(?P<model>[^/]+)/unload"),
+                V2Routes.repository_unload,
+            ),
+        ]
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        allowed = False
+        for route in self.table:
+            match = route.pattern.fullmatch(path)
+            if match is None:
+                continue
+            if route.method != method and not (method == "HEAD" and route.method == "GET"):
+                allowed = True
+                continue
+            params = {k: v for k, v in match.groupdict().items() if v is not None}
+            try:
+                await route.handler(self, scope, receive, send, params)
+            except Exception as exc:
+                status, body = v2_error(exc, params.get("model"))
+                await respond(send, status, body)
+            return True
+        if allowed:
+            await respond(send, 405, orjson.dumps({"error": "Method Not Allowed"}))
+            return True
+        return False
+
+    # -- inference -------------------------------------------------------------------------
+    async def infer(self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]) -> None:
+        body = await read_body(scope, receive, self.max_input_size)
+        raw_len = header(scope, b"inference-header-content-length")
+        header_length = None
+        if raw_len is not None:
+            if not raw_len.strip().isdigit():
+                raise InvalidArgument(
+                    "Unable to parse Inference-Header-Content-Length: "
+                    f"'{raw_len.decode('latin-1')}'"
+                )
+            header_length = int(raw_len)
+        model = p["model"]
+        version = p.get("version", "")
+        runner = self.manager.runner(model, version)
+        request = decode_infer_request(body, header_length, model, version)
+        response = await runner.infer(request)
+        out, json_len = encode_infer_response(response, request.outputs, request.binary_data_output)
+        extra: list[tuple[bytes, bytes]] = []
+        if json_len is not None:
+            extra.append((b"inference-header-content-length", str(json_len).encode()))
+        encoding = choose_encoding(scope)
+        if encoding is not None:
+            out = compress(out, encoding)
+            extra.append((b"content-encoding", encoding))
+        await respond(send, 200, out, OCTET if json_len is not None else JSON, extra)
+
+    # -- health and metadata ---------------------------------------------------------------
+    async def live(self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]) -> None:
+        await respond(send, 200, b"")
+
+    async def ready(self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]) -> None:
+        ok = not self.draining
+        if ok and self.strict_readiness:
+            ok = all(row.get("state") == "READY" for row in self.manager.index())
+        await respond(send, 200 if ok else 400, b"")
+
+    async def server_metadata(
+        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
+    ) -> None:
+        body = {"name": "modelyard", "version": __version__, "extensions": EXTENSIONS}
+        await respond(send, 200, orjson.dumps(body))
+
+    async def model_ready(
+        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
+    ) -> None:
+        ok = self.manager.is_ready(p["model"], p.get("version", ""))
+        await respond(send, 200 if ok else 400, b"")
+
+    async def model_metadata(
+        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
+    ) -> None:
+        runner = self.manager.runner(p["model"], p.get("version", ""))
+        record = self.manager.record(p["model"])
+        sig = runner.signature
+        versions = (
+            [p["version"]]
+            if "version" in p
+            else sorted((v.version for v in record.versions.values() if v.runner), key=int)
+        )
+        body = {
+            "name": runner.name,
+            "versions": versions,
+            "platform": runner.config.platform or runner.config.backend,
+            "inputs": [
+                _meta(s.name, s.datatype, s.full_shape(sig.batched)) for s in sig.inputs.values()
+            ],
+            "outputs": [
+                _meta(s.name, s.datatype, s.full_shape(sig.batched)) for s in sig.outputs.values()
+            ],
+        }
+        await respond(send, 200, orjson.dumps(body))
+
+    async def model_config(
+        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
+    ) -> None:
+        runner = self.manager.runner(p["model"], p.get("version", ""))
+        await respond(send, 200, orjson.dumps(config_to_json(runner.config)))
+
+    async def stats(self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]) -> None:
+        rows: list[dict[str, Any]] = []
+        model, version = p.get("model"), p.get("version", "")
+        if model is not None:
+            if version:
+                rows.append(self.manager.runner(model, version).stats.as_json())
+            else:
+                record = self.manager.record(model)
+                rows.extend(
+                    v.runner.stats.as_json()
+                    for v in sorted(record.versions.values(), key=lambda v: int(v.version))
+                    if v.runner is not None
+                )
+                if not rows:
+                    raise ModelNotFound(model, f"requested model '{model}' is not available")
+        else:
+            for name in sorted(self.manager.models):
+                record = self.manager.models[name]
+                rows.extend(
+                    v.runner.stats.as_json()
+                    for v in sorted(record.versions.values(), key=lambda v: int(v.version))
+                    if v.runner is not None
+                )
+        await respond(send, 200, orjson.dumps({"model_stats": rows}))
+
+    # -- repository extension --------------------------------------------------------------
+    async def repository_index(
+        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
+    ) -> None:
+        body = await read_body(scope, receive, self.max_input_size)
+        ready_only = False
+        if body.strip():
+            try:
+                ready_only = bool(orjson.loads(body).get("ready", False))
+            except (orjson.JSONDecodeError, AttributeError):
+                raise InvalidArgument("failed to parse the request JSON buffer") from None
+        await respond(send, 200, orjson.dumps(self.manager.index(ready_only)))
+
+    def _explicit_only(self) -> None:
+        if self.control_mode != "explicit":
+            raise InvalidArgument(
+                "explicit model load / unload is not allowed if polling is enabled"
+                if self.control_mode == "poll"
+                else "explicit model load / unload is only allowed in EXPLICIT model "
+                "control mode (--model-control-mode=explicit)"
+            )
+
+    async def repository_load(
+        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
+    ) -> None:
+        self._explicit_only()
+        await read_body(scope, receive, self.max_input_size)
+        await self.manager.load(p["model"])
+        await respond(send, 200, b"")
+
+    async def repository_unload(
+        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
+    ) -> None:
+        self._explicit_only()
+        await read_body(scope, receive, self.max_input_size)
+        await self.manager.unload(p["model"])
+        await respond(send, 200, b"")
+
+
+def _meta(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
+    return {"name": name, "datatype": datatype, "shape": shape}

@@ -1,0 +1,78 @@
+"""The runtime seam: a backend turns one model version's files into a :class:`Runtime`.
+
+Triton names a model's backend with ``platform`` (``onnxruntime_onnx``) or ``backend``
+(``onnxruntime``); :func:`backend_for` maps both onto one key, and :data:`RUNTIMES` maps that
+key to the factory. Factories import their framework lazily, so importing this module is cheap
+and a missing optional framework only fails the models that need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from modelyard.errors import ConfigError
+from modelyard.types import Runtime
+
+# Triton's platform -> backend table (model_config_utils.cc), for the platforms users write
+PLATFORM_BACKENDS: dict[str, str] = {
+    "onnxruntime_onnx": "onnxruntime",
+    "tensorrt_plan": "tensorrt",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+    "ensemble": "ensemble",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """Server-wide knobs a runtime may honour; per-model settings come from the config.
+
+    ``default_max_batch_size`` is what auto-complete gives a batchable model that names no
+    ``max_batch_size`` (Triton's ``--backend-config=<backend>,default-max-batch-size=N``).
+    """
+
+    default_max_batch_size: int = 4
+
+
+class RuntimeFactory(Protocol):
+    """Loads one backend's models. ``autocomplete`` fills what ``config.pbtxt`` left out."""
+
+    backend: str
+    default_filename: str
+
+    def autocomplete(self, config: Any, model_file: Path, options: RuntimeOptions) -> None: ...
+
+    def load(self, config: Any, model_file: Path, options: RuntimeOptions) -> Runtime: ...
+
+
+def backend_for(config: Any) -> str:
+    """The backend key of a config: ``backend`` wins, else the platform's backend."""
+    if config.backend:
+        return str(config.backend)
+    if config.platform in PLATFORM_BACKENDS:
+        return PLATFORM_BACKENDS[config.platform]
+    return ""
+
+
+def factory_for(config: Any) -> RuntimeFactory:
+    """The factory for a config (whose backend fields the repository already filled in)."""
+    key = backend_for(config)
+    factories = _factories()
+    if key not in factories:
+        if not key:
+            raise ConfigError(f"unexpected platform type '{config.platform}' for {config.name}")
+        raise ConfigError(
+            f"unable to find backend library for backend '{key}', try specifying "
+            f"runtime on the model configuration."
+        )
+    return factories[key]
+
+
+def _factories() -> dict[str, RuntimeFactory]:
+    from modelyard.runtimes.onnx import OnnxFactory
+
+    onnx = OnnxFactory()
+    return {onnx.backend: onnx}

@@ -1,0 +1,174 @@
+"""Runs validated requests on one loaded model version and keeps its statistics.
+
+Where a model executes is decided per call from what it has cost so far:
+
+* a model whose executions average under ``inline_ns`` (default 50 µs; an MLP of a few
+  hundred units takes ~7 µs in onnxruntime) runs on the event loop thread, because handing
+  it to a worker thread and back costs more than the model itself;
+* anything slower runs on the model's own worker threads (one per instance in the
+  ``instance_group``), where onnxruntime releases the GIL and uses another core while the
+  event loop keeps parsing HTTP.
+
+Measurements behind the threshold are in ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelyard.errors import InvalidArgument
+from modelyard.scheduling.signature import (
+    Signature,
+    deduce_raw_input,
+    runtime_shape,
+    signature_of,
+    validate_inputs,
+)
+from modelyard.scheduling.stats import ModelStats
+from modelyard.types import Array, InferRequest, InferResponse, Runtime, Tensor
+
+DEFAULT_INLINE_NS = 50_000
+_EWMA_WEIGHT = 0.1
+
+
+def instance_count(config: Any) -> int:
+    """Total instances over all instance groups (Triton's default is one)."""
+    return max(1, sum(max(1, int(g.count)) for g in config.instance_group))
+
+
+class ModelRunner:
+    """One model version, ready to serve: signature, runtime, executor and statistics."""
+
+    def __init__(
+        self,
+        config: Any,
+        version: str,
+        runtime: Runtime,
+        model_dir: Path | None = None,
+        inline_ns: int = DEFAULT_INLINE_NS,
+    ) -> None:
+        self.config = config
+        self.name: str = config.name
+        self.version = version
+        self.runtime = runtime
+        self.signature: Signature = signature_of(config, model_dir)
+        self.stats = ModelStats(self.name, version)
+        self._instances = instance_count(config)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._instances, thread_name_prefix=f"model-{self.name}"
+        )
+        self._inline_ns = inline_ns
+        # unknown cost until the first execution: start on a worker thread, the safe side
+        self._ewma_ns = float(inline_ns) * 2
+        self.inflight = 0
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        start = time.perf_counter_ns()
+        self.inflight += 1
+        try:
+            response, timings = await self._infer(request, start)
+        except Exception:
+            self.stats.record_failure(time.perf_counter_ns() - start)
+            raise
+        finally:
+            self.inflight -= 1
+        self.stats.record_success(*timings)
+        return response
+
+    async def _infer(
+        self, request: InferRequest, start: int
+    ) -> tuple[InferResponse, tuple[int, int, int, int, int, int]]:
+        sig = self.signature
+        if len(request.inputs) == 1 and request.inputs[0].parameters.get("raw_input"):
+            request.inputs = [deduce_raw_input(sig, request.inputs[0], request.id)]
+        batch = validate_inputs(sig, request.inputs, request.id)
+        wanted = self._requested(request)
+        feed: dict[str, Array] = {}
+        for t in request.inputs:
+            spec = sig.inputs[t.name]
+            arr = t.data
+            if not arr.flags.aligned:  # binary tensors are views at any offset of the body
+                arr = arr.copy()
+            shape = runtime_shape(spec, t.shape, sig.batched)
+            if shape is not None:
+                arr = arr.reshape(shape)
+            feed[t.name] = arr
+        names = [n for n, _ in wanted]
+        t_input = time.perf_counter_ns()
+        if self._ewma_ns < self._inline_ns:
+            results = self.runtime.infer(feed, names)
+            t_begin = t_input
+            t_infer = time.perf_counter_ns()
+        else:
+            loop = asyncio.get_running_loop()
+            results, t_begin, t_infer = await loop.run_in_executor(
+                self._executor, self._timed_infer, feed, names
+            )
+        self._ewma_ns += _EWMA_WEIGHT * ((t_infer - t_begin) - self._ewma_ns)
+        outputs = [
+            self._output(name, results[name], class_count, batch) for name, class_count in wanted
+        ]
+        done = time.perf_counter_ns()
+        response = InferResponse(
+            model_name=self.name, model_version=self.version, outputs=outputs, id=request.id
+        )
+        timings = (
+            batch if sig.batched else 1,
+            done - start,
+            t_begin - t_input,  # queue: waiting for a free instance
+            t_input - start,
+            t_infer - t_begin,
+            done - t_infer,
+        )
+        return response, timings
+
+    def _timed_infer(
+        self, feed: dict[str, Array], names: list[str]
+    ) -> tuple[dict[str, Array], int, int]:
+        begin = time.perf_counter_ns()
+        results = self.runtime.infer(feed, names)
+        return results, begin, time.perf_counter_ns()
+
+    def _requested(self, request: InferRequest) -> list[tuple[str, int]]:
+        sig = self.signature
+        if request.outputs is None:
+            return [(name, 0) for name in sig.outputs]
+        wanted = []
+        for out in request.outputs:
+            if out.name not in sig.outputs:
+                raise InvalidArgument(
+                    f"unexpected inference output '{out.name}' for model '{sig.model}'"
+                )
+            wanted.append((out.name, out.class_count))
+        return wanted
+
+    def _output(self, name: str, arr: Array, class_count: int, batch: int) -> Tensor:
+        spec = self.signature.outputs[name]
+        batched = self.signature.batched
+        if spec.reshape is not None and -1 not in spec.dims:
+            arr = arr.reshape([batch, *spec.dims] if batched else list(spec.dims))
+        if class_count > 0:
+            from modelyard.wire.classification import classify
+
+            arr = classify(arr, class_count, spec.labels, batched)
+            return Tensor(name, "BYTES", list(arr.shape), arr)
+        return Tensor(name, spec.datatype, list(arr.shape), _as_dtype(arr, spec.datatype))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=False)
+        self.runtime.unload()
+
+
+def _as_dtype(arr: Array, datatype: str) -> Array:
+    if datatype == "BYTES":
+        return arr
+    from modelyard.datatypes import numpy_dtype
+
+    dtype = numpy_dtype(datatype)
+    return arr if arr.dtype == dtype else np.asarray(arr, dtype=dtype)

@@ -1,0 +1,24 @@
+"""Server settings: one frozen value, built by the CLI and passed down; no module globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024  # Triton's --http-max-input-size default
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    model_repository: Path
+    http_address: str = "0.0.0.0"
+    http_port: int = 8000
+    model_control_mode: str = "none"  # none | explicit
+    load_models: tuple[str, ...] = ()
+    autocomplete: bool = True  # --disable-auto-complete-config / --strict-model-config
+    max_input_size: int = DEFAULT_MAX_INPUT_SIZE
+    exit_timeout_secs: float = 30.0
+    strict_readiness: bool = False
+    log_verbose: int = 0
+    exit_on_error: bool = False
+    default_max_batch_size: int = 4

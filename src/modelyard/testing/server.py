@@ -1,0 +1,148 @@
+"""Start a real ``modelyard serve`` process for tests, wait until it is ready, stop it.
+
+This is the harness modelyard's own integration tests use, and the one ``modelyard test``
+(the deploy loop) builds on: the server runs as it would in production, in its own process,
+on a free port of 127.0.0.1. Readiness is polled on ``/v2/health/ready`` and the wait stops
+early, with the server's output, if the process dies, so a broken repository fails a test in
+a second rather than after a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ServerFailed(RuntimeError):
+    """The server process exited or never became ready; the message holds its output."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    """A started server: its process, its address and a file holding its output."""
+
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """``host:port``, the form tritonclient takes."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait for the drain, then SIGKILL if it hangs; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def _ready(host: str, port: int) -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=1.0)
+    try:
+        conn.request("GET", "/v2/health/ready")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def start_server(
+    model_repository: Path | str,
+    extra_args: Sequence[str] = (),
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> RunningServer:
+    """Start ``python -m modelyard serve`` and return once ``/v2/health/ready`` says 200."""
+    port = port or free_port(host)
+    args = [
+        sys.executable,
+        "-m",
+        "modelyard",
+        "serve",
+        "--model-repository",
+        str(model_repository),
+        "--http-address",
+        host,
+        "--http-port",
+        str(port),
+        *extra_args,
+    ]
+    fd, name = tempfile.mkstemp(prefix="modelyard-server-", suffix=".log")
+    log_path = Path(name)
+    with os.fdopen(fd, "wb") as log_file:
+        process = subprocess.Popen(
+            args,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    server = RunningServer(process, host, port, log_path, args)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerFailed(
+                f"modelyard exited with code {process.returncode} before it was ready:\n"
+                f"{server.output()}"
+            )
+        if _ready(host, port):
+            return server
+        time.sleep(0.05)
+    server.stop(timeout=5)
+    raise ServerFailed(f"modelyard was not ready after {timeout} s:\n{server.output()}")
+
+
+@contextlib.contextmanager
+def running_server(
+    model_repository: Path | str,
+    extra_args: Sequence[str] = (),
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[RunningServer]:
+    """``with running_server(repo) as server: ...``: started, ready, and stopped afterwards."""
+    server = start_server(
+        model_repository, extra_args, host=host, port=port, timeout=timeout, env=env
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+        with contextlib.suppress(OSError):
+            server.log_path.unlink()

@@ -1,0 +1,125 @@
+"""Process lifecycle: SIGTERM drain, explicit load/unload, auto-complete switch, fail-fast."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelyard.testing import ServerFailed, running_server, start_server
+from tests.factories.onnx_models import add_sub, mlp, slow, write_model
+from tests.integration.conftest import SLOW
+
+
+def _trips_for(seconds: float, base_url: str) -> int:
+    """Calibrate the slow model on this machine: rounds that take about ``seconds``."""
+    body = {"inputs": [{"name": "TRIPS", "shape": [1, 1], "datatype": "INT64", "data": [200]}]}
+    start = time.perf_counter()
+    r = httpx.post(f"{base_url}/v2/models/slow/infer", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    per_trip = (time.perf_counter() - start) / 200
+    return max(200, int(seconds / per_trip))
+
+
+def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
+    write_model(tmp_path, "slow", slow(), SLOW)
+    server = start_server(tmp_path, ["--exit-timeout-secs", "30"])
+    try:
+        trips = _trips_for(1.5, server.base_url)
+        result: dict[str, httpx.Response] = {}
+
+        def slow_request() -> None:
+            body = {
+                "inputs": [{"name": "TRIPS", "shape": [1, 1], "datatype": "INT64", "data": [trips]}]
+            }
+            result["r"] = httpx.post(
+                f"{server.base_url}/v2/models/slow/infer", json=body, timeout=60
+            )
+
+        with httpx.Client(base_url=server.base_url) as probe:
+            assert probe.get("/v2/health/ready").status_code == 200
+            worker = threading.Thread(target=slow_request)
+            worker.start()
+            time.sleep(0.3)  # the slow request is now executing
+            server.process.send_signal(signal.SIGTERM)
+            # readiness turns false at once, on a connection opened before the signal
+            deadline = time.monotonic() + 2
+            status = 200
+            while time.monotonic() < deadline and status == 200:
+                try:
+                    status = probe.get("/v2/health/ready").status_code
+                except httpx.TransportError:
+                    status = -1  # the listener closed: not ready either
+            assert status != 200
+        worker.join(timeout=60)
+        assert result["r"].status_code == 200, result["r"].text
+        assert server.process.wait(timeout=30) == 0
+    finally:
+        server.stop()
+
+
+def test_explicit_mode_load_and_unload(tmp_path: Path) -> None:
+    write_model(tmp_path, "add_sub", add_sub(), None)
+    write_model(tmp_path, "mlp", mlp(), None)
+    with (
+        running_server(
+            tmp_path, ["--model-control-mode", "explicit", "--load-model", "mlp"]
+        ) as server,
+        httpx.Client(base_url=server.base_url) as http,
+    ):
+        index = {row["name"]: row for row in http.post("/v2/repository/index").json()}
+        assert index["mlp"]["state"] == "READY"
+        assert "state" not in index["add_sub"]  # known, never loaded
+        assert http.get("/v2/models/add_sub/ready").status_code == 400
+        assert http.post("/v2/repository/models/add_sub/load").status_code == 200
+        assert http.get("/v2/models/add_sub/ready").status_code == 200
+        assert http.post("/v2/repository/models/mlp/unload").status_code == 200
+        assert http.get("/v2/models/mlp/ready").status_code == 400
+        index = {row["name"]: row for row in http.post("/v2/repository/index").json()}
+        assert index["mlp"]["state"] == "UNAVAILABLE"
+        r = http.post("/v2/repository/models/nothing/load")
+        assert r.status_code == 404
+        assert "nothing" in r.json()["error"]
+
+
+def test_load_unload_refused_in_none_mode(tmp_path: Path) -> None:
+    write_model(tmp_path, "add_sub", add_sub(), None)
+    with running_server(tmp_path) as server:
+        r = httpx.post(f"{server.base_url}/v2/repository/models/add_sub/unload")
+        assert r.status_code == 400
+        assert "EXPLICIT" in r.json()["error"]
+
+
+def test_disable_auto_complete_config(tmp_path: Path) -> None:
+    write_model(tmp_path, "mlp", mlp(), None)  # no config.pbtxt
+    write_model(
+        tmp_path,
+        "add_sub",
+        add_sub(),
+        'backend: "onnxruntime"\n'
+        'input [{name: "INPUT0" data_type: TYPE_FP32 dims: [16]},'
+        ' {name: "INPUT1" data_type: TYPE_FP32 dims: [16]}]\n'
+        'output [{name: "OUTPUT0" data_type: TYPE_FP32 dims: [16]},'
+        ' {name: "OUTPUT1" data_type: TYPE_FP32 dims: [16]}]\n',
+    )
+    for flags in (["--disable-auto-complete-config"], ["--strict-model-config=true"]):
+        with running_server(tmp_path, flags) as server:
+            http = httpx.Client(base_url=server.base_url)
+            assert http.get("/v2/models/add_sub/ready").status_code == 200
+            assert http.get("/v2/models/mlp/ready").status_code == 400
+            rows = {r["name"]: r for r in http.post("/v2/repository/index").json()}
+            assert "auto-complete" in rows["mlp"]["reason"]
+            http.close()
+
+
+def test_exit_on_error_fails_fast(tmp_path: Path) -> None:
+    write_model(
+        tmp_path, "bad", add_sub(), 'name: "bad"\nbackend: "onnxruntime"\nmax_batch_size: -1\n'
+    )
+    with pytest.raises(ServerFailed) as info:
+        start_server(tmp_path, ["--exit-on-error=true"], timeout=30)
+    assert "bad" in str(info.value)

@@ -1,0 +1,30 @@
+"""Pin the public surface of modelyard.repository (what the layers above may import)."""
+
+from __future__ import annotations
+
+import modelyard.repository as repository
+
+
+def test_public_names() -> None:
+    assert sorted(repository.__all__) == [
+        "BACKEND_DEFAULT_FILENAME",
+        "CONFIG_FILENAME",
+        "ModelConfig",
+        "ModelConfigError",
+        "ModelEntry",
+        "PLATFORM_TO_BACKEND",
+        "config_to_json",
+        "default_model_filename",
+        "list_versions",
+        "load_config",
+        "load_entry_config",
+        "model_file_path",
+        "normalize_config",
+        "scan_model",
+        "scan_repository",
+        "select_versions",
+        "validate_config",
+        "versions_to_load",
+    ]
+    for name in repository.__all__:
+        assert getattr(repository, name) is not None

@@ -1,0 +1,120 @@
+"""ModelRunner with a function-backed runtime: placement, statistics, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from modelyard.errors import Internal, InvalidArgument
+from modelyard.scheduling.runner import ModelRunner, instance_count
+from modelyard.types import Array, InferRequest, Tensor
+
+CONFIG = """
+name: "f"
+max_batch_size: 8
+input [ { name: "X", data_type: TYPE_FP32, dims: [ 2 ] } ]
+output [ { name: "Y", data_type: TYPE_FP32, dims: [ 2 ] } ]
+instance_group [ { count: 2 }, { count: 1 } ]
+"""
+
+
+class FunctionRuntime:
+    """Runs a plain function and remembers which thread ran it."""
+
+    def __init__(self, fn: Callable[[Array], Array]) -> None:
+        self.fn = fn
+        self.threads: list[int] = []
+
+    def infer(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
+        self.threads.append(threading.get_ident())
+        return {"Y": self.fn(inputs["X"])}
+
+    def unload(self) -> None:
+        pass
+
+
+def _runner(fn: Callable[[Array], Array]) -> tuple[ModelRunner, FunctionRuntime]:
+    runtime = FunctionRuntime(fn)
+    config = text_format.Parse(CONFIG, mc.ModelConfig())
+    return ModelRunner(config, "1", runtime), runtime
+
+
+def _request(batch: int = 1) -> InferRequest:
+    x = np.ones((batch, 2), dtype=np.float32)
+    return InferRequest("f", inputs=[Tensor("X", "FP32", [batch, 2], x)])
+
+
+def test_instance_count_sums_groups() -> None:
+    assert instance_count(text_format.Parse(CONFIG, mc.ModelConfig())) == 3
+    assert instance_count(mc.ModelConfig()) == 1
+
+
+def test_fast_models_move_onto_the_event_loop() -> None:
+    runner, runtime = _runner(lambda x: x * 2)
+
+    async def main() -> int:
+        for _ in range(20):
+            out = await runner.infer(_request())
+            np.testing.assert_array_equal(out.outputs[0].data, [[2, 2]])
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    runner.close()
+    assert runtime.threads[0] != loop_thread  # unknown cost: first call on a worker
+    assert runtime.threads[-1] == loop_thread  # measured cheap: now inline
+
+
+def test_slow_models_stay_on_worker_threads() -> None:
+    def slow(x: Array) -> Array:
+        time.sleep(0.002)
+        return x
+
+    runner, runtime = _runner(slow)
+
+    async def main() -> int:
+        await asyncio.gather(*(runner.infer(_request()) for _ in range(6)))
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    runner.close()
+    assert loop_thread not in runtime.threads
+    assert 1 < len(set(runtime.threads)) <= 3  # concurrent, at most one thread per instance
+
+
+def test_statistics_and_failures() -> None:
+    calls = {"n": 0}
+
+    def flaky(x: Array) -> Array:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Internal("boom")
+        return x
+
+    runner, _ = _runner(flaky)
+
+    async def main() -> None:
+        await runner.infer(_request(2))
+        await runner.infer(_request(2))
+        with pytest.raises(Internal):
+            await runner.infer(_request(2))
+        with pytest.raises(InvalidArgument):
+            await runner.infer(InferRequest("f", inputs=[]))
+        await runner.infer(_request(4))
+
+    asyncio.run(main())
+    runner.close()
+    stats: dict[str, Any] = runner.stats.as_json()
+    assert stats["inference_count"] == 8
+    assert stats["execution_count"] == 3
+    assert stats["inference_stats"]["fail"]["count"] == 2
+    assert stats["inference_stats"]["success"]["count"] == 3
+    assert [b["batch_size"] for b in stats["batch_stats"]] == [2, 4]
+    assert stats["batch_stats"][0]["compute_infer"]["count"] == 2
