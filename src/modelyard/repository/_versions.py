@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-logger = logging.getLogger("modelyard.repository")
+logger = logging.getLogger(__name__)
 
 
 def select_versions(config: mc.ModelConfig, available: Sequence[int]) -> list[int]:
@@ -26,7 +26,7 @@ def select_versions(config: mc.ModelConfig, available: Sequence[int]) -> list[in
     if which == "all":
         return present
     if which == "specific":
-        chosen = []
+        chosen: list[int] = []
         for version in sorted(set(policy.specific.versions)):
             if version in present:
                 chosen.append(version)

@@ -50,6 +50,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _VERSION_NAME = re.compile(r"0|[1-9][0-9]*")
+_INT64_MAX = 2**63 - 1  # Triton's versions are int64
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +88,9 @@ def list_versions(model_dir: Path) -> tuple[int, ...]:
     for child in model_dir.iterdir():
         if not child.is_dir() or child.name in NON_VERSION_FOLDERS:
             continue
-        if _VERSION_NAME.fullmatch(child.name):
+        if _VERSION_NAME.fullmatch(child.name) and int(child.name) <= _INT64_MAX:
             versions.append(int(child.name))
-        elif child.name[:1] == "0" and child.name[1:].isdigit():
+        elif len(child.name) > 1 and child.name[0] == "0":
             logger.warning(
                 "ignore version directory '%s' which contains leading zeros in its directory name",
                 child.name,

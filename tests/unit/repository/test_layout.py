@@ -57,17 +57,20 @@ def test_missing_repository(tmp_path: Path) -> None:
 
 def test_version_folder_rules(make_model: MakeModel, caplog: pytest.LogCaptureFixture) -> None:
     model_dir = make_model(
-        "m", None, versions=("1", "0", "10", "2", "01", "007", "abc", "3x", "-1", "warmup")
+        "m", None, versions=("1", "0", "10", "2", "01", "0x", "abc", "3x", "-1", "warmup", "9" * 20)
     )
     (model_dir / "5").write_text("a file named like a version is not a version")
     (model_dir / "initial_state").mkdir()
-    with caplog.at_level(logging.WARNING, logger="modelyard.repository"):
+    with caplog.at_level(logging.WARNING, logger="modelyard.repository.layout"):
         assert list_versions(model_dir) == (0, 1, 2, 10)
     messages = {r.getMessage() for r in caplog.records}
     assert "ignore version directory '01' which contains leading zeros in its directory name" in (
         messages
     )
     assert "ignore version directory 'abc' which fails to convert to integral number" in messages
+    assert "ignore version directory '0x' which contains leading zeros in its directory name" in (
+        messages
+    )
     assert not any("warmup" in m or "initial_state" in m for m in messages)
 
 
