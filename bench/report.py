@@ -57,7 +57,7 @@ def render(
                 if s in res.unavailable:
                     continue
                 row = [m, e, res.labels.get(s, s)]
-                if (s, m, e) in res.failed:
+                if (s, m, e) in res.failed and not any((s, m, e, c) in res.cells for c in conc):
                     row += ["n/a", "n/a"] * len(conc) + ["see notes"]
                     out.append(_row(row))
                     continue

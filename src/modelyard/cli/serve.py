@@ -106,11 +106,13 @@ def _default_max_batch_size(configs: list[str]) -> int:
     for item in configs:
         backend, _, setting = item.partition(",")
         key, _, raw = setting.partition("=")
-        if key == "default-max-batch-size":
+        if backend == "onnxruntime" and key == "default-max-batch-size":
             try:
                 value = int(raw)
             except ValueError:
-                raise typer.BadParameter(f"not an integer: '{item}'", param_hint="--backend-config")
+                raise typer.BadParameter(
+                    f"not an integer: '{item}'", param_hint="--backend-config"
+                ) from None
     return value
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from modelyard.types import InferRequest, InferResponse
 log = logging.getLogger("modelyard.manager")
 
 
-class State(str, Enum):
+class State(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
     LOADING = "LOADING"
     READY = "READY"
@@ -69,7 +69,7 @@ class ManagerOptions:
     autocomplete: bool = True
     control_mode: str = "none"  # none | explicit
     startup_models: tuple[str, ...] = ()  # explicit mode: --load-model; "*" loads all
-    runtime: RuntimeOptions = RuntimeOptions()
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
 
 class ModelManager:
@@ -181,8 +181,7 @@ class ModelManager:
         vrec.state = State.UNLOADING
         record.refresh_default()
         if runner is not None:
-            while runner.inflight:  # never pull a model from under its requests
-                await asyncio.sleep(0.005)
+            await runner.drained()  # never pull a model from under its requests
             await asyncio.to_thread(runner.close)
         vrec.state, vrec.reason = State.UNAVAILABLE, "unloaded"
 

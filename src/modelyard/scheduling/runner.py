@@ -67,10 +67,13 @@ class ModelRunner:
         # unknown cost until the first execution: start on a worker thread, the safe side
         self._ewma_ns = float(inline_ns) * 2
         self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def infer(self, request: InferRequest) -> InferResponse:
         start = time.perf_counter_ns()
         self.inflight += 1
+        self._idle.clear()
         try:
             response, timings = await self._infer(request, start)
         except Exception:
@@ -78,6 +81,8 @@ class ModelRunner:
             raise
         finally:
             self.inflight -= 1
+            if not self.inflight:
+                self._idle.set()
         self.stats.record_success(*timings)
         return response
 
@@ -127,6 +132,10 @@ class ModelRunner:
             done - t_infer,
         )
         return response, timings
+
+    async def drained(self) -> None:
+        """Returns once no request is executing on this model."""
+        await self._idle.wait()
 
     def _timed_infer(
         self, feed: dict[str, Array], names: list[str]
