@@ -81,7 +81,7 @@ def test_wrong_shape(http: httpx.Client) -> None:
     msg = _error(http.post("/v2/models/add_sub/infer", json=body), 400)
     assert msg.startswith(
         "[request id: <id_unknown>] unexpected shape for input 'INPUT0' for model 'add_sub'. "
-        "Expected [-1,16], got [1,15].  NOTE: Setting a non-zero max_batch_size"
+        "Expected [-1,16], got [1,15]. NOTE: Setting a non-zero max_batch_size"
     )
 
 
@@ -253,3 +253,10 @@ def test_bytes_element_overrun(http: httpx.Client) -> None:
 def test_not_found_route_and_method(http: httpx.Client) -> None:
     assert http.get("/v3/whatever").status_code == 404
     assert http.get("/v2/models/add_sub/infer").status_code == 405
+
+
+def test_repeated_output_is_answered_once(http: httpx.Client) -> None:
+    body = {**GOOD, "outputs": [{"name": "OUTPUT0"}, {"name": "OUTPUT0"}]}
+    r = http.post("/v2/models/add_sub/infer", json=body)
+    assert r.status_code == 200, r.text
+    assert [o["name"] for o in r.json()["outputs"]] == ["OUTPUT0"]

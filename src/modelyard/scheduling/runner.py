@@ -148,13 +148,16 @@ class ModelRunner:
         sig = self.signature
         if request.outputs is None:
             return [(name, 0) for name in sig.outputs]
-        wanted = []
+        wanted: list[tuple[str, int]] = []
+        seen: set[str] = set()
         for out in request.outputs:
             if out.name not in sig.outputs:
                 raise InvalidArgument(
                     f"unexpected inference output '{out.name}' for model '{sig.model}'"
                 )
-            wanted.append((out.name, out.class_count))
+            if out.name not in seen:  # Triton answers a repeated output once
+                seen.add(out.name)
+                wanted.append((out.name, out.class_count))
         return wanted
 
     def _output(self, name: str, arr: Array, class_count: int, batch: int) -> Tensor:

@@ -78,7 +78,7 @@ def _fmt(shape: list[int] | tuple[int, ...]) -> str:
 
 
 _BATCH_NOTE = (
-    " NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension "
+    "NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension "
     "to be prepended to each input shape. If you want to specify the full shape including the "
     "batch dim in your input dims config, try setting max_batch_size to zero. See the model "
     "configuration docs for more info on max_batch_size."
