@@ -13,6 +13,7 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     ├── Unavailable (503)            known model that is not ready (loading, failed, draining)
     ├── ConfigError (400)            a config.pbtxt that Triton would reject; names file:line
     ├── MissingDependency (500)      an optional extra is not installed; message has the pip command
+    ├── Unsupported (501)            a protocol feature modelyard does not implement (e.g. br bodies)
     └── Internal (500)               a runtime failed while executing
 
 Messages are complete sentences a user can act on; the wire layer never rewrites them.
@@ -76,6 +77,10 @@ class MissingDependency(ModelyardError):
         super().__init__(
             f"{package} is not installed; install it with: pip install 'modelyard[{extra}]'"
         )
+
+
+class Unsupported(ModelyardError):
+    status = HTTPStatus.NOT_IMPLEMENTED
 
 
 class Internal(ModelyardError):

@@ -86,14 +86,6 @@ def test_explicit_mode_load_and_unload(tmp_path: Path) -> None:
         assert "nothing" in r.json()["error"]
 
 
-def test_load_unload_refused_in_none_mode(tmp_path: Path) -> None:
-    write_model(tmp_path, "add_sub", add_sub(), None)
-    with running_server(tmp_path) as server:
-        r = httpx.post(f"{server.base_url}/v2/repository/models/add_sub/unload")
-        assert r.status_code == 400
-        assert "EXPLICIT" in r.json()["error"]
-
-
 def test_disable_auto_complete_config(tmp_path: Path) -> None:
     write_model(tmp_path, "mlp", mlp(), None)  # no config.pbtxt
     write_model(

@@ -195,7 +195,7 @@ class ModelManager:
     def runner(self, name: str, version: str = "") -> ModelRunner:
         """The runner for a request; Triton's errors for unknown or unready models."""
         record = self.models.get(name)
-        if record is None:
+        if record is None or not record.versions:  # never loaded, or its config is unreadable
             raise ModelNotFound(name)
         if not version:
             if record.default is None:
@@ -233,7 +233,8 @@ class ModelManager:
                 v = record.versions[version]
                 if ready_only and v.state is not State.READY:
                     continue
-                rows.append(
-                    {"name": name, "version": version, "state": v.state.value, "reason": v.reason}
-                )
+                row = {"name": name, "version": version, "state": v.state.value}
+                if v.reason:  # Triton leaves "reason" out when there is none
+                    row["reason"] = v.reason
+                rows.append(row)
         return rows

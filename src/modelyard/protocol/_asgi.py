@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from modelyard.errors import InvalidArgument, PayloadTooLarge
+from modelyard.errors import InvalidArgument, PayloadTooLarge, Unsupported
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -76,7 +76,7 @@ def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
     elif encoding == b"deflate":
         wbits = zlib.MAX_WBITS
     else:
-        raise InvalidArgument(f"unsupported content-encoding '{encoding.decode('latin-1')}'")
+        raise Unsupported("Unsupported compression type")  # Triton's text and status (501)
     d = zlib.decompressobj(wbits)
     try:
         out = d.decompress(body, limit + 1)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from modelyard import __version__
-from modelyard.errors import InvalidArgument, ModelNotFound
+from modelyard.errors import InvalidArgument, Unavailable
 from modelyard.manager.manager import ModelManager
 from modelyard.protocol._asgi import (
     JSON,
@@ -44,7 +44,7 @@ EXTENSIONS = [
 
 Handler = Callable[["V2Routes", Scope, Receive, Send, dict[str, str]], Awaitable[None]]
 
-_M = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+_M = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[0-9]+))?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +155,10 @@ class V2Routes:
     async def model_ready(
         self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
     ) -> None:
-        ok = self.manager.is_ready(p["model"], p.get("version", ""))
-        await respond(send, 200 if ok else 400, b"")
+        if self.manager.is_ready(p["model"], p.get("version", "")):
+            await respond(send, 200, b"")
+        else:
+            await respond(send, 400, b'{"error":"Model version not ready"}')
 
     async def model_metadata(
         self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
@@ -192,17 +194,23 @@ class V2Routes:
         rows: list[dict[str, Any]] = []
         model, version = p.get("model"), p.get("version", "")
         if model is not None:
-            if version:
-                rows.append(self.manager.runner(model, version).stats.as_json())
-            else:
-                record = self.manager.record(model)
-                rows.extend(
-                    v.runner.stats.as_json()
+            record = self.manager.models.get(model)
+            runners = (
+                []
+                if record is None
+                else [
+                    v.runner
                     for v in sorted(record.versions.values(), key=lambda v: int(v.version))
-                    if v.runner is not None
+                    if v.runner is not None and (not version or v.version == version)
+                ]
+            )
+            if not runners:  # Triton's texts, and its 400
+                raise InvalidArgument(
+                    f"requested model version is not available for model '{model}'"
+                    if version and record is not None and record.default is not None
+                    else f"requested model '{model}' is not available"
                 )
-                if not rows:
-                    raise ModelNotFound(model, f"requested model '{model}' is not available")
+            rows.extend(r.stats.as_json() for r in runners)
         else:
             for name in sorted(self.manager.models):
                 record = self.manager.models[name]
@@ -227,13 +235,8 @@ class V2Routes:
         await respond(send, 200, orjson.dumps(self.manager.index(ready_only)))
 
     def _explicit_only(self) -> None:
-        if self.control_mode != "explicit":
-            raise InvalidArgument(
-                "explicit model load / unload is not allowed if polling is enabled"
-                if self.control_mode == "poll"
-                else "explicit model load / unload is only allowed in EXPLICIT model "
-                "control mode (--model-control-mode=explicit)"
-            )
+        if self.control_mode != "explicit":  # Triton's text and status, in every other mode
+            raise Unavailable("explicit model load / unload is not allowed if polling is enabled")
 
     async def repository_load(
         self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]

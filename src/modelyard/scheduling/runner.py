@@ -72,10 +72,12 @@ class ModelRunner:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         start = time.perf_counter_ns()
+        # as in Triton, a request refused by validation never counts in the statistics
+        batch, wanted, feed = self._prepare(request)
         self.inflight += 1
         self._idle.clear()
         try:
-            response, timings = await self._infer(request, start)
+            response, timings = await self._execute(request, start, batch, wanted, feed)
         except Exception:
             self.stats.record_failure(time.perf_counter_ns() - start)
             raise
@@ -86,9 +88,10 @@ class ModelRunner:
         self.stats.record_success(*timings)
         return response
 
-    async def _infer(
-        self, request: InferRequest, start: int
-    ) -> tuple[InferResponse, tuple[int, int, int, int, int, int]]:
+    def _prepare(
+        self, request: InferRequest
+    ) -> tuple[int, list[tuple[str, int]], dict[str, Array]]:
+        """Validate against the config and build the runtime's feed (reshapes applied)."""
         sig = self.signature
         if len(request.inputs) == 1 and request.inputs[0].parameters.get("raw_input"):
             request.inputs = [deduce_raw_input(sig, request.inputs[0], request.id)]
@@ -104,6 +107,17 @@ class ModelRunner:
             if shape is not None:
                 arr = arr.reshape(shape)
             feed[t.name] = arr
+        return batch, wanted, feed
+
+    async def _execute(
+        self,
+        request: InferRequest,
+        start: int,
+        batch: int,
+        wanted: list[tuple[str, int]],
+        feed: dict[str, Array],
+    ) -> tuple[InferResponse, tuple[int, int, int, int, int, int]]:
+        sig = self.signature
         names = [n for n, _ in wanted]
         t_input = time.perf_counter_ns()
         if self._ewma_ns < self._inline_ns:

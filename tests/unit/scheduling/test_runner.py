@@ -114,7 +114,7 @@ def test_statistics_and_failures() -> None:
     stats: dict[str, Any] = runner.stats.as_json()
     assert stats["inference_count"] == 8
     assert stats["execution_count"] == 3
-    assert stats["inference_stats"]["fail"]["count"] == 2
+    assert stats["inference_stats"]["fail"]["count"] == 1  # validation refusals don't count
     assert stats["inference_stats"]["success"]["count"] == 3
     assert [b["batch_size"] for b in stats["batch_stats"]] == [2, 4]
     assert stats["batch_stats"][0]["compute_infer"]["count"] == 2
