@@ -93,7 +93,8 @@ def render(
                             a = res.median(("modelyard", m, e, c))
                             b = res.median((p, m, e, c))
                             row.append(f"{a.rps / b.rps:.2f}x" if a and b and b.rps else "-")
-                        out.append(_row(row))
+                        if any(x != "-" for x in row[3:]):
+                            out.append(_row(row))
     # -- in-process
     if res.inprocess:
         head = [

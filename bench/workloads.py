@@ -117,7 +117,10 @@ class Workload:
             data = resp.read()
             if resp.status != 200:
                 return f"HTTP {resp.status}: {data[:200]!r}"
-            got = _decode_outputs(data, resp.getheader("Inference-Header-Content-Length"))
+            header_len = resp.getheader("Inference-Header-Content-Length")
+            if encoding == "binary" and header_len is None:
+                return "binary request answered without binary outputs (no header length)"
+            got = _decode_outputs(data, header_len)
         except Exception as e:  # a peer that cannot speak the encoding fails in many ways
             return f"{type(e).__name__}: {e}"
         finally:

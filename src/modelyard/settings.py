@@ -22,3 +22,4 @@ class ServerSettings:
     log_verbose: int = 0
     exit_on_error: bool = False
     default_max_batch_size: int = 4
+    inline_threshold_us: float = 50.0

@@ -68,6 +68,14 @@ def serve(
         str, typer.Option("--strict-readiness", help="true: ready only when every model is.")
     ] = "false",
     log_verbose: Annotated[int, typer.Option("--log-verbose", help="0 info, 1+ debug.")] = 0,
+    inline_threshold_us: Annotated[
+        float,
+        typer.Option(
+            "--inline-threshold-us",
+            help="Models averaging under this many µs per execution run on the event loop "
+            "thread; slower ones on worker threads. 0: always worker threads.",
+        ),
+    ] = 50.0,
     backend_config: Annotated[
         list[str] | None,
         typer.Option("--backend-config", help="<backend>,<key>=<value>, as tritonserver."),
@@ -94,6 +102,7 @@ def serve(
         strict_readiness=_bool(strict_readiness, "--strict-readiness"),
         log_verbose=log_verbose,
         default_max_batch_size=_default_max_batch_size(backend_config or []),
+        inline_threshold_us=inline_threshold_us,
     )
     if not model_repository.is_dir():
         typer.echo(f"error: model repository '{model_repository}' is not a folder", err=True)

@@ -58,4 +58,10 @@ def runner_for_version(
 ) -> ModelRunner:
     factory = factory_for(config)
     runtime = factory.load(config, model_file_path(entry.path, version, config), options.runtime)
-    return ModelRunner(config, str(version), runtime, model_dir=entry.path)
+    return ModelRunner(
+        config,
+        str(version),
+        runtime,
+        model_dir=entry.path,
+        inline_ns=options.inline_threshold_ns,
+    )

@@ -26,7 +26,7 @@ from modelyard.errors import (
 from modelyard.manager._loading import prepare_config, runner_for_version
 from modelyard.repository import ModelEntry, scan_repository, select_versions
 from modelyard.runtimes.base import RuntimeOptions
-from modelyard.scheduling.runner import ModelRunner
+from modelyard.scheduling.runner import DEFAULT_INLINE_NS, ModelRunner
 from modelyard.types import InferRequest, InferResponse
 
 log = logging.getLogger("modelyard.manager")
@@ -70,6 +70,7 @@ class ManagerOptions:
     control_mode: str = "none"  # none | explicit
     startup_models: tuple[str, ...] = ()  # explicit mode: --load-model; "*" loads all
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    inline_threshold_ns: int = DEFAULT_INLINE_NS
 
 
 class ModelManager:

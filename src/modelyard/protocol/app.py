@@ -31,6 +31,7 @@ class ModelyardApp:
                 control_mode=settings.model_control_mode,
                 startup_models=settings.load_models,
                 runtime=RuntimeOptions(default_max_batch_size=settings.default_max_batch_size),
+                inline_threshold_ns=int(settings.inline_threshold_us * 1000),
             )
         )
         self.v2 = V2Routes(self.manager, settings.max_input_size, settings.model_control_mode)
