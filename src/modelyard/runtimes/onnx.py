@@ -5,7 +5,8 @@ executed on a worker thread leaves the event loop free to parse the next request
 
 Config parameters honoured (Triton's onnxruntime backend uses the same keys):
 ``intra_op_thread_count``, ``inter_op_thread_count``, ``enable_mem_arena`` and
-``optimization { graph { level } }`` (-1 basic, 0 default = all, 1 extended).
+``optimization { graph { level } }`` (-1 basic, 0 default = all, 1 extended), and
+onnxruntime's own session config entries under their ``session.*`` keys.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def _session_options(config: Any) -> Any:
                 setattr(opts, attr, int(value))
             except ValueError:
                 raise ConfigError(f"parameter '{key}' must be an integer, got '{value}'") from None
+    # onnxruntime's own session settings pass straight through ("session.*" keys), e.g.
+    # "session.intra_op.allow_spinning": "0" for a pool that sleeps instead of spinning
+    for key, value in config.parameters.items():
+        if key.startswith("session."):
+            opts.add_session_config_entry(key, str(value.string_value))
     arena = _param(config, "enable_mem_arena")
     if arena is not None:
         opts.enable_cpu_mem_arena = arena.lower() in ("1", "true", "on")
