@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from signal import SIGTERM
+from signal import SIGINT, SIGTERM
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelyard.settings import DEFAULT_MAX_INPUT_SIZE, ServerSettings
+
+if TYPE_CHECKING:
+    from modelyard.protocol.app import ModelyardApp
 
 _TRUE = {"1", "true", "on", "yes"}
 _FALSE = {"0", "false", "off", "no"}
@@ -76,6 +79,13 @@ def serve(
             "thread; slower ones on worker threads. 0: always worker threads.",
         ),
     ] = 50.0,
+    http_server: Annotated[
+        str,
+        typer.Option(
+            "--http-server",
+            help="modelyard (its own httptools front end, the fastest) or uvicorn (ASGI).",
+        ),
+    ] = "modelyard",
     backend_config: Annotated[
         list[str] | None,
         typer.Option("--backend-config", help="<backend>,<key>=<value>, as tritonserver."),
@@ -107,7 +117,9 @@ def serve(
     if not model_repository.is_dir():
         typer.echo(f"error: model repository '{model_repository}' is not a folder", err=True)
         raise typer.Exit(2)
-    sys.exit(run(settings))
+    if http_server not in ("modelyard", "uvicorn"):
+        raise typer.BadParameter(f"unknown HTTP server '{http_server}'", param_hint="--http-server")
+    sys.exit(run(settings, http_server))
 
 
 def _default_max_batch_size(configs: list[str]) -> int:
@@ -125,10 +137,8 @@ def _default_max_batch_size(configs: list[str]) -> int:
     return value
 
 
-def run(settings: ServerSettings) -> int:
+def run(settings: ServerSettings, http_server: str = "modelyard") -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code."""
-    import uvicorn
-
     from modelyard.protocol.app import build_app
 
     logging.basicConfig(
@@ -136,6 +146,43 @@ def run(settings: ServerSettings) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     app = build_app(settings)
+    if http_server == "uvicorn":
+        return _run_uvicorn(app)
+    return _run_own(app)
+
+
+def _run_own(app: ModelyardApp) -> int:
+    """modelyard's own front end on uvloop: SIGTERM/SIGINT start the drain."""
+    import asyncio
+
+    from modelyard.protocol._server import HttpFrontEnd
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (SIGTERM, SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await HttpFrontEnd(app).serve(stop)
+
+    try:
+        import uvloop
+    except ImportError:  # Windows: the standard event loop
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(main())
+    except Exception:
+        logging.getLogger("modelyard.server").exception("server failed")
+        return 1
+    return 0
+
+
+def _run_uvicorn(app: ModelyardApp) -> int:
+    """The same application under uvicorn (ASGI), kept for comparison and for ASGI setups."""
+    import uvicorn
+
+    settings = app.settings
     config = uvicorn.Config(
         app,
         host=settings.http_address,

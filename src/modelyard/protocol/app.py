@@ -1,26 +1,35 @@
-"""Composition root: settings -> manager -> routes -> one ASGI application.
+"""Composition root: settings -> manager -> routes -> one application.
 
 Everything the server needs is built here, at start-up, and passed down; nothing is created
 at import time and there are no globals, so several apps can live in one process (tests).
+The application is served by modelyard's own HTTP front end (``_server.py``) or, being an
+ASGI application too, by any ASGI server.
 """
 
 from __future__ import annotations
 
 import logging
-
-import orjson
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import unquote
 
 from modelyard.manager.manager import ManagerOptions, ModelManager
-from modelyard.protocol._asgi import Receive, Scope, Send, respond
+from modelyard.protocol._http import HttpRequest, HttpResponse, too_large
+from modelyard.protocol.errors import v2_error
 from modelyard.protocol.v2 import V2Routes
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.settings import ServerSettings
 
 log = logging.getLogger("modelyard.server")
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
 
 class ModelyardApp:
-    """The ASGI application: lifespan loads and unloads models; HTTP goes to the route tables."""
+    """The application: ``start``/``stop`` load and unload models; ``handle`` serves HTTP."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -41,11 +50,50 @@ class ModelyardApp:
         """Readiness turns false at once; requests already in flight carry on."""
         self.v2.draining = True
 
+    async def start(self) -> None:
+        """Load the models; raises when ``--exit-on-error`` says a failed load is fatal."""
+        await self.manager.start()
+        failed = [r for r in self.manager.index() if r.get("state") != "READY"]
+        if failed and self.settings.exit_on_error:
+            raise RuntimeError(f"models failed to load (--exit-on-error): {failed}")
+
+    async def stop(self) -> None:
+        await self.manager.shutdown()
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        return await self.v2.handle(request)
+
+    # -- ASGI --------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point, for running under any ASGI server (uvicorn, granian, ...)."""
         kind = scope["type"]
         if kind == "http":
-            if not await self.v2.dispatch(scope, receive, send):
-                await respond(send, 404, orjson.dumps({"error": "Not Found"}))
+            try:
+                body = await _read_body(receive, self.settings.max_input_size)
+            except Exception as exc:
+                response = HttpResponse(*v2_error(exc))
+            else:
+                headers = {bytes(k): bytes(v) for k, v in scope["headers"]}
+                path = scope.get("raw_path")
+                request = HttpRequest(
+                    scope["method"],
+                    unquote(path.decode("latin-1")) if path else scope["path"],
+                    headers,
+                    body,
+                )
+                response = await self.handle(request)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": [
+                        (b"content-type", response.content_type),
+                        (b"content-length", str(len(response.body)).encode()),
+                        *response.headers,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": response.body})
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -54,19 +102,33 @@ class ModelyardApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.manager.start()
-                    failed = [r for r in self.manager.index() if r.get("state") != "READY"]
-                    if failed and self.settings.exit_on_error:
-                        raise RuntimeError(f"models failed to load (--exit-on-error): {failed}")
+                    await self.start()
                 except Exception as exc:  # a broken repository must still say why
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.manager.shutdown()
+                await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionError("client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
 
 
 def build_app(settings: ServerSettings) -> ModelyardApp:

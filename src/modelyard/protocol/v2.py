@@ -17,17 +17,14 @@ import orjson
 from modelyard import __version__
 from modelyard.errors import InvalidArgument, Unavailable
 from modelyard.manager.manager import ModelManager
-from modelyard.protocol._asgi import (
+from modelyard.protocol._http import (
     JSON,
     OCTET,
-    Receive,
-    Scope,
-    Send,
+    HttpRequest,
+    HttpResponse,
     choose_encoding,
     compress,
-    header,
-    read_body,
-    respond,
+    decoded_body,
 )
 from modelyard.protocol.errors import v2_error
 from modelyard.repository import config_to_json
@@ -42,7 +39,7 @@ EXTENSIONS = [
     "statistics",
 ]
 
-Handler = Callable[["V2Routes", Scope, Receive, Send, dict[str, str]], Awaitable[None]]
+Handler = Callable[["V2Routes", HttpRequest, dict[str, str]], Awaitable[HttpResponse]]
 
 _M = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[0-9]+))?"
 
@@ -86,9 +83,9 @@ class V2Routes:
             ),
         ]
 
-    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        path: str = scope["path"]
-        method: str = scope["method"]
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        """Route one request; every error becomes Triton's ``{"error": ...}`` answer."""
+        path, method = request.path, request.method
         allowed = False
         for route in self.table:
             match = route.pattern.fullmatch(path)
@@ -99,20 +96,18 @@ class V2Routes:
                 continue
             params = {k: v for k, v in match.groupdict().items() if v is not None}
             try:
-                await route.handler(self, scope, receive, send, params)
+                return await route.handler(self, request, params)
             except Exception as exc:
                 status, body = v2_error(exc, params.get("model"))
-                await respond(send, status, body)
-            return True
+                return HttpResponse(status, body)
         if allowed:
-            await respond(send, 405, orjson.dumps({"error": "Method Not Allowed"}))
-            return True
-        return False
+            return HttpResponse(405, b'{"error":"Method Not Allowed"}')
+        return HttpResponse(404, b'{"error":"Not Found"}')
 
     # -- inference -------------------------------------------------------------------------
-    async def infer(self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]) -> None:
-        body = await read_body(scope, receive, self.max_input_size)
-        raw_len = header(scope, b"inference-header-content-length")
+    async def infer(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        body = decoded_body(request, self.max_input_size)
+        raw_len = request.headers.get(b"inference-header-content-length")
         header_length = None
         if raw_len is not None:
             if not raw_len.strip().isdigit():
@@ -124,45 +119,41 @@ class V2Routes:
         model = p["model"]
         version = p.get("version", "")
         runner = self.manager.runner(model, version)
-        request = decode_infer_request(body, header_length, model, version)
-        response = await runner.infer(request)
-        out, json_len = encode_infer_response(response, request.outputs, request.binary_data_output)
+        infer_request = decode_infer_request(body, header_length, model, version)
+        response = await runner.infer(infer_request)
+        out, json_len = encode_infer_response(
+            response, infer_request.outputs, infer_request.binary_data_output
+        )
         extra: list[tuple[bytes, bytes]] = []
         if json_len is not None:
             extra.append((b"inference-header-content-length", str(json_len).encode()))
-        encoding = choose_encoding(scope)
+        encoding = choose_encoding(request)
         if encoding is not None:
             out = compress(out, encoding)
             extra.append((b"content-encoding", encoding))
-        await respond(send, 200, out, OCTET if json_len is not None else JSON, extra)
+        return HttpResponse(200, out, OCTET if json_len is not None else JSON, extra)
 
     # -- health and metadata ---------------------------------------------------------------
-    async def live(self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]) -> None:
-        await respond(send, 200, b"")
+    async def live(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        return HttpResponse(200, b"")
 
-    async def ready(self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]) -> None:
+    async def ready(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         ok = not self.draining
         if ok and self.strict_readiness:
             ok = all(row.get("state") == "READY" for row in self.manager.index())
-        await respond(send, 200 if ok else 400, b"")
+        return HttpResponse(200 if ok else 400, b"")
 
-    async def server_metadata(
-        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
-    ) -> None:
+    async def server_metadata(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         body = {"name": "modelyard", "version": __version__, "extensions": EXTENSIONS}
-        await respond(send, 200, orjson.dumps(body))
+        return HttpResponse(200, orjson.dumps(body))
 
-    async def model_ready(
-        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
-    ) -> None:
+    async def model_ready(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         if self.manager.is_ready(p["model"], p.get("version", "")):
-            await respond(send, 200, b"")
+            return HttpResponse(200, b"")
         else:
-            await respond(send, 400, b'{"error":"Model version not ready"}')
+            return HttpResponse(400, b'{"error":"Model version not ready"}')
 
-    async def model_metadata(
-        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
-    ) -> None:
+    async def model_metadata(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         runner = self.manager.runner(p["model"], p.get("version", ""))
         record = self.manager.record(p["model"])
         sig = runner.signature
@@ -182,15 +173,13 @@ class V2Routes:
                 _meta(s.name, s.datatype, s.full_shape(sig.batched)) for s in sig.outputs.values()
             ],
         }
-        await respond(send, 200, orjson.dumps(body))
+        return HttpResponse(200, orjson.dumps(body))
 
-    async def model_config(
-        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
-    ) -> None:
+    async def model_config(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         runner = self.manager.runner(p["model"], p.get("version", ""))
-        await respond(send, 200, orjson.dumps(config_to_json(runner.config)))
+        return HttpResponse(200, orjson.dumps(config_to_json(runner.config)))
 
-    async def stats(self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]) -> None:
+    async def stats(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         rows: list[dict[str, Any]] = []
         model, version = p.get("model"), p.get("version", "")
         if model is not None:
@@ -219,40 +208,32 @@ class V2Routes:
                     for v in sorted(record.versions.values(), key=lambda v: int(v.version))
                     if v.runner is not None
                 )
-        await respond(send, 200, orjson.dumps({"model_stats": rows}))
+        return HttpResponse(200, orjson.dumps({"model_stats": rows}))
 
     # -- repository extension --------------------------------------------------------------
-    async def repository_index(
-        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
-    ) -> None:
-        body = await read_body(scope, receive, self.max_input_size)
+    async def repository_index(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        body = decoded_body(request, self.max_input_size)
         ready_only = False
         if body.strip():
             try:
                 ready_only = bool(orjson.loads(body).get("ready", False))
             except (orjson.JSONDecodeError, AttributeError):
                 raise InvalidArgument("failed to parse the request JSON buffer") from None
-        await respond(send, 200, orjson.dumps(self.manager.index(ready_only)))
+        return HttpResponse(200, orjson.dumps(self.manager.index(ready_only)))
 
     def _explicit_only(self) -> None:
         if self.control_mode != "explicit":  # Triton's text and status, in every other mode
             raise Unavailable("explicit model load / unload is not allowed if polling is enabled")
 
-    async def repository_load(
-        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
-    ) -> None:
+    async def repository_load(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         self._explicit_only()
-        await read_body(scope, receive, self.max_input_size)
         await self.manager.load(p["model"])
-        await respond(send, 200, b"")
+        return HttpResponse(200, b"")
 
-    async def repository_unload(
-        self, scope: Scope, receive: Receive, send: Send, p: dict[str, str]
-    ) -> None:
+    async def repository_unload(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         self._explicit_only()
-        await read_body(scope, receive, self.max_input_size)
         await self.manager.unload(p["model"])
-        await respond(send, 200, b"")
+        return HttpResponse(200, b"")
 
 
 def _meta(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:

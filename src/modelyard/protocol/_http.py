@@ -1,0 +1,92 @@
+"""The HTTP exchange the handlers see: a whole request in, a whole response out.
+
+Inference requests and responses are small and complete, so handlers never stream: the front
+end (modelyard's own ``_server.py``, or any ASGI server through ``asgi.py``) reads the body
+with the size cap applied, and writes the response in one piece. Content codings are handled
+here, so both front ends behave the same.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass, field
+
+from modelyard.errors import InvalidArgument, PayloadTooLarge, Unsupported
+
+JSON = b"application/json"
+OCTET = b"application/octet-stream"
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    path: str  # percent-decoded
+    headers: dict[bytes, bytes]  # lower-case names; a repeated header keeps its last value
+    body: bytes
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    body: bytes = b""
+    content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body exceeds the maximum allowed value of {limit} bytes. "
+        "Use --http-max-input-size to increase the limit."
+    )
+
+
+def decoded_body(request: HttpRequest, limit: int) -> bytes:
+    """The body with its Content-Encoding undone, refusing to grow past ``limit`` bytes.
+
+    The limit applies to the decompressed size too, so a small gzip bomb is refused after
+    ``limit`` bytes of output rather than filling memory.
+    """
+    encoding = request.headers.get(b"content-encoding")
+    if not encoding or encoding.strip().lower() == b"identity":
+        return request.body
+    encoding = encoding.strip().lower()
+    if encoding in (b"gzip", b"x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == b"deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise Unsupported("Unsupported compression type")  # Triton's text and status (501)
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(request.body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidArgument(
+            f"failed to decompress request body ({encoding.decode()}): {exc}"
+        ) from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise too_large(limit)
+    if not d.eof:
+        raise InvalidArgument(
+            f"failed to decompress request body ({encoding.decode()}): truncated data"
+        )
+    return out
+
+
+def choose_encoding(request: HttpRequest) -> bytes | None:
+    """gzip or deflate when the client's Accept-Encoding allows it (gzip preferred)."""
+    accept = request.headers.get(b"accept-encoding")
+    if not accept:
+        return None
+    offered = {p.split(b";")[0].strip().lower(): p for p in accept.split(b",")}
+    for enc in (b"gzip", b"deflate"):
+        part = offered.get(enc)
+        if part is not None and not part.replace(b" ", b"").endswith(b"q=0"):
+            return enc
+    return None
+
+
+def compress(body: bytes, encoding: bytes) -> bytes:
+    if encoding == b"gzip":
+        return gzip.compress(body, compresslevel=6, mtime=0)
+    return zlib.compress(body, 6)

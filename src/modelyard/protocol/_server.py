@@ -1,0 +1,273 @@
+"""modelyard's HTTP/1.1 front end: httptools' parser on uvloop, one write per response.
+
+Why not an ASGI server: on the inference path the server's own work is a few tens of
+microseconds, and uvicorn's per-request machinery (ASGI message dicts, header validation,
+two socket writes per response) cost as much again (figures in docs/architecture.md). This
+front end hands each complete request to ``ModelyardApp.handle`` and writes the whole
+response with one ``transport.write``. The application stays an ASGI app as well, so any
+ASGI server can still run it (``--http-server uvicorn``).
+
+What it does, and only that: HTTP/1.1 and 1.0, keep-alive, pipelined requests answered in
+order, ``Expect: 100-continue``, the body size cap enforced while the body arrives, write
+back-pressure (reading pauses while the socket's buffer is full), idle keep-alive timeout,
+and a graceful drain: stop accepting, close idle connections, let in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import unquote
+
+import httptools
+
+from modelyard.protocol._http import HttpRequest, HttpResponse, too_large
+from modelyard.protocol.app import ModelyardApp
+from modelyard.protocol.errors import v2_error
+
+log = logging.getLogger("modelyard.http")
+
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+
+
+def _status_line(status: int) -> bytes:
+    return _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection; requests are answered strictly in arrival order."""
+
+    def __init__(self, front: HttpFrontEnd) -> None:
+        self.front = front
+        self.app = front.app
+        self.limit = front.app.settings.max_input_size
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.pending: collections.deque[tuple[HttpRequest | HttpResponse, bool]] = (
+            collections.deque()
+        )
+        self.busy = False
+        self.closing = False
+        self.last_active = time.monotonic()
+        # the request being parsed
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._body: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.front.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.front.connections.discard(self)
+        self.closing = True
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, b'{"error":"protocol upgrade is not supported"}')
+        except httptools.HttpParserError as exc:
+            self._fail(400, b'{"error":"malformed HTTP request: ' + _ascii(exc) + b'"}')
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._size = 0
+        self._too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            self._too_large = True
+        elif (
+            self._headers.get(b"expect", b"").lower() == b"100-continue"
+            and self.transport is not None
+        ):
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._too_large:
+            return
+        self._size += len(body)
+        if self._size > self.limit:
+            self._too_large = True
+            self._body = []
+        else:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        keep_alive = bool(self.parser.should_keep_alive()) and not self.front.draining
+        item: HttpRequest | HttpResponse
+        if self._too_large:
+            status, body = v2_error(too_large(self.limit))
+            item, keep_alive = HttpResponse(status, body), False
+        else:
+            raw_path = self._url.split(b"?", 1)[0]
+            item = HttpRequest(
+                self.parser.get_method().decode("ascii", "replace"),
+                unquote(raw_path.decode("latin-1")),
+                self._headers,
+                self._body[0] if len(self._body) == 1 else b"".join(self._body),
+            )
+        self.pending.append((item, keep_alive))
+        if not self.busy:
+            self._next()
+
+    # -- answering -------------------------------------------------------------------------
+    def _next(self) -> None:
+        if not self.pending or self.transport is None:
+            self.busy = False
+            if self.front.draining:
+                self.close()
+            return
+        self.busy = True
+        item, keep_alive = self.pending.popleft()
+        if isinstance(item, HttpResponse):
+            self._write(item, keep_alive, head=False)
+            return
+        task = asyncio.get_running_loop().create_task(self._answer(item, keep_alive))
+        self.front.tasks.add(task)
+        task.add_done_callback(self.front.tasks.discard)
+
+    async def _answer(self, request: HttpRequest, keep_alive: bool) -> None:
+        try:
+            response = await self.app.handle(request)
+        except Exception as exc:  # handle() maps errors itself; this is a last resort
+            status, body = v2_error(exc)
+            response = HttpResponse(status, body)
+        self._write(response, keep_alive and not self.front.draining, request.method == "HEAD")
+
+    def _write(self, response: HttpResponse, keep_alive: bool, head: bool) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        parts = [
+            _status_line(response.status),
+            b"content-type: ",
+            response.content_type,
+            b"\r\ncontent-length: ",
+            str(len(response.body)).encode(),
+            b"\r\n",
+        ]
+        for name, value in response.headers:
+            parts += [name, b": ", value, b"\r\n"]
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if not head:
+            parts.append(response.body)
+        transport.write(b"".join(parts))
+        self.last_active = time.monotonic()
+        if keep_alive:
+            self._next()
+        else:
+            self.pending.clear()
+            self.close()
+
+    def _fail(self, status: int, body: bytes) -> None:
+        self.pending.clear()
+        if not self.busy:
+            self._write(HttpResponse(status, body), keep_alive=False, head=False)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def idle(self) -> bool:
+        return not self.busy and not self.pending
+
+
+def _ascii(exc: Exception) -> bytes:
+    return str(exc).encode("ascii", "replace").replace(b'"', b"'")
+
+
+class HttpFrontEnd:
+    """Listens, serves until ``stop`` is set, then drains within ``exit_timeout`` seconds."""
+
+    def __init__(self, app: ModelyardApp, keep_alive_timeout: float = 75.0) -> None:
+        self.app = app
+        self.keep_alive_timeout = keep_alive_timeout
+        self.connections: set[_Connection] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.draining = False
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        settings = self.app.settings
+        await self.app.start()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: _Connection(self),
+            settings.http_address,
+            settings.http_port,
+            backlog=4096,
+            reuse_address=True,
+        )
+        log.info("Started HTTPService at %s:%d", settings.http_address, settings.http_port)
+        sweeper = loop.create_task(self._sweep_idle())
+        try:
+            await stop.wait()
+        finally:
+            sweeper.cancel()
+            await self._drain(server, settings.exit_timeout_secs)
+            await self.app.stop()
+
+    async def _drain(self, server: asyncio.Server, grace: float) -> None:
+        """Readiness false, stop accepting, close idle connections, finish in-flight work."""
+        self.draining = True
+        self.app.begin_drain()
+        server.close()
+        for conn in list(self.connections):
+            if conn.idle():
+                conn.close()
+        deadline = time.monotonic() + grace
+        while (self.tasks or self.connections) and time.monotonic() < deadline:
+            for conn in list(self.connections):
+                if conn.idle():
+                    conn.close()
+            await asyncio.sleep(0.01)
+        if self.tasks or self.connections:
+            log.warning(
+                "exit timeout: %d requests still running, %d connections open",
+                len(self.tasks),
+                len(self.connections),
+            )
+        for conn in list(self.connections):
+            conn.close()
+
+    async def _sweep_idle(self) -> None:
+        """Close keep-alive connections idle for longer than the timeout."""
+        while True:
+            await asyncio.sleep(min(10.0, self.keep_alive_timeout))
+            cutoff = time.monotonic() - self.keep_alive_timeout
+            for conn in list(self.connections):
+                if conn.idle() and conn.last_active < cutoff:
+                    conn.close()
