@@ -59,6 +59,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._too_large = False
+        self._discarding = False  # refused a declared-oversize body: ignore what follows
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,6 +73,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
+        if self._discarding:
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -104,7 +107,12 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            self._too_large = True
+            # answer now rather than after receiving a body we will not keep
+            self._discarding = True
+            status, body = v2_error(too_large(self.limit))
+            self.pending.append((HttpResponse(status, body), False))
+            if not self.busy:
+                self._next()
         elif (
             self._headers.get(b"expect", b"").lower() == b"100-continue"
             and self.transport is not None
@@ -199,8 +207,17 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        if self._discarding and transport.can_write_eof():
+            # the client is still sending a body we refused: closing now would reset the
+            # connection and could destroy our answer before it is read, so half-close,
+            # keep discarding, and close for good a moment later
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(2.0, transport.close)
+            return
+        transport.close()
 
     def idle(self) -> bool:
         return not self.busy and not self.pending
