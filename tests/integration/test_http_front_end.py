@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import time
@@ -159,6 +160,7 @@ def test_malformed_http_gets_400_and_the_server_carries_on(server: RunningServer
     assert httpx.get(f"{server.base_url}/v2/health/live").status_code == 200
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_large_body(server: RunningServer, tmp_path: Path) -> None:
     """curl sends Expect: 100-continue for large bodies and waits for the answer."""
     payload = tmp_path / "body.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -115,3 +116,28 @@ def test_exit_on_error_fails_fast(tmp_path: Path) -> None:
     with pytest.raises(ServerFailed) as info:
         start_server(tmp_path, ["--exit-on-error=true"], timeout=30)
     assert "bad" in str(info.value)
+
+
+def test_exit_timeout_bounds_the_drain(tmp_path: Path) -> None:
+    """A request longer than --exit-timeout-secs does not hold the process: exit 1 on time."""
+    write_model(tmp_path, "slow", slow(), SLOW)
+    server = start_server(tmp_path, ["--exit-timeout-secs", "1"])
+    try:
+        trips = _trips_for(6.0, server.base_url)
+        body = {
+            "inputs": [{"name": "TRIPS", "shape": [1, 1], "datatype": "INT64", "data": [trips]}]
+        }
+        worker = threading.Thread(target=lambda: _swallow(server.base_url, body), daemon=True)
+        worker.start()
+        time.sleep(0.3)
+        start = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=20) == 1
+        assert time.monotonic() - start < 4.0
+    finally:
+        server.stop()
+
+
+def _swallow(base_url: str, body: dict[str, object]) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(f"{base_url}/v2/models/slow/infer", json=body, timeout=60)

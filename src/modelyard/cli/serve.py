@@ -9,6 +9,7 @@ serves the rest) and ``--strict-readiness`` is false (readiness means "serving")
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from signal import SIGINT, SIGTERM
@@ -157,12 +158,12 @@ def _run_own(app: ModelyardApp) -> int:
 
     from modelyard.protocol._server import HttpFrontEnd
 
-    async def main() -> None:
+    async def main() -> bool:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (SIGTERM, SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await HttpFrontEnd(app).serve(stop)
+        return await HttpFrontEnd(app).serve(stop)
 
     try:
         import uvloop
@@ -171,10 +172,15 @@ def _run_own(app: ModelyardApp) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(main())
+        drained = runner(main())
     except Exception:
         logging.getLogger("modelyard.server").exception("server failed")
         return 1
+    if not drained:
+        # --exit-timeout-secs is a promise: do not wait at exit for worker threads still
+        # inside a model; exit 1, as Triton does when its exit timeout expires
+        logging.shutdown()
+        os._exit(1)
     return 0
 
 

@@ -237,7 +237,8 @@ class HttpFrontEnd:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
 
-    async def serve(self, stop: asyncio.Event) -> None:
+    async def serve(self, stop: asyncio.Event) -> bool:
+        """Serve until ``stop``; True when the drain finished within the grace period."""
         settings = self.app.settings
         await self.app.start()
         loop = asyncio.get_running_loop()
@@ -254,8 +255,14 @@ class HttpFrontEnd:
             await stop.wait()
         finally:
             sweeper.cancel()
+            deadline = time.monotonic() + settings.exit_timeout_secs
             await self._drain(server, settings.exit_timeout_secs)
-            await self.app.stop()
+            try:  # unloading waits for executions still running on worker threads
+                await asyncio.wait_for(self.app.stop(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                log.warning("exit timeout expired with model executions still running")
+                return False
+        return not self.tasks
 
     async def _drain(self, server: asyncio.Server, grace: float) -> None:
         """Readiness false, stop accepting, close idle connections, finish in-flight work."""

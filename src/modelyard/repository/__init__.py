@@ -7,6 +7,7 @@ versions to load, and what each config says (see ``config.py`` and ``layout.py``
 from modelyard.repository._common import (
     BACKEND_DEFAULT_FILENAME,
     CONFIG_FILENAME,
+    ENSEMBLE_PLATFORM,
     PLATFORM_TO_BACKEND,
     ModelConfigError,
 )
@@ -32,6 +33,7 @@ from modelyard.repository.layout import (
 __all__ = [
     "BACKEND_DEFAULT_FILENAME",
     "CONFIG_FILENAME",
+    "ENSEMBLE_PLATFORM",
     "PLATFORM_TO_BACKEND",
     "ModelConfig",
     "ModelConfigError",

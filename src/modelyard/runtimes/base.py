@@ -1,9 +1,10 @@
 """The runtime seam: a backend turns one model version's files into a :class:`Runtime`.
 
 Triton names a model's backend with ``platform`` (``onnxruntime_onnx``) or ``backend``
-(``onnxruntime``); :func:`backend_for` maps both onto one key, and :data:`RUNTIMES` maps that
-key to the factory. Factories import their framework lazily, so importing this module is cheap
-and a missing optional framework only fails the models that need it.
+(``onnxruntime``); :func:`backend_for` maps both onto one key (with the repository's
+table), and :func:`factory_for` maps that key to the factory. Factories import their
+framework lazily, so importing this module is cheap and a missing optional framework only
+fails the models that need it.
 """
 
 from __future__ import annotations
@@ -13,17 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from modelyard.errors import ConfigError
+from modelyard.repository import ENSEMBLE_PLATFORM, PLATFORM_TO_BACKEND
 from modelyard.types import Runtime
-
-# Triton's platform -> backend table (model_config_utils.cc), for the platforms users write
-PLATFORM_BACKENDS: dict[str, str] = {
-    "onnxruntime_onnx": "onnxruntime",
-    "tensorrt_plan": "tensorrt",
-    "pytorch_libtorch": "pytorch",
-    "tensorflow_savedmodel": "tensorflow",
-    "tensorflow_graphdef": "tensorflow",
-    "ensemble": "ensemble",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +33,6 @@ class RuntimeFactory(Protocol):
     """Loads one backend's models. ``autocomplete`` fills what ``config.pbtxt`` left out."""
 
     backend: str
-    default_filename: str
 
     def autocomplete(self, config: Any, model_file: Path, options: RuntimeOptions) -> None: ...
 
@@ -52,9 +43,9 @@ def backend_for(config: Any) -> str:
     """The backend key of a config: ``backend`` wins, else the platform's backend."""
     if config.backend:
         return str(config.backend)
-    if config.platform in PLATFORM_BACKENDS:
-        return PLATFORM_BACKENDS[config.platform]
-    return ""
+    if config.platform == ENSEMBLE_PLATFORM:
+        return ENSEMBLE_PLATFORM
+    return PLATFORM_TO_BACKEND.get(config.platform, "")
 
 
 def factory_for(config: Any) -> RuntimeFactory:

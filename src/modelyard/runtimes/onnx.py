@@ -225,7 +225,6 @@ def _str_to_bytes(arr: Array) -> Array:
 
 class OnnxFactory:
     backend = "onnxruntime"
-    default_filename = "model.onnx"
 
     def autocomplete(self, config: Any, model_file: Path, options: RuntimeOptions) -> None:
         """Triton's onnxruntime auto-complete: I/O from the graph, batching when every dim 0 is -1."""

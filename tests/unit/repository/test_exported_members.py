@@ -9,6 +9,7 @@ def test_public_names() -> None:
     assert sorted(repository.__all__) == [
         "BACKEND_DEFAULT_FILENAME",
         "CONFIG_FILENAME",
+        "ENSEMBLE_PLATFORM",
         "ModelConfig",
         "ModelConfigError",
         "ModelEntry",
