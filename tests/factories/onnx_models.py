@@ -143,3 +143,15 @@ def slow(size: int = 256) -> bytes:
         ],
     )
     return _model(graph)
+
+
+def reshape_to(size: int) -> bytes:
+    """INPUT0 FP32 [-1] reshaped to [size]: fails at execution unless given ``size`` elements."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["INPUT0", "SHAPE"], ["OUTPUT0"])],
+        "reshape_to",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, [-1])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, [size])],
+        initializer=[numpy_helper.from_array(np.array([size], dtype=np.int64), "SHAPE")],
+    )
+    return _model(graph)

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto
 
 from modelyard.testing import RunningServer, running_server
-from tests.factories.onnx_models import add_sub, identity, mlp, slow, write_model
+from tests.factories.onnx_models import add_sub, identity, mlp, reshape_to, slow, write_model
 
 ADD_SUB = """
 name: "add_sub"
@@ -84,6 +84,7 @@ def build_repository(repo: Path) -> Path:
         write_model(
             repo, "versioned", add_sub(), VERSIONED if version == 1 else None, version=version
         )
+    write_model(repo, "fails_at_run", reshape_to(4), None)  # runs only with 4 elements
     write_model(repo, "stats_probe", identity(TensorProto.INT16, ["batch", 4]), None)
     for wire, onnx_type in IDENTITY_TYPES.items():
         write_model(repo, f"identity_{wire.lower()}", identity(onnx_type, ["batch", 4]), None)

@@ -260,3 +260,17 @@ def test_repeated_output_is_answered_once(http: httpx.Client) -> None:
     r = http.post("/v2/models/add_sub/infer", json=body)
     assert r.status_code == 200, r.text
     assert [o["name"] for o in r.json()["outputs"]] == ["OUTPUT0"]
+
+
+def test_model_failing_at_execution_is_a_500_and_counted(http: httpx.Client) -> None:
+    def run(n: int) -> httpx.Response:
+        body = {"inputs": [{"name": "INPUT0", "shape": [n], "datatype": "FP32", "data": [1.0] * n}]}
+        return http.post("/v2/models/fails_at_run/infer", json=body)
+
+    assert run(4).status_code == 200
+    msg = _error(run(3), 500)
+    assert msg.startswith("onnx runtime error:") and "Reshape" in msg
+    stats = http.get("/v2/models/fails_at_run/stats").json()["model_stats"][0]
+    assert stats["inference_stats"]["fail"]["count"] == 1
+    assert stats["inference_stats"]["success"]["count"] == 1
+    assert run(4).status_code == 200
