@@ -87,6 +87,55 @@ def test_explicit_mode_load_and_unload(tmp_path: Path) -> None:
         assert "nothing" in r.json()["error"]
 
 
+def test_explicit_load_with_config_override(tmp_path: Path) -> None:
+    """tritonclient's load_model(config=...) replaces config.pbtxt for that load."""
+    import json
+
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    write_model(tmp_path, "mlp", mlp(), None)
+    with running_server(tmp_path, ["--model-control-mode=explicit"]) as server:
+        client = httpclient.InferenceServerClient(server.url)
+        client.load_model("mlp", config=json.dumps({"max_batch_size": 2, "backend": "onnxruntime"}))
+        assert client.get_model_config("mlp")["max_batch_size"] == 2
+        client.load_model("mlp")  # back to config.pbtxt (none here: auto-complete)
+        assert client.get_model_config("mlp")["max_batch_size"] == 4
+        with pytest.raises(InferenceServerException, match="failed to parse the 'config'"):
+            client.load_model("mlp", config="{not json")
+        with pytest.raises(InferenceServerException, match="not supported"):
+            client.load_model("mlp", files={"file:1/model.onnx": b"x"})
+        assert client.is_model_ready("mlp")  # the failed loads left the model serving
+
+
+def test_reload_under_traffic_drops_nothing(tmp_path: Path) -> None:
+    """While a model is reloaded again and again, every request still gets its answer."""
+    write_model(tmp_path, "mlp", mlp(), None)
+    body = {"inputs": [{"name": "INPUT", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
+    statuses: list[int] = []
+    stop = threading.Event()
+    with running_server(tmp_path, ["--model-control-mode=explicit", "--load-model=mlp"]) as server:
+
+        def traffic() -> None:
+            with httpx.Client(base_url=server.base_url, timeout=30) as http:
+                while not stop.is_set():
+                    statuses.append(http.post("/v2/models/mlp/infer", json=body).status_code)
+
+        workers = [threading.Thread(target=traffic) for _ in range(4)]
+        for w in workers:
+            w.start()
+        try:
+            with httpx.Client(base_url=server.base_url, timeout=30) as admin:
+                for _ in range(5):
+                    assert admin.post("/v2/repository/models/mlp/load").status_code == 200
+        finally:
+            stop.set()
+            for w in workers:
+                w.join()
+    assert len(statuses) > 20
+    assert set(statuses) == {200}
+
+
 def test_disable_auto_complete_config(tmp_path: Path) -> None:
     write_model(tmp_path, "mlp", mlp(), None)  # no config.pbtxt
     write_model(

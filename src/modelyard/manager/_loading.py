@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, InvalidArgument
 from modelyard.repository import (
     ModelEntry,
     load_config,
@@ -21,14 +21,26 @@ if TYPE_CHECKING:
 KNOWN_BACKENDS = frozenset({"onnxruntime"})
 
 
-def prepare_config(entry: ModelEntry, options: ManagerOptions) -> Any:
+def prepare_config(
+    entry: ModelEntry, options: ManagerOptions, override_json: str | None = None
+) -> Any:
     """Read, auto-complete (unless disabled), normalise and validate a model's config.
 
-    Auto-complete reads the newest version's model file, as Triton does.
+    ``override_json`` is the config a repository-extension load request carried (Triton's
+    ``parameters.config``, the JSON form of ModelConfig); it replaces config.pbtxt. Auto-complete
+    reads the newest version's model file, as Triton does.
     """
+    from google.protobuf import json_format
     from tritonclient.grpc import model_config_pb2 as mc
 
-    if entry.config_path is not None:
+    if override_json is not None:
+        try:
+            config = json_format.Parse(override_json, mc.ModelConfig())
+        except json_format.ParseError as exc:
+            raise InvalidArgument(
+                f"failed to load '{entry.name}', failed to parse the 'config' parameter: {exc}"
+            ) from None
+    elif entry.config_path is not None:
         config = load_config(entry.config_path)
     elif options.autocomplete:
         config = mc.ModelConfig()

@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from modelyard.errors import (
     ConfigError,
@@ -51,7 +50,6 @@ class VersionRecord:
 class ModelRecord:
     name: str
     entry: ModelEntry | None
-    config: Any = None  # completed, normalised ModelConfig once known
     versions: dict[str, VersionRecord] = field(default_factory=dict)
     reason: str = ""  # model-level failure (config could not be read)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -108,8 +106,11 @@ class ModelManager:
             log.error("failed to load '%s': %s", name, exc)
 
     # -- explicit control ----------------------------------------------------------------
-    async def load(self, name: str) -> None:
-        """(Re)load a model's policy versions; raises when none could be loaded."""
+    async def load(self, name: str, config_json: str | None = None) -> None:
+        """(Re)load a model's policy versions; raises when none could be loaded.
+
+        ``config_json`` (a load request's ``config`` parameter) replaces config.pbtxt.
+        """
         self._rescan()
         record = self.models.get(name)
         if record is None or record.entry is None:
@@ -117,20 +118,21 @@ class ModelManager:
                 name, f"failed to load '{name}', failed to poll from model repository"
             )
         async with record.lock:
-            await self._load_locked(record)
+            await self._load_locked(record, config_json)
 
-    async def _load_locked(self, record: ModelRecord) -> None:
+    async def _load_locked(self, record: ModelRecord, config_json: str | None = None) -> None:
         entry = record.entry
         assert entry is not None
         try:
-            config = await asyncio.to_thread(prepare_config, entry, self.options)
+            config = await asyncio.to_thread(prepare_config, entry, self.options, config_json)
         except ModelyardError as exc:
-            record.reason = str(exc)
-            record.config = None
-            for v in record.versions.values():
-                v.state, v.reason = State.UNAVAILABLE, str(exc)
+            # a failed reload leaves the versions already serving as they are (as Triton does)
+            if record.default is None:
+                record.reason = str(exc)
+                for v in record.versions.values():
+                    v.state, v.reason = State.UNAVAILABLE, str(exc)
             raise
-        record.config, record.reason = config, ""
+        record.reason = ""
         wanted = [str(v) for v in select_versions(config, entry.versions)]
         if not wanted:
             record.reason = (
@@ -152,18 +154,23 @@ class ModelManager:
             vrec = record.versions[version]
             old = vrec.runner
             if isinstance(result, BaseException):
-                vrec.state, vrec.reason, vrec.runner = State.UNAVAILABLE, str(result), None
                 errors.append(result)
                 log.error("model '%s' version %s failed to load: %s", record.name, version, result)
-            else:
-                vrec.state, vrec.reason, vrec.runner = State.READY, "", result
-                log.info("loaded model '%s' version %s", record.name, version)
+                if old is not None:  # a failed reload keeps the version that was serving
+                    vrec.state, vrec.reason = State.READY, ""
+                    continue
+                vrec.state, vrec.reason = State.UNAVAILABLE, str(result)
+                continue
+            vrec.state, vrec.reason, vrec.runner = State.READY, "", result
+            record.refresh_default()  # new requests go to the new instance from here on
+            log.info("loaded model '%s' version %s", record.name, version)
             if old is not None:
+                await old.drained()  # requests on the old instance finish first
                 await asyncio.to_thread(old.close)
         for version in [v for v in record.versions if v not in wanted]:
             await self._unload_version(record, version)
         record.refresh_default()
-        if errors and record.default is None:
+        if errors:
             err = errors[0]
             raise err if isinstance(err, ModelyardError) else ConfigError(str(err))
 

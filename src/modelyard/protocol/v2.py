@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from modelyard import __version__
-from modelyard.errors import InvalidArgument, Unavailable
+from modelyard.errors import InvalidArgument, Unavailable, Unsupported
 from modelyard.manager.manager import ModelManager
 from modelyard.protocol._http import (
     JSON,
@@ -227,7 +227,23 @@ class V2Routes:
 
     async def repository_load(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         self._explicit_only()
-        await self.manager.load(p["model"])
+        body = decoded_body(request, self.max_input_size)
+        params: dict[str, Any] = {}
+        if body.strip():
+            try:
+                params = orjson.loads(body).get("parameters") or {}
+            except (orjson.JSONDecodeError, AttributeError):
+                raise InvalidArgument("failed to parse the request JSON buffer") from None
+        files = [k for k in params if k.startswith("file:")]
+        if files:
+            raise Unsupported(
+                f"loading model files sent in the request ({files[0]}) is not supported; "
+                "put them in the model repository"
+            )
+        config = params.get("config")
+        if config is not None and not isinstance(config, str):
+            raise InvalidArgument("the 'config' parameter must be a JSON string")
+        await self.manager.load(p["model"], config)
         return HttpResponse(200, b"")
 
     async def repository_unload(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
