@@ -11,6 +11,8 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     │   ├── ModelNotFound (404)      unknown model, Triton's wording
     │   └── VersionNotFound (404)    unknown version of a known model
     ├── Unavailable (503)            known model that is not ready (loading, failed, draining)
+    │   └── InsufficientMemory (503) a load that cannot be admitted now: busy models hold the budget
+    │       └── ModelTooLarge (400)  a model bigger than the whole budget: retrying cannot help
     ├── ConfigError (400)            a config.pbtxt that Triton would reject; names file:line
     ├── MissingDependency (500)      an optional extra is not installed; message has the pip command
     ├── Unsupported (501)            a protocol feature modelyard does not implement (e.g. br bodies)
@@ -64,6 +66,14 @@ class VersionNotFound(NotFound):
 
 class Unavailable(ModelyardError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class InsufficientMemory(Unavailable):
+    """The budget cannot take a model now; SageMaker's container face answers 507."""
+
+
+class ModelTooLarge(InsufficientMemory):
+    status = HTTPStatus.BAD_REQUEST
 
 
 class ConfigError(ModelyardError):

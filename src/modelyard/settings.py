@@ -13,7 +13,7 @@ class ServerSettings:
     model_repository: Path
     http_address: str = "0.0.0.0"
     http_port: int = 8000
-    model_control_mode: str = "none"  # none | explicit
+    model_control_mode: str = "on-demand"  # none | explicit | poll | on-demand
     load_models: tuple[str, ...] = ()
     autocomplete: bool = True  # --disable-auto-complete-config / --strict-model-config
     max_input_size: int = DEFAULT_MAX_INPUT_SIZE
@@ -23,3 +23,7 @@ class ServerSettings:
     exit_on_error: bool = False
     default_max_batch_size: int = 4
     inline_threshold_us: float = 50.0
+    load_wait_timeout: float = 60.0
+    repository_poll_secs: float = 15.0
+    memory_budget: int | None = None  # bytes
+    eviction_policy: str = "gdsf"

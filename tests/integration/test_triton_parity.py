@@ -60,7 +60,8 @@ def triton_like(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
     write_model(repo, "add_sub", add_sub(), None, version=2)
     (repo / "broken" / "1").mkdir(parents=True)
     (repo / "broken" / "config.pbtxt").write_text("name: 'broken'\nthis is not a config {")
-    with running_server(repo) as server:
+    # the recording is of Triton's default mode, which is modelyard's "none"
+    with running_server(repo, ["--model-control-mode=none"]) as server:
         yield server
 
 

@@ -45,8 +45,39 @@ def serve(
         str, typer.Option("--http-address", help="Address the HTTP server binds.")
     ] = "0.0.0.0",
     model_control_mode: Annotated[
-        str, typer.Option("--model-control-mode", help="none (load all at start) or explicit.")
-    ] = "none",
+        str,
+        typer.Option(
+            "--model-control-mode",
+            help="on-demand (load on first request), none (load all at start), explicit "
+            "(repository API only) or poll (rescan the repository).",
+        ),
+    ] = "on-demand",
+    repository_poll_secs: Annotated[
+        float,
+        typer.Option(
+            "--repository-poll-secs",
+            help="poll and on-demand modes: rescan the repository this often (0: never).",
+        ),
+    ] = 15.0,
+    load_wait_timeout: Annotated[
+        float,
+        typer.Option(
+            "--load-wait-timeout",
+            help="on-demand: how long a request waits for its model to load (then 503).",
+        ),
+    ] = 60.0,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-budget",
+            help="Memory loaded models may use: bytes, 8GiB, or 50%% of the host's memory "
+            "(the container's limit inside one). Idle models are evicted to stay within it.",
+        ),
+    ] = None,
+    eviction_policy: Annotated[
+        str,
+        typer.Option("--eviction-policy", help="gdsf (size, reload cost and use) or lru."),
+    ] = "gdsf",
     load_model: Annotated[
         list[str] | None,
         typer.Option("--load-model", help="explicit mode: model to load at start ('*' = all)."),
@@ -92,11 +123,24 @@ def serve(
         typer.Option("--backend-config", help="<backend>,<key>=<value>, as tritonserver."),
     ] = None,
 ) -> None:
-    if model_control_mode not in ("none", "explicit"):
+    if model_control_mode not in ("none", "explicit", "poll", "on-demand"):
         raise typer.BadParameter(
-            f"unsupported model control mode '{model_control_mode}' (none or explicit)",
+            f"unsupported model control mode '{model_control_mode}' "
+            "(on-demand, none, explicit or poll)",
             param_hint="--model-control-mode",
         )
+    if eviction_policy not in ("gdsf", "lru"):
+        raise typer.BadParameter(
+            f"unknown eviction policy '{eviction_policy}'", param_hint="--eviction-policy"
+        )
+    budget = None
+    if memory_budget is not None:
+        from modelyard.manager.memory import host_memory_limit, parse_budget
+
+        try:
+            budget = parse_budget(memory_budget, host_memory_limit())
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--memory-budget") from None
     autocomplete = not disable_auto_complete_config
     if strict_model_config is not None and _bool(strict_model_config, "--strict-model-config"):
         autocomplete = False
@@ -114,6 +158,10 @@ def serve(
         log_verbose=log_verbose,
         default_max_batch_size=_default_max_batch_size(backend_config or []),
         inline_threshold_us=inline_threshold_us,
+        load_wait_timeout=load_wait_timeout,
+        repository_poll_secs=repository_poll_secs,
+        memory_budget=budget,
+        eviction_policy=eviction_policy,
     )
     if not model_repository.is_dir():
         typer.echo(f"error: model repository '{model_repository}' is not a folder", err=True)

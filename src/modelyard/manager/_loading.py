@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import logging
+import sys
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import psutil
+
+from modelyard.datatypes import numpy_dtype
 from modelyard.errors import ConfigError, InvalidArgument
 from modelyard.repository import (
     ModelEntry,
@@ -14,9 +23,13 @@ from modelyard.repository import (
 )
 from modelyard.runtimes.base import factory_for
 from modelyard.scheduling.runner import ModelRunner
+from modelyard.scheduling.stats import ModelStats
+from modelyard.types import Array
 
 if TYPE_CHECKING:
     from modelyard.manager.manager import ManagerOptions
+
+log = logging.getLogger("modelyard.manager")
 
 KNOWN_BACKENDS = frozenset({"onnxruntime"})
 
@@ -66,14 +79,92 @@ def prepare_config(
 
 
 def runner_for_version(
-    entry: ModelEntry, config: Any, version: int, options: ManagerOptions
+    entry: ModelEntry,
+    config: Any,
+    version: int,
+    options: ManagerOptions,
+    stats: ModelStats | None = None,
 ) -> ModelRunner:
     factory = factory_for(config)
     runtime = factory.load(config, model_file_path(entry.path, version, config), options.runtime)
-    return ModelRunner(
+    runner = ModelRunner(
         config,
         str(version),
         runtime,
         model_dir=entry.path,
         inline_ns=options.inline_threshold_ns,
+        stats=stats,
     )
+    _warm_up(runner)
+    return runner
+
+
+def _warm_up(runner: ModelRunner) -> None:
+    """One execution on zeros (batch 1, unknown dims 1) before the model takes traffic.
+
+    onnxruntime allocates its arena on the first run, not at load, so this makes the load's
+    memory measurement see what the model really holds, and spares the first request the
+    cost. Models that cannot run on zeros are simply left cold.
+    """
+    sig = runner.signature
+    feed: dict[str, Array] = {}
+    for spec in sig.inputs.values():
+        shape = [1] * sig.batched + [1 if d == -1 else d for d in spec.reshape or spec.dims]
+        if spec.datatype == "BYTES":
+            feed[spec.name] = np.full(shape, b"", dtype=object)
+        else:
+            feed[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+    try:
+        runner.runtime.infer(feed, list(sig.outputs))
+    except Exception as exc:  # data-dependent models may refuse zeros: that is fine
+        log.debug("warm-up of '%s' skipped: %s", runner.name, exc)
+
+
+def entry_key(entry: ModelEntry) -> tuple[Any, ...]:
+    """What makes a model "changed" for a rescan: its versions and its config file."""
+    stat = None
+    if entry.config_path is not None:
+        with contextlib.suppress(OSError):
+            st = entry.config_path.stat()
+            stat = (st.st_mtime_ns, st.st_size)
+    versions = []
+    for v in entry.versions:
+        with contextlib.suppress(OSError):
+            versions.append((v, (entry.path / str(v)).stat().st_mtime_ns))
+    return (tuple(versions), stat)
+
+
+# per-model overhead beyond its files: session structures, thread pools, Python objects
+_MODEL_OVERHEAD = 8 * 2**20
+
+
+def estimate_bytes(entry: ModelEntry) -> int:
+    """A first model's predicted size, before any measurement: twice its files plus overhead.
+
+    Weights are copied into the runtime and the first run allocates working memory about as
+    large again for small models; the measurement after the load replaces this guess.
+    """
+    total = 0
+    for path in entry.path.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                total += path.stat().st_size
+    return 2 * total + _MODEL_OVERHEAD
+
+
+async def measured_load(load: Awaitable[None]) -> int:
+    """Run a load and return how much the process's resident memory grew meanwhile.
+
+    Concurrent loads and allocator behaviour blur the figure; the caller keeps the larger
+    of this and its prediction, so errors fall on the safe side.
+    """
+    before = psutil.Process().memory_info().rss
+    await load
+    return max(0, psutil.Process().memory_info().rss - before)
+
+
+def trim_heap() -> None:
+    """Hand freed heap back to the OS after an unload (glibc keeps it otherwise)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -1,19 +1,32 @@
-"""Which model versions are loaded, and getting a request to the right one.
+"""Which model versions are loaded, and getting each request to a loaded one.
 
 Every model version has a state (UNAVAILABLE, LOADING, READY, UNLOADING) and a reason when it
-is not ready. A model whose config or files are broken is marked UNAVAILABLE with the error
-as its reason; it never takes the server or other models down. Loads run on worker threads
-(creating an onnxruntime session is blocking work) and in parallel across models, one load
-per model at a time (single flight: a second load of the same model waits for the first).
+is not ready. A model whose config or files are broken is UNAVAILABLE with the error as its
+reason; it never takes the server or other models down. Loads run on worker threads and in
+parallel across models, one at a time per model.
+
+Control modes (Triton's names, plus on-demand):
+
+* ``none``: every model is loaded at start;
+* ``explicit``: only ``--load-model`` models and the repository API load;
+* ``poll``: like ``none``, and the repository is rescanned every ``repository_poll_secs``:
+  new models load, changed ones reload (the old version serves until the new one is ready;
+  a failed reload keeps it), removed ones unload;
+* ``on-demand``: any model in the repository loads on its first request. Concurrent first
+  requests share one load (``ModelRecord.load_task``) and wait at most ``load_wait_timeout``.
+  Loads are admitted against the memory budget first (``_admission.py``), evicting idle
+  models chosen by a pure policy (``eviction.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from modelyard.errors import (
     ConfigError,
@@ -22,82 +35,126 @@ from modelyard.errors import (
     Unavailable,
     VersionNotFound,
 )
-from modelyard.manager._loading import prepare_config, runner_for_version
-from modelyard.repository import ModelEntry, scan_repository, select_versions
+from modelyard.manager._admission import Admission
+from modelyard.manager._loading import (
+    entry_key,
+    estimate_bytes,
+    measured_load,
+    prepare_config,
+    runner_for_version,
+    trim_heap,
+)
+from modelyard.manager.records import ModelRecord, State, VersionRecord
+from modelyard.repository import scan_repository, select_versions
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.scheduling.runner import DEFAULT_INLINE_NS, ModelRunner
-from modelyard.types import InferRequest, InferResponse
 
 log = logging.getLogger("modelyard.manager")
 
-
-class State(StrEnum):
-    UNAVAILABLE = "UNAVAILABLE"
-    LOADING = "LOADING"
-    READY = "READY"
-    UNLOADING = "UNLOADING"
-
-
-@dataclass(slots=True)
-class VersionRecord:
-    version: str
-    state: State = State.UNAVAILABLE
-    reason: str = ""
-    runner: ModelRunner | None = None
-
-
-@dataclass(slots=True)
-class ModelRecord:
-    name: str
-    entry: ModelEntry | None
-    versions: dict[str, VersionRecord] = field(default_factory=dict)
-    reason: str = ""  # model-level failure (config could not be read)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    default: ModelRunner | None = None  # newest READY version: the hot path's lookup
-
-    def refresh_default(self) -> None:
-        ready = [v for v in self.versions.values() if v.state is State.READY and v.runner]
-        ready.sort(key=lambda v: int(v.version))
-        self.default = ready[-1].runner if ready else None
+MODES = ("none", "explicit", "poll", "on-demand")
 
 
 @dataclass(frozen=True, slots=True)
 class ManagerOptions:
     repository: Path
     autocomplete: bool = True
-    control_mode: str = "none"  # none | explicit
-    startup_models: tuple[str, ...] = ()  # explicit mode: --load-model; "*" loads all
+    control_mode: str = "none"
+    startup_models: tuple[str, ...] = ()  # --load-model; "*" loads all
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     inline_threshold_ns: int = DEFAULT_INLINE_NS
+    load_wait_timeout: float = 60.0
+    repository_poll_secs: float = 0.0  # 0: no periodic rescan
+    memory_budget: int | None = None  # bytes; None: unbounded
+    eviction_policy: str = "lru"
+
+
+@dataclass(slots=True)
+class Counters:
+    """Cheap counters the manager bumps; the metrics collector reads them at scrape time."""
+
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    load_seconds: float = 0.0
+    load_failures: int = 0
+    unloads: int = 0
+    unload_seconds: float = 0.0
+    evictions: int = 0
+    load_waits: int = 0
+    load_wait_seconds: float = 0.0
 
 
 class ModelManager:
     """Owns every loaded model; the protocol layer's only way to reach a model."""
 
     def __init__(self, options: ManagerOptions) -> None:
+        if options.control_mode not in MODES:
+            raise ValueError(f"unknown model control mode '{options.control_mode}'")
         self.options = options
         self.models: dict[str, ModelRecord] = {}
+        self.counters = Counters()
+        self.admission = Admission(self, options.memory_budget, options.eviction_policy)
+        self._poller: asyncio.Task[None] | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def on_demand(self) -> bool:
+        return self.options.control_mode == "on-demand"
+
+    # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        self._rescan()
-        if self.options.control_mode == "none" or "*" in self.options.startup_models:
+        await self.refresh()
+        mode = self.options.control_mode
+        if mode in ("none", "poll") or "*" in self.options.startup_models:
             names = list(self.models)
         else:
             names = list(self.options.startup_models)
         await asyncio.gather(*(self._load_logged(n) for n in names))
+        if self.options.repository_poll_secs > 0 and mode in ("poll", "on-demand"):
+            self._poller = asyncio.create_task(self._poll())
 
     async def shutdown(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
         await asyncio.gather(*(self.unload(n) for n in list(self.models)), return_exceptions=True)
 
-    def _rescan(self) -> None:
-        entries = scan_repository(self.options.repository)
+    async def refresh(self) -> list[str]:
+        """List the repository again; returns the models whose files changed or vanished."""
+        entries = await asyncio.to_thread(scan_repository, self.options.repository)
+        changed = []
         for name, entry in entries.items():
             record = self.models.get(name)
             if record is None:
                 self.models[name] = ModelRecord(name, entry)
-            else:
+            elif record.entry is None or entry_key(record.entry) != entry_key(entry):
                 record.entry = entry
+                changed.append(name)
+        for name, record in self.models.items():
+            if name not in entries and record.entry is not None:
+                record.entry = None
+                changed.append(name)
+        return changed
+
+    async def _poll(self) -> None:
+        """Pick up new, changed and removed models without dropping traffic."""
+        while True:
+            await asyncio.sleep(self.options.repository_poll_secs)
+            try:
+                changed = await self.refresh()
+            except Exception:
+                log.exception("repository poll failed")
+                continue
+            for name in changed:
+                record = self.models[name]
+                if record.entry is None:
+                    await self._unload_logged(name)
+                elif record.loaded or self.options.control_mode == "poll":
+                    await self._load_logged(name)
+            if self.options.control_mode == "poll":
+                for name, record in self.models.items():
+                    if record.entry is not None and not record.versions:
+                        await self._load_logged(name)
 
     async def _load_logged(self, name: str) -> None:
         try:
@@ -105,20 +162,45 @@ class ModelManager:
         except ModelyardError as exc:
             log.error("failed to load '%s': %s", name, exc)
 
-    # -- explicit control ----------------------------------------------------------------
+    async def _unload_logged(self, name: str) -> None:
+        try:
+            await self.unload(name)
+        except ModelyardError as exc:
+            log.error("failed to unload '%s': %s", name, exc)
+
+    # -- loading and unloading -------------------------------------------------------------
     async def load(self, name: str, config_json: str | None = None) -> None:
-        """(Re)load a model's policy versions; raises when none could be loaded.
+        """(Re)load a model's policy versions; raises when a version could not be loaded.
 
         ``config_json`` (a load request's ``config`` parameter) replaces config.pbtxt.
         """
-        self._rescan()
+        await self.refresh()
         record = self.models.get(name)
         if record is None or record.entry is None:
             raise ModelNotFound(
                 name, f"failed to load '{name}', failed to poll from model repository"
             )
         async with record.lock:
-            await self._load_locked(record, config_json)
+            await self._admitted_load(record, config_json)
+
+    async def _admitted_load(self, record: ModelRecord, config_json: str | None = None) -> None:
+        """Admit against the budget, load, and record what the load really took."""
+        entry = record.entry
+        assert entry is not None
+        predicted = record.usage.bytes or await asyncio.to_thread(estimate_bytes, entry)
+        async with self.admission.reserve(record, predicted):
+            start = time.monotonic()
+            try:
+                measured = await measured_load(self._load_locked(record, config_json))
+            except Exception:
+                self.counters.load_failures += 1
+                raise
+            seconds = time.monotonic() - start
+            record.usage.bytes = max(measured, predicted if not record.usage.bytes else 0, 1)
+            record.usage.load_seconds = seconds
+            record.usage.last_used = time.monotonic()
+            self.counters.loads += 1
+            self.counters.load_seconds += seconds
 
     async def _load_locked(self, record: ModelRecord, config_json: str | None = None) -> None:
         entry = record.entry
@@ -133,18 +215,26 @@ class ModelManager:
                     v.state, v.reason = State.UNAVAILABLE, str(exc)
             raise
         record.reason = ""
+        record.config, record.config_key = config, (entry_key(entry), config_json)
         wanted = [str(v) for v in select_versions(config, entry.versions)]
         if not wanted:
             record.reason = (
-                f"at least one version must be available under the version policy "
+                "at least one version must be available under the version policy "
                 f"of model '{record.name}'"
             )
             raise ConfigError(record.reason)
         for version in wanted:
-            record.versions.setdefault(version, VersionRecord(version)).state = State.LOADING
+            record.version(version).state = State.LOADING
         results = await asyncio.gather(
             *(
-                asyncio.to_thread(runner_for_version, entry, config, int(v), self.options)
+                asyncio.to_thread(
+                    runner_for_version,
+                    entry,
+                    config,
+                    int(v),
+                    self.options,
+                    record.version(v).stats,
+                )
                 for v in wanted
             ),
             return_exceptions=True,
@@ -168,46 +258,122 @@ class ModelManager:
                 await old.drained()  # requests on the old instance finish first
                 await asyncio.to_thread(old.close)
         for version in [v for v in record.versions if v not in wanted]:
-            await self._unload_version(record, version)
+            await self._unload_version(record, version, "unloaded")
         record.refresh_default()
         if errors:
             err = errors[0]
             raise err if isinstance(err, ModelyardError) else ConfigError(str(err))
 
-    async def unload(self, name: str) -> None:
+    async def unload(self, name: str, reason: str = "unloaded") -> None:
         record = self.models.get(name)
         if record is None:
             raise ModelNotFound(name, f"failed to unload '{name}', no version is available")
         async with record.lock:
-            for version in list(record.versions):
-                await self._unload_version(record, version)
-            record.refresh_default()
+            await self.unload_locked(record, reason)
 
-    async def _unload_version(self, record: ModelRecord, version: str) -> None:
+    async def unload_locked(self, record: ModelRecord, reason: str) -> None:
+        """Unload every version; the caller holds ``record.lock``."""
+        start = time.monotonic()
+        was_loaded = record.loaded
+        for version in list(record.versions):
+            await self._unload_version(record, version, reason)
+        record.refresh_default()
+        if was_loaded:
+            self.counters.unloads += 1
+            self.counters.unload_seconds += time.monotonic() - start
+            await asyncio.to_thread(trim_heap)
+
+    async def _unload_version(self, record: ModelRecord, version: str, reason: str) -> None:
         vrec = record.versions[version]
         runner, vrec.runner = vrec.runner, None
+        if runner is None and vrec.state is not State.READY:
+            return
         vrec.state = State.UNLOADING
         record.refresh_default()
         if runner is not None:
             await runner.drained()  # never pull a model from under its requests
             await asyncio.to_thread(runner.close)
-        vrec.state, vrec.reason = State.UNAVAILABLE, "unloaded"
+        vrec.state, vrec.reason = State.UNAVAILABLE, reason
 
-    # -- lookups -------------------------------------------------------------------------
-    def record(self, name: str) -> ModelRecord:
+    # -- the request path ------------------------------------------------------------------
+    async def runner_for(self, name: str, version: str = "") -> ModelRunner:
+        """The runner that serves a request, loading the model first in on-demand mode."""
         record = self.models.get(name)
-        if record is None:
+        if record is not None and not version and record.default is not None:
+            return self._hit(record, record.default)
+        if self.on_demand and (record is None or self._unseen(record, version)):
+            await self.refresh()  # a model or version stored since the last listing
+            record = self.models.get(name)
+        if record is None or (not record.versions and not self.on_demand):
             raise ModelNotFound(name)
-        return record
+        runner = self._lookup(record, version)
+        if runner is not None:
+            return self._hit(record, runner)
+        if not self.on_demand or record.entry is None:
+            return self.runner(name, version)  # raises Triton's error for this case
+        self.counters.misses += 1
+        await self._wait_for_load(record)
+        runner = self._lookup(record, version)
+        if runner is None:
+            return self.runner(name, version)
+        record.usage.last_used = time.monotonic()
+        record.usage.uses += 1
+        return runner
+
+    def _hit(self, record: ModelRecord, runner: ModelRunner) -> ModelRunner:
+        self.counters.hits += 1
+        usage = record.usage
+        usage.last_used = time.monotonic()
+        usage.uses += 1
+        return runner
+
+    def _unseen(self, record: ModelRecord, version: str) -> bool:
+        return bool(version) and (
+            record.entry is None
+            or not version.isdigit()
+            or int(version) not in record.entry.versions
+        )
+
+    def _lookup(self, record: ModelRecord, version: str) -> ModelRunner | None:
+        if not version:
+            return record.default
+        vrec = record.versions.get(version)
+        return vrec.runner if vrec is not None else None
+
+    async def _wait_for_load(self, record: ModelRecord) -> None:
+        """Join (or start) the model's one load; wait at most ``load_wait_timeout``."""
+        task = record.load_task
+        if task is None or task.done():
+            task = record.load_task = asyncio.create_task(self._load_on_demand(record))
+            task.add_done_callback(_consume_exception)
+        start = time.monotonic()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.options.load_wait_timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"model '{record.name}' is still loading after "
+                f"{self.options.load_wait_timeout:g} s (--load-wait-timeout); the load goes "
+                "on, retry shortly"
+            ) from None
+        finally:
+            self.counters.load_waits += 1
+            self.counters.load_wait_seconds += time.monotonic() - start
+
+    async def _load_on_demand(self, record: ModelRecord) -> None:
+        async with record.lock:
+            if record.default is None:
+                await self._admitted_load(record)
 
     def runner(self, name: str, version: str = "") -> ModelRunner:
-        """The runner for a request; Triton's errors for unknown or unready models."""
+        """The loaded runner for a request, or Triton's error for why there is none."""
         record = self.models.get(name)
         if record is None or not record.versions:  # never loaded, or its config is unreadable
             raise ModelNotFound(name)
         if not version:
             if record.default is None:
-                raise Unavailable(f"Request for unknown model: '{name}' has no available versions")
+                raise ModelNotFound(
+                    name, f"Request for unknown model: '{name}' has no available versions"
+                )
             return record.default
         vrec = record.versions.get(version)
         if vrec is None or vrec.runner is None:
@@ -216,14 +382,56 @@ class ModelManager:
             raise VersionNotFound(name, version)
         return vrec.runner
 
-    def is_ready(self, name: str, version: str = "") -> bool:
+    # -- questions answered without loading ------------------------------------------------
+    async def config_for(self, name: str, version: str = "") -> Any:
+        """A model's completed config: the loaded one, or (on-demand) read without loading."""
+        record = self.models.get(name)
+        if record is not None:
+            runner = self._lookup(record, version)
+            if runner is not None:
+                return runner.config
+        if not self.on_demand:
+            return self.runner(name, version).config
+        if record is None or self._unseen(record, version):
+            await self.refresh()
+            record = self.models.get(name)
+        if record is None or record.entry is None:
+            raise ModelNotFound(name)
+        key = (entry_key(record.entry), None)
+        if record.config is None or record.config_key != key:
+            try:
+                record.config = await asyncio.to_thread(prepare_config, record.entry, self.options)
+            except ModelyardError as exc:
+                record.reason = str(exc)  # the index tells why it cannot be served
+                raise
+            record.config_key, record.reason = key, ""
+        if version and int(version) not in select_versions(record.config, record.entry.versions):
+            raise VersionNotFound(name, version)
+        return record.config
+
+    def served_versions(self, name: str) -> list[str]:
+        """Loaded versions; in on-demand mode, the versions a request may load."""
+        record = self.models.get(name)
+        if record is None:
+            return []
+        loaded = [v.version for v in record.versions.values() if v.runner is not None]
+        if loaded or not self.on_demand or record.entry is None or record.config is None:
+            return sorted(loaded, key=int)
+        return [str(v) for v in select_versions(record.config, record.entry.versions)]
+
+    async def is_ready(self, name: str, version: str = "") -> bool:
+        """Loaded, or (on-demand) present with a valid config, so a request would be served."""
+        record = self.models.get(name)
+        if record is not None and self._lookup(record, version) is not None:
+            return True
+        if not self.on_demand:
+            return False
         try:
-            return self.runner(name, version) is not None
+            await self.config_for(name, version)
         except ModelyardError:
             return False
-
-    async def infer(self, request: InferRequest) -> InferResponse:
-        return await self.runner(request.model_name, request.model_version).infer(request)
+        record = self.models.get(name)
+        return record is not None and not record.reason
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Triton's repository index: one row per version, or per model when none is known."""
@@ -246,3 +454,23 @@ class ModelManager:
                     row["reason"] = v.reason
                 rows.append(row)
         return rows
+
+    def stats_records(self, name: str | None = None) -> list[VersionRecord]:
+        """Versions with statistics to show: loaded now, or used before (evicted since)."""
+        names = [name] if name is not None else sorted(self.models)
+        out = []
+        for n in names:
+            record = self.models.get(n)
+            if record is None:
+                continue
+            for version in sorted(record.versions, key=int):
+                vrec = record.versions[version]
+                if vrec.runner is not None or vrec.stats.last_inference:
+                    out.append(vrec)
+        return out
+
+
+def _consume_exception(task: asyncio.Task[None]) -> None:
+    """A load nobody waits for any more must not log "exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()

@@ -41,6 +41,10 @@ class ModelyardApp:
                 startup_models=settings.load_models,
                 runtime=RuntimeOptions(default_max_batch_size=settings.default_max_batch_size),
                 inline_threshold_ns=int(settings.inline_threshold_us * 1000),
+                load_wait_timeout=settings.load_wait_timeout,
+                repository_poll_secs=settings.repository_poll_secs,
+                memory_budget=settings.memory_budget,
+                eviction_policy=settings.eviction_policy,
             )
         )
         self.v2 = V2Routes(self.manager, settings.max_input_size, settings.model_control_mode)

@@ -28,6 +28,7 @@ from modelyard.protocol._http import (
 )
 from modelyard.protocol.errors import v2_error
 from modelyard.repository import config_to_json
+from modelyard.scheduling.signature import signature_of
 from modelyard.wire.v2 import decode_infer_request, encode_infer_response
 
 EXTENSIONS = [
@@ -118,7 +119,7 @@ class V2Routes:
             header_length = int(raw_len)
         model = p["model"]
         version = p.get("version", "")
-        runner = self.manager.runner(model, version)
+        runner = await self.manager.runner_for(model, version)
         infer_request = decode_infer_request(body, header_length, model, version)
         response = await runner.infer(infer_request)
         out, json_len = encode_infer_response(
@@ -148,24 +149,18 @@ class V2Routes:
         return HttpResponse(200, orjson.dumps(body))
 
     async def model_ready(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        if self.manager.is_ready(p["model"], p.get("version", "")):
+        if await self.manager.is_ready(p["model"], p.get("version", "")):
             return HttpResponse(200, b"")
-        else:
-            return HttpResponse(400, b'{"error":"Model version not ready"}')
+        return HttpResponse(400, b'{"error":"Model version not ready"}')
 
     async def model_metadata(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        runner = self.manager.runner(p["model"], p.get("version", ""))
-        record = self.manager.record(p["model"])
-        sig = runner.signature
-        versions = (
-            [p["version"]]
-            if "version" in p
-            else sorted((v.version for v in record.versions.values() if v.runner), key=int)
-        )
+        model, version = p["model"], p.get("version", "")
+        config = await self.manager.config_for(model, version)
+        sig = signature_of(config)
         body = {
-            "name": runner.name,
-            "versions": versions,
-            "platform": runner.config.platform or runner.config.backend,
+            "name": config.name,
+            "versions": [version] if version else self.manager.served_versions(model),
+            "platform": config.platform or config.backend,
             "inputs": [
                 _meta(s.name, s.datatype, s.full_shape(sig.batched)) for s in sig.inputs.values()
             ],
@@ -176,39 +171,23 @@ class V2Routes:
         return HttpResponse(200, orjson.dumps(body))
 
     async def model_config(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        runner = self.manager.runner(p["model"], p.get("version", ""))
-        return HttpResponse(200, orjson.dumps(config_to_json(runner.config)))
+        config = await self.manager.config_for(p["model"], p.get("version", ""))
+        return HttpResponse(200, orjson.dumps(config_to_json(config)))
 
     async def stats(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        rows: list[dict[str, Any]] = []
         model, version = p.get("model"), p.get("version", "")
-        if model is not None:
-            record = self.manager.models.get(model)
-            runners = (
-                []
-                if record is None
-                else [
-                    v.runner
-                    for v in sorted(record.versions.values(), key=lambda v: int(v.version))
-                    if v.runner is not None and (not version or v.version == version)
-                ]
+        records = self.manager.stats_records(model)
+        if version:
+            records = [r for r in records if r.version == version]
+        if model is not None and not records:  # Triton's texts, and its 400
+            known = self.manager.models.get(model)
+            raise InvalidArgument(
+                f"requested model version is not available for model '{model}'"
+                if version and known is not None and known.default is not None
+                else f"requested model '{model}' is not available"
             )
-            if not runners:  # Triton's texts, and its 400
-                raise InvalidArgument(
-                    f"requested model version is not available for model '{model}'"
-                    if version and record is not None and record.default is not None
-                    else f"requested model '{model}' is not available"
-                )
-            rows.extend(r.stats.as_json() for r in runners)
-        else:
-            for name in sorted(self.manager.models):
-                record = self.manager.models[name]
-                rows.extend(
-                    v.runner.stats.as_json()
-                    for v in sorted(record.versions.values(), key=lambda v: int(v.version))
-                    if v.runner is not None
-                )
-        return HttpResponse(200, orjson.dumps({"model_stats": rows}))
+        body = {"model_stats": [r.stats.as_json() for r in records]}
+        return HttpResponse(200, orjson.dumps(body))
 
     # -- repository extension --------------------------------------------------------------
     async def repository_index(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
@@ -222,7 +201,8 @@ class V2Routes:
         return HttpResponse(200, orjson.dumps(self.manager.index(ready_only)))
 
     def _explicit_only(self) -> None:
-        if self.control_mode != "explicit":  # Triton's text and status, in every other mode
+        # Triton's text and status for its modes; on-demand serves the API too (pre-loading)
+        if self.control_mode not in ("explicit", "on-demand"):
             raise Unavailable("explicit model load / unload is not allowed if polling is enabled")
 
     async def repository_load(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:

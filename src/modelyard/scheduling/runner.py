@@ -52,13 +52,15 @@ class ModelRunner:
         runtime: Runtime,
         model_dir: Path | None = None,
         inline_ns: int = DEFAULT_INLINE_NS,
+        stats: ModelStats | None = None,
     ) -> None:
         self.config = config
         self.name: str = config.name
         self.version = version
         self.runtime = runtime
         self.signature: Signature = signature_of(config, model_dir)
-        self.stats = ModelStats(self.name, version)
+        # the manager passes the version's lasting statistics, so they survive reloads
+        self.stats = stats if stats is not None else ModelStats(self.name, version)
         self._instances = instance_count(config)
         self._executor = ThreadPoolExecutor(
             max_workers=self._instances, thread_name_prefix=f"model-{self.name}"

@@ -1,0 +1,223 @@
+"""How much memory there is, and how much a model takes.
+
+* :func:`parse_budget` reads ``--memory-budget``: bytes, a size with a unit, or a share.
+* :func:`host_memory_limit` is what this process may use: the cgroup limit inside a container,
+  physical memory otherwise; the base a ``50%`` budget is a share of.
+* :func:`process_tree_rss` and :func:`measure_delta` measure what a model costs; a model's
+  footprint is measured, never declared.
+* :func:`gpu_memory_used` asks NVML, when it is installed, what a GPU has in use.
+
+psutil and pynvml are imported inside the functions that need them, so importing this module
+costs nothing and a host without a GPU never needs pynvml.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+__all__ = [
+    "gpu_memory_used",
+    "host_memory_limit",
+    "measure_delta",
+    "parse_budget",
+    "physical_memory",
+    "process_tree_rss",
+]
+
+T = TypeVar("T")
+
+# Units, matched case-insensitively. IEC names (KiB, Ki) are powers of 1024 and SI names with a
+# B (KB, MB) powers of 1000, as their standards say. A bare letter (8G, 512m) is a power of 1024,
+# as `docker --memory`, `java -Xmx` and `ulimit` read it: people who write "8G" mean GiB.
+_UNITS: Final[dict[str, int]] = {
+    "": 1,
+    "b": 1,
+    **{f"{p}ib": 1024 ** (i + 1) for i, p in enumerate("kmgt")},
+    **{f"{p}i": 1024 ** (i + 1) for i, p in enumerate("kmgt")},
+    **{p: 1024 ** (i + 1) for i, p in enumerate("kmgt")},
+    **{f"{p}b": 1000 ** (i + 1) for i, p in enumerate("kmgt")},
+}
+_SIZE: Final = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[a-z]*)")
+_FORMS: Final = "bytes (1073741824), a size (8GiB, 512MiB, 2GB, 1.5G) or a share of the host (50%)"
+
+CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP: Final = Path("/proc/self/cgroup")
+
+
+def parse_budget(text: str, total: int) -> int:
+    """The budget ``text`` names, in bytes; ``total`` is what a share is a share of.
+
+    Accepted: plain bytes (``"1073741824"``), a number with a unit (``"8GiB"``, ``"512 MiB"``,
+    ``"2GB"``, ``"1.5G"``; see ``_UNITS``), and a share written as a percentage (``"50%"``,
+    ``"12.5%"``, at most 100). A bare fraction such as ``"0.5"`` is refused rather than guessed
+    at: it reads as half a byte as easily as half the host. Sizes round down to whole bytes.
+    A size larger than ``total`` is accepted (the caller may warn); zero is refused.
+
+    Raises ValueError with the accepted forms when ``text`` is none of these.
+    """
+    raw = text.strip()
+    if raw.endswith("%"):
+        number = raw[:-1].strip()
+        try:
+            share = float(number)
+        except ValueError:
+            raise ValueError(f"memory budget {text!r} is not a percentage; use {_FORMS}") from None
+        if not math.isfinite(share) or not 0 < share <= 100:
+            raise ValueError(f"memory budget {text!r} must be a share above 0% and at most 100%")
+        return _positive(int(total * share / 100), text)
+    match = _SIZE.fullmatch(raw.lower())
+    if match is None or match["unit"] not in _UNITS:
+        raise ValueError(f"memory budget {text!r} is not understood; use {_FORMS}")
+    number, unit = match["number"], match["unit"]
+    if unit in ("", "b") and not number.isdigit():
+        raise ValueError(
+            f"memory budget {text!r} is a fraction of a byte; for a share of the host write a "
+            f"percentage such as {float(number) * 100:g}%"
+        )
+    scale = _UNITS[unit]
+    size = int(number) * scale if number.isdigit() else int(float(number) * scale)
+    return _positive(size, text)
+
+
+def _positive(size: int, text: str) -> int:
+    if size <= 0:
+        raise ValueError(f"memory budget {text!r} is zero bytes; give a positive budget")
+    return size
+
+
+def physical_memory() -> int:
+    """Total physical memory of the host, in bytes."""
+    return int(_psutil().virtual_memory().total)
+
+
+def host_memory_limit(
+    cgroup_root: Path = CGROUP_ROOT,
+    proc_cgroup: Path = PROC_SELF_CGROUP,
+    physical: int | None = None,
+) -> int:
+    """The memory this process may use: its cgroup's limit when lower than RAM, else RAM.
+
+    Reads cgroup v2 ``memory.max`` and cgroup v1 ``memory/memory.limit_in_bytes``, both at
+    ``cgroup_root`` (inside a container the mount is the container's own cgroup) and along the
+    process's own cgroup path from ``proc_cgroup`` up to the root, and keeps the lowest: a
+    parent's limit binds its children. ``"max"``, v1's "unlimited" (a number near 2**63) and
+    unreadable files are no limit. ``physical`` defaults to psutil's total; tests pass both
+    paths and ``physical`` to run without the real host.
+    """
+    limit = physical_memory() if physical is None else physical
+    for candidate in _cgroup_limit_files(cgroup_root, proc_cgroup):
+        value = _read_limit(candidate)
+        if value is not None and 0 < value < limit:
+            limit = value
+    return limit
+
+
+def _cgroup_limit_files(root: Path, proc_cgroup: Path) -> list[Path]:
+    """``memory.max`` / ``memory.limit_in_bytes`` files that may bound this process."""
+    dirs: dict[Path, str] = {root: "memory.max", root / "memory": "memory.limit_in_bytes"}
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        # "0::/path" (v2) or "4:memory:/path" (v1, possibly "memory,other")
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        rel = Path(path.strip().lstrip("/"))
+        if controllers == "":
+            base, name = root, "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = root / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        while rel != Path("."):
+            dirs.setdefault(base / rel, name)
+            rel = rel.parent
+    return [d / name for d, name in dirs.items()]
+
+
+def _read_limit(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if text in ("", "max"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def process_tree_rss(pid: int | None = None) -> int:
+    """Resident memory of a process (this one by default) and all its descendants, in bytes.
+
+    Model workers run as child processes; their memory is the model's too. Children that exit
+    or cannot be read while we look are skipped. RSS counts shared pages (a forked child's
+    copy-on-write pages, shared libraries) once per process, so a tree's total can exceed
+    what the host really lost.
+    """
+    psutil = _psutil()
+    root = psutil.Process(pid)
+    total = int(root.memory_info().rss)
+    for child in root.children(recursive=True):
+        try:
+            total += int(child.memory_info().rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return total
+
+
+def measure_delta(fn: Callable[[], T], pid: int | None = None) -> tuple[T, int]:
+    """Run ``fn`` and return its result with the growth of :func:`process_tree_rss` across it.
+
+    A first measure, good enough to admit and account for a model, with known limits:
+
+    * anything else the process allocates or frees meanwhile (concurrent requests, another
+      load, the garbage collector) is counted as ``fn``'s;
+    * allocators keep freed memory in their arenas: a load may reuse it (and look smaller) or
+      leave scratch space behind (and look larger);
+    * weights that are memory-mapped or allocated lazily count only once touched.
+
+    So the manager measures a model again after its first inference, and the growth is never
+    reported below zero.
+    """
+    before = process_tree_rss(pid)
+    result = fn()
+    after = process_tree_rss(pid)
+    return result, max(0, after - before)
+
+
+def gpu_memory_used(device: int = 0) -> int | None:
+    """Bytes in use on GPU ``device`` as NVML reports it, or None without pynvml or a GPU.
+
+    The figure is the whole device's (every process on it), so a model's share is a delta
+    across its load, with the same caveats as :func:`measure_delta`.
+    """
+    try:
+        nvml: Any = importlib.import_module("pynvml")
+    except ImportError:
+        return None
+    try:
+        nvml.nvmlInit()
+    except Exception:  # no driver, no device: NVML raises its own NVMLError types
+        return None
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(device)
+        return int(nvml.nvmlDeviceGetMemoryInfo(handle).used)
+    except Exception:  # an index past the last device, a lost GPU
+        return None
+    finally:
+        nvml.nvmlShutdown()
+
+
+def _psutil() -> Any:
+    """psutil, imported on first use (it ships no type stubs; callers cast what they read)."""
+    return importlib.import_module("psutil")

@@ -1,0 +1,74 @@
+"""What the manager knows about each model: versions and their states, usage, loading."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from modelyard.repository import ModelEntry
+from modelyard.scheduling.runner import ModelRunner
+from modelyard.scheduling.stats import ModelStats
+
+
+class State(StrEnum):
+    UNAVAILABLE = "UNAVAILABLE"
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(slots=True)
+class VersionRecord:
+    version: str
+    stats: ModelStats  # outlives loads and evictions, like the metrics built on it
+    state: State = State.UNAVAILABLE
+    reason: str = ""
+    runner: ModelRunner | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    """What admission and eviction weigh: measured size, recency, frequency, reload cost."""
+
+    bytes: int = 0  # measured while loaded; the prediction for the next load once known
+    last_used: float = 0.0
+    uses: int = 0
+    load_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class ModelRecord:
+    name: str
+    entry: ModelEntry | None
+    versions: dict[str, VersionRecord] = field(default_factory=dict)
+    reason: str = ""  # model-level failure (config could not be read)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    default: ModelRunner | None = None  # newest READY version: the hot path's lookup
+    usage: Usage = field(default_factory=Usage)
+    load_task: asyncio.Task[None] | None = None  # the one load every waiter shares
+    config: Any = None  # last prepared config (served while not loaded), with its key
+    config_key: tuple[Any, ...] = ()
+
+    def version(self, version: str) -> VersionRecord:
+        vrec = self.versions.get(version)
+        if vrec is None:
+            vrec = self.versions[version] = VersionRecord(version, ModelStats(self.name, version))
+        return vrec
+
+    def refresh_default(self) -> None:
+        ready = [v for v in self.versions.values() if v.state is State.READY and v.runner]
+        ready.sort(key=lambda v: int(v.version))
+        self.default = ready[-1].runner if ready else None
+
+    @property
+    def loaded(self) -> bool:
+        return any(v.runner is not None for v in self.versions.values())
+
+    @property
+    def busy(self) -> bool:
+        """Requests in flight or a load under way: never evicted."""
+        return (self.load_task is not None and not self.load_task.done()) or any(
+            v.runner is not None and v.runner.inflight for v in self.versions.values()
+        )

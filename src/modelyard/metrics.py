@@ -1,0 +1,378 @@
+"""Prometheus metrics, built at scrape time from the statistics the server already keeps.
+
+Nothing here runs on the inference path. The runner's ``ModelStats`` and the manager's
+``ManagerCounters`` are plain integers bumped in place; ``ModelyardCollector`` reads them only
+when ``/metrics`` is scraped, on a ``CollectorRegistry`` that ``build_registry`` creates and the
+composition root owns (there is no global registry, and importing this module registers nothing).
+
+Triton's per-model families, with Triton's names, types, help texts and labels (``model``,
+``version``), so existing dashboards and alerts keep working:
+
+- ``nv_inference_request_success`` (counter): successful requests.
+- ``nv_inference_request_failure`` (counter): failed requests, with the ``reason`` label Triton
+  added in July 2024 (triton-inference-server/core#377, release 24.07): REJECTED, CANCELED,
+  BACKEND, OTHER. Every failure the runner records is an execution failure, so it counts as
+  BACKEND; the other three are always there, at 0, as Triton shows them.
+- ``nv_inference_count`` (counter): inferences (a batch of n counts n).
+- ``nv_inference_exec_count`` (counter): model executions.
+- ``nv_inference_request_duration_us``, ``nv_inference_queue_duration_us``,
+  ``nv_inference_compute_input_duration_us``, ``nv_inference_compute_infer_duration_us``,
+  ``nv_inference_compute_output_duration_us`` (counters): cumulative microseconds of successful
+  requests, from ``ModelStats.durations`` (success, queue, compute_input, compute_infer,
+  compute_output), nanoseconds truncated to microseconds.
+- ``nv_inference_pending_request_count`` (gauge): requests in flight on the version now
+  (Triton counts only those not yet handed to the backend; ours include executing ones).
+- ``nv_model_load_duration_secs`` (gauge): how long the version took to load.
+
+Triton's counters carry no ``_total`` suffix; ``render`` keeps them that way.
+
+Model-store families, which SageMaker reports for multi-model endpoints and Triton lacks, from
+``ManagerCounters`` (the ``_seconds`` families are histograms over ``SECONDS_BUCKETS``):
+
+- ``modelyard_model_cache_hits_total`` (counter): requests whose model was already loaded.
+- ``modelyard_model_cache_misses_total`` (counter): requests that waited for a load.
+- ``modelyard_model_evictions_total`` (counter): models unloaded to make room for another.
+- ``modelyard_loaded_models`` (gauge): models loaded now.
+- ``modelyard_model_load_wait_seconds`` (histogram): how long a request waited for its model.
+- ``modelyard_model_download_seconds`` (histogram): fetching a model's files from the store.
+- ``modelyard_model_load_seconds`` (histogram): loading a model.
+- ``modelyard_model_unload_seconds`` (histogram): unloading a model (drain, then close).
+- ``modelyard_model_memory_bytes`` (gauge): memory the loaded models use.
+- ``modelyard_model_memory_budget_bytes`` (gauge): what they may use before evictions start.
+
+``build_registry`` adds prometheus_client's ``ProcessCollector`` (``process_*``: resident
+memory, CPU seconds, open files) on the same registry.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "CONTENT_TYPE",
+    "SECONDS_BUCKETS",
+    "TRITON_COUNTERS",
+    "DurationLike",
+    "ManagerCounters",
+    "ModelyardCollector",
+    "Snapshot",
+    "StatsLike",
+    "Timing",
+    "VersionSample",
+    "build_registry",
+    "render",
+]
+
+# -- what the collector reads ------------------------------------------------------------
+
+
+class DurationLike(Protocol):
+    @property
+    def count(self) -> int: ...
+    @property
+    def ns(self) -> int: ...
+
+
+class StatsLike(Protocol):
+    """The fields of ``modelyard.scheduling.stats.ModelStats`` the metrics read."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def inference_count(self) -> int: ...
+    @property
+    def execution_count(self) -> int: ...
+    @property
+    def durations(self) -> Mapping[str, DurationLike]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSample:
+    """One model version at scrape time: its statistics plus what only the manager knows."""
+
+    stats: StatsLike
+    pending: int = 0  # ModelRunner.inflight
+    load_seconds: float | None = None  # None: no nv_model_load_duration_secs sample
+
+
+Snapshot = Callable[[], Iterable[StatsLike | VersionSample]]
+
+# Upper bounds (seconds) of the model-store histograms: loads range from milliseconds (a small
+# ONNX file in the page cache) to minutes (a large model fetched from S3).
+SECONDS_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+
+
+@dataclass(slots=True)
+class Timing:
+    """A histogram kept as plain numbers: one count per bucket (not cumulative) and a sum.
+
+    ``observe`` is a bisect and two additions. The total count is the sum of the buckets, so a
+    scrape never sees a count that disagrees with its buckets.
+    """
+
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(SECONDS_BUCKETS) + 1))
+    sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(SECONDS_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets)
+
+
+@dataclass(slots=True)
+class ManagerCounters:
+    """Model-store counters the manager owns and bumps in place; read at scrape time."""
+
+    cache_hits: int = 0
+    cache_misses: int = 0
+    evictions: int = 0
+    loaded_models: int = 0
+    memory_bytes: int = 0
+    memory_budget_bytes: int = 0
+    load_wait: Timing = field(default_factory=Timing)
+    download: Timing = field(default_factory=Timing)
+    load: Timing = field(default_factory=Timing)
+    unload: Timing = field(default_factory=Timing)
+
+
+# -- Triton's families ---------------------------------------------------------------------
+
+_LABELS = ("model", "version")
+_FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+
+# (name, help, ModelStats.durations key) of Triton's cumulative latency counters
+_DURATIONS = (
+    (
+        "nv_inference_request_duration_us",
+        "Cumulative inference request duration in microseconds (includes cached requests)",
+        "success",
+    ),
+    (
+        "nv_inference_queue_duration_us",
+        "Cumulative inference queuing duration in microseconds (includes cached requests)",
+        "queue",
+    ),
+    (
+        "nv_inference_compute_input_duration_us",
+        "Cumulative compute input duration in microseconds (does not include cached requests)",
+        "compute_input",
+    ),
+    (
+        "nv_inference_compute_infer_duration_us",
+        "Cumulative compute inference duration in microseconds (does not include cached requests)",
+        "compute_infer",
+    ),
+    (
+        "nv_inference_compute_output_duration_us",
+        "Cumulative inference compute output duration in microseconds (does not include cached requests)",
+        "compute_output",
+    ),
+)
+
+TRITON_COUNTERS: tuple[str, ...] = (
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    *(name for name, _, _ in _DURATIONS),
+)
+
+
+def _counter(name: str, documentation: str) -> Metric:
+    """A counter whose samples carry the family's own name, as Triton's do (no ``_total``)."""
+    return Metric(name, documentation, "counter")
+
+
+class ModelyardCollector(Collector):
+    """Yields Triton's per-version families and the model-store families, at scrape time."""
+
+    def __init__(self, snapshot: Snapshot, counters: ManagerCounters) -> None:
+        self._snapshot = snapshot
+        self._counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._triton()
+        yield from self._store()
+
+    def describe(self) -> Iterator[Metric]:
+        # registering must not call the snapshot (the manager may not exist yet)
+        return iter(())
+
+    def _triton(self) -> Iterator[Metric]:
+        success = _counter(
+            "nv_inference_request_success",
+            "Number of successful inference requests, all batch sizes",
+        )
+        failure = _counter(
+            "nv_inference_request_failure", "Number of failed inference requests, all batch sizes"
+        )
+        count = _counter(
+            "nv_inference_count",
+            "Number of inferences performed (does not include cached requests)",
+        )
+        exec_count = _counter(
+            "nv_inference_exec_count",
+            "Number of model executions performed (does not include cached requests)",
+        )
+        durations = [(_counter(name, doc), key) for name, doc, key in _DURATIONS]
+        pending = GaugeMetricFamily(
+            "nv_inference_pending_request_count",
+            "Instantaneous number of pending requests awaiting execution per-model.",
+            labels=_LABELS,
+        )
+        load = GaugeMetricFamily(
+            "nv_model_load_duration_secs", "Model load time in seconds", labels=_LABELS
+        )
+        for item in self._snapshot():
+            sample = item if isinstance(item, VersionSample) else VersionSample(item)
+            stats = sample.stats
+            labels = {"model": stats.name, "version": stats.version}
+            d = stats.durations
+            success.add_sample(success.name, labels, d["success"].count)
+            for reason in _FAILURE_REASONS:
+                value = d["fail"].count if reason == "BACKEND" else 0
+                failure.add_sample(failure.name, {**labels, "reason": reason}, value)
+            count.add_sample(count.name, labels, stats.inference_count)
+            exec_count.add_sample(exec_count.name, labels, stats.execution_count)
+            for family, key in durations:
+                family.add_sample(family.name, labels, d[key].ns // 1000)
+            pending.add_metric([stats.name, stats.version], sample.pending)
+            if sample.load_seconds is not None:
+                load.add_metric([stats.name, stats.version], sample.load_seconds)
+        yield success
+        yield failure
+        yield count
+        yield exec_count
+        for family, _ in durations:
+            yield family
+        yield pending
+        yield load
+
+    def _store(self) -> Iterator[Metric]:
+        c = self._counters
+        yield CounterMetricFamily(
+            "modelyard_model_cache_hits",
+            "Requests whose model was already loaded",
+            value=c.cache_hits,
+        )
+        yield CounterMetricFamily(
+            "modelyard_model_cache_misses",
+            "Requests that had to wait for their model to be loaded",
+            value=c.cache_misses,
+        )
+        yield CounterMetricFamily(
+            "modelyard_model_evictions",
+            "Models unloaded to make room for another model",
+            value=c.evictions,
+        )
+        yield GaugeMetricFamily(
+            "modelyard_loaded_models", "Number of models loaded", value=c.loaded_models
+        )
+        yield _histogram(
+            "modelyard_model_load_wait_seconds",
+            "Time a request waited for its model to be loaded, in seconds",
+            c.load_wait,
+        )
+        yield _histogram(
+            "modelyard_model_download_seconds",
+            "Time spent fetching a model's files from the model store, in seconds",
+            c.download,
+        )
+        yield _histogram(
+            "modelyard_model_load_seconds", "Time spent loading a model, in seconds", c.load
+        )
+        yield _histogram(
+            "modelyard_model_unload_seconds",
+            "Time spent unloading a model (draining and closing), in seconds",
+            c.unload,
+        )
+        yield GaugeMetricFamily(
+            "modelyard_model_memory_bytes",
+            "Memory used by the loaded models, in bytes",
+            value=c.memory_bytes,
+        )
+        yield GaugeMetricFamily(
+            "modelyard_model_memory_budget_bytes",
+            "Memory the loaded models may use before models are evicted, in bytes",
+            value=c.memory_budget_bytes,
+        )
+
+
+def _histogram(name: str, documentation: str, timing: Timing) -> HistogramMetricFamily:
+    cumulative: list[tuple[str, float]] = []
+    total = 0
+    for bound, n in zip((*SECONDS_BUCKETS, float("inf")), timing.buckets, strict=True):
+        total += n
+        cumulative.append((_bound(bound), total))
+    return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=timing.sum)
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+# -- registry and exposition ----------------------------------------------------------------
+
+
+def build_registry(snapshot: Snapshot, counters: ManagerCounters) -> CollectorRegistry:
+    """A fresh registry with the modelyard collector and the process collector on it."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ModelyardCollector(snapshot, counters))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+# generate_latest names every counter family ``<name>_total`` in its HELP and TYPE lines;
+# Triton's counters have no such suffix, so those two lines get their family's real name back.
+_TOTAL_FIXES = tuple(
+    (f"# {kind} {name}_total ".encode(), f"# {kind} {name} ".encode())
+    for name in TRITON_COUNTERS
+    for kind in ("HELP", "TYPE")
+)
+
+
+# the text format Triton serves (prometheus_client's CONTENT_TYPE_LATEST is 1.0.0 from 0.22 on)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def render(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The Prometheus text exposition (format 0.0.4, as Triton serves) and its content type."""
+    body = generate_latest(registry)
+    for wrong, right in _TOTAL_FIXES:
+        body = body.replace(wrong, right, 1)
+    return body, CONTENT_TYPE
