@@ -10,6 +10,7 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     ├── NotFound (404)
     │   ├── ModelNotFound (404)      unknown model, Triton's wording
     │   └── VersionNotFound (404)    unknown version of a known model
+    ├── AlreadyExists (409)          registering a model name that is taken
     ├── Unavailable (503)            known model that is not ready (loading, failed, draining)
     │   └── InsufficientMemory (503) a load that cannot be admitted now: busy models hold the budget
     │       └── ModelTooLarge (400)  a model bigger than the whole budget: retrying cannot help
@@ -62,6 +63,10 @@ class VersionNotFound(NotFound):
         super().__init__(f"Request for unknown model: '{name}' version {version} is not found")
         self.name = name
         self.version = version
+
+
+class AlreadyExists(ModelyardError):
+    status = HTTPStatus.CONFLICT
 
 
 class Unavailable(ModelyardError):

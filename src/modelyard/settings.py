@@ -10,7 +10,7 @@ DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024  # Triton's --http-max-input-size defa
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    model_repository: Path
+    model_repository: str  # a folder or s3://...
     http_address: str = "0.0.0.0"
     http_port: int = 8000
     model_control_mode: str = "on-demand"  # none | explicit | poll | on-demand
@@ -27,3 +27,7 @@ class ServerSettings:
     repository_poll_secs: float = 15.0
     memory_budget: int | None = None  # bytes
     eviction_policy: str = "gdsf"
+    model_cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/modelyard/models
+    model_cache_size: int = 20 * 2**30
+    allow_sagemaker: bool = False  # SageMaker's container face (/ping, /invocations, /models)
+    sagemaker_port: int = 8080  # Triton's default --sagemaker-port

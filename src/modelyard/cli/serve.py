@@ -38,8 +38,24 @@ def _bool(value: str, flag: str) -> bool:
 
 def serve(
     model_repository: Annotated[
-        Path, typer.Option("--model-repository", "--model-store", help="Model repository folder.")
+        str,
+        typer.Option(
+            "--model-repository",
+            "--model-store",
+            help="Model store: a folder, or s3://bucket/prefix (also s3://host:port/bucket/prefix).",
+        ),
     ],
+    model_cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-cache-dir",
+            help="Where models fetched from the store are kept (default: ~/.cache/modelyard).",
+        ),
+    ] = None,
+    model_cache_size: Annotated[
+        str,
+        typer.Option("--model-cache-size", help="Disk the model cache may use (bytes, 20GiB)."),
+    ] = "20GiB",
     http_port: Annotated[int, typer.Option("--http-port", help="HTTP port.")] = 8000,
     http_address: Annotated[
         str, typer.Option("--http-address", help="Address the HTTP server binds.")
@@ -122,6 +138,16 @@ def serve(
         list[str] | None,
         typer.Option("--backend-config", help="<backend>,<key>=<value>, as tritonserver."),
     ] = None,
+    allow_sagemaker: Annotated[
+        str,
+        typer.Option(
+            "--allow-sagemaker",
+            help="true: also serve SageMaker's container API (/ping, /invocations, /models).",
+        ),
+    ] = "false",
+    sagemaker_port: Annotated[
+        int, typer.Option("--sagemaker-port", help="Port of SageMaker's container API.")
+    ] = 8080,
 ) -> None:
     if model_control_mode not in ("none", "explicit", "poll", "on-demand"):
         raise typer.BadParameter(
@@ -133,10 +159,14 @@ def serve(
         raise typer.BadParameter(
             f"unknown eviction policy '{eviction_policy}'", param_hint="--eviction-policy"
         )
+    from modelyard.manager.memory import host_memory_limit, parse_budget
+
+    try:
+        cache_size = parse_budget(model_cache_size, 2**62)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model-cache-size") from None
     budget = None
     if memory_budget is not None:
-        from modelyard.manager.memory import host_memory_limit, parse_budget
-
         try:
             budget = parse_budget(memory_budget, host_memory_limit())
         except ValueError as exc:
@@ -162,12 +192,21 @@ def serve(
         repository_poll_secs=repository_poll_secs,
         memory_budget=budget,
         eviction_policy=eviction_policy,
+        model_cache_dir=model_cache_dir,
+        model_cache_size=cache_size,
+        allow_sagemaker=_bool(allow_sagemaker, "--allow-sagemaker"),
+        sagemaker_port=sagemaker_port,
     )
-    if not model_repository.is_dir():
+    if "://" not in model_repository and not Path(model_repository).is_dir():
         typer.echo(f"error: model repository '{model_repository}' is not a folder", err=True)
         raise typer.Exit(2)
     if http_server not in ("modelyard", "uvicorn"):
         raise typer.BadParameter(f"unknown HTTP server '{http_server}'", param_hint="--http-server")
+    if settings.allow_sagemaker and http_server != "modelyard":
+        raise typer.BadParameter(
+            "SageMaker's container API is served by modelyard's own front end only",
+            param_hint="--allow-sagemaker",
+        )
     sys.exit(run(settings, http_server))
 
 
@@ -211,7 +250,11 @@ def _run_own(app: ModelyardApp) -> int:
         loop = asyncio.get_running_loop()
         for sig in (SIGTERM, SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await HttpFrontEnd(app).serve(stop)
+        settings = app.settings
+        listeners = []
+        if settings.allow_sagemaker:
+            listeners.append((settings.http_address, settings.sagemaker_port, app.handle_sagemaker))
+        return await HttpFrontEnd(app, listeners=listeners).serve(stop)
 
     try:
         import uvloop

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from modelyard.errors import InsufficientMemory, ModelTooLarge
-from modelyard.manager.eviction import Resident, choose_victims
+from modelyard.manager.eviction import PolicyState, Resident, plan_eviction, value
 from modelyard.manager.records import ModelRecord
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ class Admission:
         self.budget = budget
         self.policy = policy
         self.reserved = 0
+        self.inflation = 0.0  # GDSF's L: rises to the priority of each evicted model (aging)
         self._lock = asyncio.Lock()
 
     def used(self) -> int:
@@ -53,28 +54,63 @@ class Admission:
                 f"model '{record.name}' needs about {_mib(needed)}, more than the whole memory "
                 f"budget of {_mib(budget)} (--memory-budget)"
             )
-        async with self._lock:
-            free = budget - self.used()
-            if needed > free:
-                await self._make_room(record, needed, free, budget)
+        deadline = time.monotonic() + self.manager.options.load_wait_timeout
+        while True:
+            async with self._lock:
                 free = budget - self.used()
-                if needed > free:  # a chosen victim got busy before it could go
-                    raise InsufficientMemory(
-                        f"cannot load model '{record.name}' now: it needs about "
-                        f"{_mib(needed)} and only {_mib(max(free, 0))} of the {_mib(budget)} "
-                        "budget could be freed; retry shortly"
+                if needed > free:
+                    await self._make_room(record, needed, free)
+                    free = budget - self.used()
+                if needed <= free:
+                    self.reserved += needed
+                    break
+                waits = self._busy(record)
+            # the rest is held by models serving requests or loading: they will be idle soon
+            remaining = deadline - time.monotonic()
+            if not waits or remaining <= 0:
+                for w in waits:
+                    w.cancel()
+                raise InsufficientMemory(
+                    f"cannot load model '{record.name}': it needs about {_mib(needed)} and "
+                    f"only {_mib(max(free, 0))} of the {_mib(budget)} budget are free"
+                    + (
+                        ", the rest held by models in use"
+                        if waits or remaining <= 0
+                        else ", the rest held by models that cannot be unloaded"
                     )
-            self.reserved += needed
+                )
+            _, pending = await asyncio.wait(
+                waits, timeout=min(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED
+            )
+            for w in pending:
+                w.cancel()
         try:
             yield
         finally:
             self.reserved -= needed
 
-    async def _make_room(self, record: ModelRecord, needed: int, free: int, budget: int) -> None:
+    def _busy(self, record: ModelRecord) -> list[asyncio.Future[None]]:
+        """Futures that finish when a model now holding memory may become evictable."""
+        waits: list[asyncio.Future[None]] = []
+        for r in self.manager.models.values():
+            if r is record or r.registered:
+                continue
+            if r.load_task is not None and not r.load_task.done():  # holds a reservation
+                waits.append(asyncio.ensure_future(asyncio.shield(r.load_task)))
+            elif (r.lock.locked() or r.waiters) and r.loaded:  # loaded for waiters, or locked
+                waits.append(asyncio.ensure_future(asyncio.sleep(0.05)))
+            for v in r.versions.values():
+                if v.runner is not None and v.runner.inflight:
+                    waits.append(asyncio.ensure_future(v.runner.drained()))
+        return waits
+
+    def _residents(self, record: ModelRecord) -> dict[str, ModelRecord]:
+        return {r.name: r for r in self.manager.models.values() if r.loaded and r is not record}
+
+    async def _make_room(self, record: ModelRecord, needed: int, free: int) -> None:
+        """Evict the idle models the policy picks, if evicting idle models can make room."""
         now = time.monotonic()
-        candidates = {
-            r.name: r for r in self.manager.models.values() if r.loaded and r is not record
-        }
+        candidates = self._residents(record)
         residents = [
             Resident(
                 key=r.name,
@@ -82,25 +118,28 @@ class Admission:
                 last_used=r.usage.last_used,
                 uses=r.usage.uses,
                 load_seconds=r.usage.load_seconds,
-                busy=r.busy or r.lock.locked(),
+                busy=r.busy or r.lock.locked() or r.registered,  # registered: platform-owned
             )
             for r in candidates.values()
         ]
-        victims = choose_victims(residents, needed, free, now, self.policy)
+        # each model's GDSF priority was fixed at its last use: L then, plus its value now
+        priorities = {x.key: candidates[x.key].usage.inflation + value(x) for x in residents}
+        victims, state = plan_eviction(
+            residents, needed, free, now, PolicyState(self.inflation, priorities), self.policy
+        )
         if victims is None:
-            idle = sum(x.bytes for x in residents if not x.busy)
-            raise InsufficientMemory(
-                f"cannot load model '{record.name}' now: it needs about {_mib(needed)}; "
-                f"{_mib(max(free, 0))} of the {_mib(budget)} budget are free and idle models "
-                f"hold {_mib(idle)}; the rest is held by models serving requests"
-            )
+            return  # not enough idle memory now; the caller waits for busy models
+        self.inflation = state.inflation
         for name in victims:
             victim = candidates[name]
             if victim.lock.locked():  # became busy meanwhile: it stays
                 continue
             async with victim.lock:  # free: acquired at once, nothing waits on us here
                 log.info(
-                    "evicting model '%s' (%s) for '%s'", name, _mib(victim.usage.bytes), record.name
+                    "evicting model '%s' (%s) for '%s'",
+                    name,
+                    _mib(victim.usage.bytes),
+                    record.name,
                 )
                 await self.manager.unload_locked(
                     victim, f"unloaded to free memory for model '{record.name}'"

@@ -92,7 +92,7 @@ class PolicyState:
     priorities: Mapping[str, float] = field(default_factory=lambda: _frozen({}))
 
 
-def _value(resident: Resident) -> float:
+def value(resident: Resident) -> float:
     """Reload seconds saved per byte held: GDSF's ``frequency * cost / size``."""
     return resident.uses * resident.load_seconds / max(resident.bytes, 1)
 
@@ -100,7 +100,7 @@ def _value(resident: Resident) -> float:
 def record_use(state: PolicyState, resident: Resident) -> PolicyState:
     """The state after ``resident`` was loaded or served a request (its ``uses`` counted)."""
     priorities = dict(state.priorities)
-    priorities[resident.key] = state.inflation + _value(resident)
+    priorities[resident.key] = state.inflation + value(resident)
     return PolicyState(state.inflation, _frozen(priorities))
 
 
@@ -126,7 +126,7 @@ def _order(
 
 def _priority(resident: Resident, state: PolicyState) -> float:
     known = state.priorities.get(resident.key)
-    return known if known is not None else state.inflation + _value(resident)
+    return known if known is not None else state.inflation + value(resident)
 
 
 def plan_eviction(

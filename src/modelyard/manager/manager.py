@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.errors import (
+    AlreadyExists,
     ConfigError,
     ModelNotFound,
     ModelyardError,
@@ -37,15 +38,16 @@ from modelyard.errors import (
 )
 from modelyard.manager._admission import Admission
 from modelyard.manager._loading import (
-    entry_key,
     estimate_bytes,
     measured_load,
     prepare_config,
     runner_for_version,
     trim_heap,
 )
+from modelyard.manager._source import ModelSource, default_cache_dir
 from modelyard.manager.records import ModelRecord, State, VersionRecord
-from modelyard.repository import scan_repository, select_versions
+from modelyard.metrics import ManagerCounters
+from modelyard.repository import scan_model, select_versions
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.scheduling.runner import DEFAULT_INLINE_NS, ModelRunner
 
@@ -56,7 +58,7 @@ MODES = ("none", "explicit", "poll", "on-demand")
 
 @dataclass(frozen=True, slots=True)
 class ManagerOptions:
-    repository: Path
+    repository: str  # a folder, or s3://... (docs/model-store.md)
     autocomplete: bool = True
     control_mode: str = "none"
     startup_models: tuple[str, ...] = ()  # --load-model; "*" loads all
@@ -65,23 +67,9 @@ class ManagerOptions:
     load_wait_timeout: float = 60.0
     repository_poll_secs: float = 0.0  # 0: no periodic rescan
     memory_budget: int | None = None  # bytes; None: unbounded
-    eviction_policy: str = "lru"
-
-
-@dataclass(slots=True)
-class Counters:
-    """Cheap counters the manager bumps; the metrics collector reads them at scrape time."""
-
-    hits: int = 0
-    misses: int = 0
-    loads: int = 0
-    load_seconds: float = 0.0
-    load_failures: int = 0
-    unloads: int = 0
-    unload_seconds: float = 0.0
-    evictions: int = 0
-    load_waits: int = 0
-    load_wait_seconds: float = 0.0
+    eviction_policy: str = "gdsf"
+    cache_dir: Path | None = None  # None: default_cache_dir()
+    cache_max_bytes: int = 20 * 2**30
 
 
 class ModelManager:
@@ -91,10 +79,14 @@ class ModelManager:
         if options.control_mode not in MODES:
             raise ValueError(f"unknown model control mode '{options.control_mode}'")
         self.options = options
+        self.source = ModelSource(
+            options.repository, options.cache_dir or default_cache_dir(), options.cache_max_bytes
+        )
         self.models: dict[str, ModelRecord] = {}
-        self.counters = Counters()
+        self.counters = ManagerCounters(memory_budget_bytes=options.memory_budget or 0)
         self.admission = Admission(self, options.memory_budget, options.eviction_policy)
         self._poller: asyncio.Task[None] | None = None
+        self._activity = 0  # bumped at each load start/end and unload: measurement hygiene
 
     @property
     def on_demand(self) -> bool:
@@ -120,19 +112,21 @@ class ModelManager:
         await asyncio.gather(*(self.unload(n) for n in list(self.models)), return_exceptions=True)
 
     async def refresh(self) -> list[str]:
-        """List the repository again; returns the models whose files changed or vanished."""
-        entries = await asyncio.to_thread(scan_repository, self.options.repository)
+        """List the store again; returns the models whose files changed or vanished."""
+        listing = await asyncio.to_thread(self.source.list)
         changed = []
-        for name, entry in entries.items():
+        for name, model in listing.items():
             record = self.models.get(name)
             if record is None:
-                self.models[name] = ModelRecord(name, entry)
-            elif record.entry is None or entry_key(record.entry) != entry_key(entry):
-                record.entry = entry
+                self.models[name] = ModelRecord(name, model)
+            elif record.registered:
+                log.warning("repository model '%s' is hidden by a registered model", name)
+            elif record.source != model:  # a version or file added, removed or replaced
+                record.source = model
                 changed.append(name)
         for name, record in self.models.items():
-            if name not in entries and record.entry is not None:
-                record.entry = None
+            if name not in listing and record.source is not None and not record.registered:
+                record.source = None
                 changed.append(name)
         return changed
 
@@ -147,13 +141,13 @@ class ModelManager:
                 continue
             for name in changed:
                 record = self.models[name]
-                if record.entry is None:
+                if record.source is None and not record.registered:
                     await self._unload_logged(name)
                 elif record.loaded or self.options.control_mode == "poll":
                     await self._load_logged(name)
             if self.options.control_mode == "poll":
                 for name, record in self.models.items():
-                    if record.entry is not None and not record.versions:
+                    if record.source is not None and not record.versions:
                         await self._load_logged(name)
 
     async def _load_logged(self, name: str) -> None:
@@ -176,31 +170,54 @@ class ModelManager:
         """
         await self.refresh()
         record = self.models.get(name)
-        if record is None or record.entry is None:
+        if record is None or (record.source is None and not record.registered):
             raise ModelNotFound(
                 name, f"failed to load '{name}', failed to poll from model repository"
             )
         async with record.lock:
             await self._admitted_load(record, config_json)
 
+    async def _fetch(self, record: ModelRecord) -> None:
+        """Bring the model's files from the store to a local folder (cached, pinned)."""
+        if record.registered:
+            return
+        if record.source is None:
+            raise ModelNotFound(record.name)
+        entry, view, seconds = await asyncio.to_thread(self.source.fetch, record.source)
+        self.counters.download.observe(seconds)
+        old, record.view, record.entry = record.view, view, entry
+        if old is not None:
+            self.source.release(old)
+
     async def _admitted_load(self, record: ModelRecord, config_json: str | None = None) -> None:
-        """Admit against the budget, load, and record what the load really took."""
+        """Fetch, admit against the budget, load, and record what the load really took."""
+        await self._fetch(record)
         entry = record.entry
         assert entry is not None
-        predicted = record.usage.bytes or await asyncio.to_thread(estimate_bytes, entry)
+        floor = await asyncio.to_thread(estimate_bytes, entry)
+        predicted = max(record.usage.bytes, floor)
         async with self.admission.reserve(record, predicted):
             start = time.monotonic()
+            self._activity += 1
+            seen = self._activity
             try:
                 measured = await measured_load(self._load_locked(record, config_json))
             except Exception:
-                self.counters.load_failures += 1
+                self._update_gauges()
                 raise
+            finally:
+                self._activity += 1
             seconds = time.monotonic() - start
-            record.usage.bytes = max(measured, predicted if not record.usage.bytes else 0, 1)
-            record.usage.load_seconds = seconds
-            record.usage.last_used = time.monotonic()
-            self.counters.loads += 1
-            self.counters.load_seconds += seconds
+            usage = record.usage
+            # process memory only tells this load's share when nothing else loaded or unloaded
+            # meanwhile; otherwise keep what is known (the earlier measurement, or the floor)
+            alone = self._activity == seen + 1
+            usage.bytes = max(measured if alone else usage.bytes, floor)
+            usage.load_seconds = seconds
+            usage.last_used = time.monotonic()
+            usage.inflation = self.admission.inflation
+            self.counters.load.observe(seconds)
+        self._update_gauges()
 
     async def _load_locked(self, record: ModelRecord, config_json: str | None = None) -> None:
         entry = record.entry
@@ -215,7 +232,7 @@ class ModelManager:
                     v.state, v.reason = State.UNAVAILABLE, str(exc)
             raise
         record.reason = ""
-        record.config, record.config_key = config, (entry_key(entry), config_json)
+        record.config, record.config_key = config, (record.source, config_json)
         wanted = [str(v) for v in select_versions(config, entry.versions)]
         if not wanted:
             record.reason = (
@@ -264,6 +281,32 @@ class ModelManager:
             err = errors[0]
             raise err if isinstance(err, ModelyardError) else ConfigError(str(err))
 
+    async def register(self, name: str, model_dir: Path) -> None:
+        """Serve a model folder from outside the repository under ``name`` and load it now.
+
+        SageMaker's container face registers models this way. They are never evicted: only
+        :meth:`deregister` unloads them, so the platform's list of models stays true (when
+        the budget is full, registering fails and the platform deletes models itself).
+        """
+        if name in self.models and (self.models[name].loaded or self.models[name].registered):
+            raise AlreadyExists(f"model '{name}' is already loaded")
+        entry = await asyncio.to_thread(scan_model, model_dir)
+        record = self.models[name] = ModelRecord(name, None, entry, registered=True)
+        try:
+            async with record.lock:
+                await self._admitted_load(record)
+        except BaseException:
+            await self.unload(name)
+            self.models.pop(name, None)
+            raise
+
+    async def deregister(self, name: str) -> None:
+        record = self.models.get(name)
+        if record is None or not record.registered:
+            raise ModelNotFound(name, f"model '{name}' is not registered")
+        await self.unload(name)
+        self.models.pop(name, None)
+
     async def unload(self, name: str, reason: str = "unloaded") -> None:
         record = self.models.get(name)
         if record is None:
@@ -274,13 +317,17 @@ class ModelManager:
     async def unload_locked(self, record: ModelRecord, reason: str) -> None:
         """Unload every version; the caller holds ``record.lock``."""
         start = time.monotonic()
+        self._activity += 1
         was_loaded = record.loaded
         for version in list(record.versions):
             await self._unload_version(record, version, reason)
         record.refresh_default()
+        if record.view is not None and not record.loaded:
+            self.source.release(record.view)  # the cache may reclaim the files now
+            record.view = None
         if was_loaded:
-            self.counters.unloads += 1
-            self.counters.unload_seconds += time.monotonic() - start
+            self.counters.unload.observe(time.monotonic() - start)
+            self._update_gauges()
             await asyncio.to_thread(trim_heap)
 
     async def _unload_version(self, record: ModelRecord, version: str, reason: str) -> None:
@@ -309,10 +356,23 @@ class ModelManager:
         runner = self._lookup(record, version)
         if runner is not None:
             return self._hit(record, runner)
-        if not self.on_demand or record.entry is None:
+        if not self.on_demand or (record.source is None and not record.registered):
             return self.runner(name, version)  # raises Triton's error for this case
-        self.counters.misses += 1
-        await self._wait_for_load(record)
+        if version and self._unseen(record, version) and not record.registered:
+            raise VersionNotFound(name, version)  # not in the store even after a listing
+        if (
+            version
+            and record.config is not None
+            and record.source is not None
+            and int(version) not in select_versions(record.config, list(record.source.versions))
+        ):
+            raise VersionNotFound(name, version)  # stored, but outside the version policy
+        self.counters.cache_misses += 1
+        record.waiters += 1  # pinned: a model loaded for waiting requests is not evicted
+        try:  # before they use it (no await between here and their runner.infer)
+            await self._wait_for_load(record, version)
+        finally:
+            record.waiters -= 1
         runner = self._lookup(record, version)
         if runner is None:
             return self.runner(name, version)
@@ -320,18 +380,23 @@ class ModelManager:
         record.usage.uses += 1
         return runner
 
+    def _update_gauges(self) -> None:
+        self.counters.loaded_models = sum(1 for r in self.models.values() if r.loaded)
+        self.counters.memory_bytes = self.admission.used()
+
     def _hit(self, record: ModelRecord, runner: ModelRunner) -> ModelRunner:
-        self.counters.hits += 1
+        self.counters.cache_hits += 1
         usage = record.usage
         usage.last_used = time.monotonic()
         usage.uses += 1
+        usage.inflation = self.admission.inflation  # GDSF: its priority is set at each use
         return runner
 
     def _unseen(self, record: ModelRecord, version: str) -> bool:
         return bool(version) and (
-            record.entry is None
+            record.source is None
             or not version.isdigit()
-            or int(version) not in record.entry.versions
+            or int(version) not in record.source.versions
         )
 
     def _lookup(self, record: ModelRecord, version: str) -> ModelRunner | None:
@@ -340,28 +405,38 @@ class ModelManager:
         vrec = record.versions.get(version)
         return vrec.runner if vrec is not None else None
 
-    async def _wait_for_load(self, record: ModelRecord) -> None:
-        """Join (or start) the model's one load; wait at most ``load_wait_timeout``."""
-        task = record.load_task
-        if task is None or task.done():
-            task = record.load_task = asyncio.create_task(self._load_on_demand(record))
-            task.add_done_callback(_consume_exception)
-        start = time.monotonic()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self.options.load_wait_timeout)
-        except TimeoutError:
-            raise Unavailable(
-                f"model '{record.name}' is still loading after "
-                f"{self.options.load_wait_timeout:g} s (--load-wait-timeout); the load goes "
-                "on, retry shortly"
-            ) from None
-        finally:
-            self.counters.load_waits += 1
-            self.counters.load_wait_seconds += time.monotonic() - start
+    async def _wait_for_load(self, record: ModelRecord, version: str) -> None:
+        """Join (or start) the model's one load; wait at most ``load_wait_timeout``.
 
-    async def _load_on_demand(self, record: ModelRecord) -> None:
+        A load already under way may not bring the version asked for (it started before that
+        version was stored); then one more load follows, within the same time limit.
+        """
+        start = time.monotonic()
+        deadline = start + self.options.load_wait_timeout
+        try:
+            for _ in range(2):
+                task = record.load_task
+                if task is None or task.done():
+                    task = record.load_task = asyncio.create_task(
+                        self._load_on_demand(record, version)
+                    )
+                    task.add_done_callback(_consume_exception)
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), deadline - time.monotonic())
+                except TimeoutError:
+                    raise Unavailable(
+                        f"model '{record.name}' is still loading after "
+                        f"{self.options.load_wait_timeout:g} s (--load-wait-timeout); the "
+                        "load goes on, retry shortly"
+                    ) from None
+                if self._lookup(record, version) is not None:
+                    return
+        finally:
+            self.counters.load_wait.observe(time.monotonic() - start)
+
+    async def _load_on_demand(self, record: ModelRecord, version: str) -> None:
         async with record.lock:
-            if record.default is None:
+            if self._lookup(record, version) is None:
                 await self._admitted_load(record)
 
     def runner(self, name: str, version: str = "") -> ModelRunner:
@@ -395,17 +470,27 @@ class ModelManager:
         if record is None or self._unseen(record, version):
             await self.refresh()
             record = self.models.get(name)
-        if record is None or record.entry is None:
+        if record is None or record.source is None:
             raise ModelNotFound(name)
-        key = (entry_key(record.entry), None)
+        key = (record.source, None)
         if record.config is None or record.config_key != key:
             try:
-                record.config = await asyncio.to_thread(prepare_config, record.entry, self.options)
+                async with record.lock:
+                    if record.entry is None or record.view is None or not record.loaded:
+                        await self._fetch(record)  # files to disk, nothing loaded
+                    assert record.entry is not None
+                    record.config = await asyncio.to_thread(
+                        prepare_config, record.entry, self.options
+                    )
+                    if not record.loaded and record.view is not None:
+                        self.source.release(record.view)  # only the loaded stay pinned
+                        record.view = None
             except ModelyardError as exc:
                 record.reason = str(exc)  # the index tells why it cannot be served
                 raise
             record.config_key, record.reason = key, ""
-        if version and int(version) not in select_versions(record.config, record.entry.versions):
+        versions = list(record.source.versions)
+        if version and int(version) not in select_versions(record.config, versions):
             raise VersionNotFound(name, version)
         return record.config
 
@@ -415,9 +500,9 @@ class ModelManager:
         if record is None:
             return []
         loaded = [v.version for v in record.versions.values() if v.runner is not None]
-        if loaded or not self.on_demand or record.entry is None or record.config is None:
+        if loaded or not self.on_demand or record.source is None or record.config is None:
             return sorted(loaded, key=int)
-        return [str(v) for v in select_versions(record.config, record.entry.versions)]
+        return [str(v) for v in select_versions(record.config, list(record.source.versions))]
 
     async def is_ready(self, name: str, version: str = "") -> bool:
         """Loaded, or (on-demand) present with a valid config, so a request would be served."""

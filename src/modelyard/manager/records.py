@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from modelyard.repository import ModelEntry
 from modelyard.scheduling.runner import ModelRunner
 from modelyard.scheduling.stats import ModelStats
+from modelyard.store import StoreModel
 
 
 class State(StrEnum):
@@ -36,12 +38,14 @@ class Usage:
     last_used: float = 0.0
     uses: int = 0
     load_seconds: float = 0.0
+    inflation: float = 0.0  # GDSF's L at the last use: priority = inflation + value
 
 
 @dataclass(slots=True)
 class ModelRecord:
     name: str
-    entry: ModelEntry | None
+    source: StoreModel | None  # what the store holds (None: gone, or a registered folder)
+    entry: ModelEntry | None = None  # the local folder last fetched from the store
     versions: dict[str, VersionRecord] = field(default_factory=dict)
     reason: str = ""  # model-level failure (config could not be read)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -50,6 +54,9 @@ class ModelRecord:
     load_task: asyncio.Task[None] | None = None  # the one load every waiter shares
     config: Any = None  # last prepared config (served while not loaded), with its key
     config_key: tuple[Any, ...] = ()
+    waiters: int = 0  # requests waiting for this model's load
+    view: Path | None = None  # the pinned cache folder the loaded versions came from
+    registered: bool = False  # served from a folder outside the repository (register())
 
     def version(self, version: str) -> VersionRecord:
         vrec = self.versions.get(version)
@@ -68,7 +75,9 @@ class ModelRecord:
 
     @property
     def busy(self) -> bool:
-        """Requests in flight or a load under way: never evicted."""
+        """Requests in flight or waiting, or a load under way: never evicted."""
+        if self.waiters:
+            return True
         return (self.load_task is not None and not self.load_task.done()) or any(
             v.runner is not None and v.runner.inflight for v in self.versions.values()
         )

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
@@ -31,6 +33,9 @@ from modelyard.protocol.errors import v2_error
 
 log = logging.getLogger("modelyard.http")
 
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+Listener = tuple[str, int, Handler]  # (address, port, handler): a further port to serve
+
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
 
@@ -41,9 +46,10 @@ def _status_line(status: int) -> bytes:
 class _Connection(asyncio.Protocol):
     """One client connection; requests are answered strictly in arrival order."""
 
-    def __init__(self, front: HttpFrontEnd) -> None:
+    def __init__(self, front: HttpFrontEnd, handler: Handler | None = None) -> None:
         self.front = front
         self.app = front.app
+        self.handler = handler or front.app.handle
         self.limit = front.app.settings.max_input_size
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -165,7 +171,7 @@ class _Connection(asyncio.Protocol):
 
     async def _answer(self, request: HttpRequest, keep_alive: bool) -> None:
         try:
-            response = await self.app.handle(request)
+            response = await self.handler(request)
         except Exception as exc:  # handle() maps errors itself; this is a last resort
             status, body = v2_error(exc)
             response = HttpResponse(status, body)
@@ -230,8 +236,14 @@ def _ascii(exc: Exception) -> bytes:
 class HttpFrontEnd:
     """Listens, serves until ``stop`` is set, then drains within ``exit_timeout`` seconds."""
 
-    def __init__(self, app: ModelyardApp, keep_alive_timeout: float = 75.0) -> None:
+    def __init__(
+        self,
+        app: ModelyardApp,
+        keep_alive_timeout: float = 75.0,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
         self.app = app
+        self.listeners = listeners  # further ports, each with its own handler (SageMaker's)
         self.keep_alive_timeout = keep_alive_timeout
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -242,6 +254,18 @@ class HttpFrontEnd:
         settings = self.app.settings
         await self.app.start()
         loop = asyncio.get_running_loop()
+        extra = []
+        for address, port, handler in self.listeners:  # before the main port reports ready
+            extra.append(
+                await loop.create_server(
+                    functools.partial(_Connection, self, handler),
+                    address,
+                    port,
+                    backlog=4096,
+                    reuse_address=True,
+                )
+            )
+            log.info("Started HTTPService at %s:%d", address, port)
         server = await loop.create_server(
             lambda: _Connection(self),
             settings.http_address,
@@ -255,6 +279,8 @@ class HttpFrontEnd:
             await stop.wait()
         finally:
             sweeper.cancel()
+            for listener in extra:
+                listener.close()
             deadline = time.monotonic() + settings.exit_timeout_secs
             await self._drain(server, settings.exit_timeout_secs)
             try:  # unloading waits for executions still running on worker threads

@@ -14,8 +14,10 @@ from typing import Any
 from urllib.parse import unquote
 
 from modelyard.manager.manager import ManagerOptions, ModelManager
+from modelyard.metrics import VersionSample, build_registry, render
 from modelyard.protocol._http import HttpRequest, HttpResponse, too_large
 from modelyard.protocol.errors import v2_error
+from modelyard.protocol.sagemaker import SageMakerRoutes
 from modelyard.protocol.v2 import V2Routes
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.settings import ServerSettings
@@ -45,14 +47,34 @@ class ModelyardApp:
                 repository_poll_secs=settings.repository_poll_secs,
                 memory_budget=settings.memory_budget,
                 eviction_policy=settings.eviction_policy,
+                cache_dir=settings.model_cache_dir,
+                cache_max_bytes=settings.model_cache_size,
             )
         )
         self.v2 = V2Routes(self.manager, settings.max_input_size, settings.model_control_mode)
         self.v2.strict_readiness = settings.strict_readiness
+        self.sagemaker = SageMakerRoutes(self.manager, settings.max_input_size)
+        self.metrics = build_registry(self._metrics_snapshot, self.manager.counters)
+
+    def _metrics_snapshot(self) -> list[VersionSample]:
+        samples = []
+        for name in sorted(self.manager.models):
+            record = self.manager.models[name]
+            for vrec in self.manager.stats_records(name):
+                runner = vrec.runner
+                samples.append(
+                    VersionSample(
+                        vrec.stats,
+                        pending=runner.inflight if runner is not None else 0,
+                        load_seconds=record.usage.load_seconds if runner is not None else None,
+                    )
+                )
+        return samples
 
     def begin_drain(self) -> None:
         """Readiness turns false at once; requests already in flight carry on."""
         self.v2.draining = True
+        self.sagemaker.draining = True
 
     async def start(self) -> None:
         """Load the models; raises when ``--exit-on-error`` says a failed load is fatal."""
@@ -65,7 +87,24 @@ class ModelyardApp:
         await self.manager.shutdown()
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
+        if request.path == "/metrics":
+            return self.handle_metrics(request)
+        if request.path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
+            return await self.sagemaker.invoke_endpoint(request)
         return await self.v2.handle(request)
+
+    async def handle_sagemaker(self, request: HttpRequest) -> HttpResponse:
+        """SageMaker's container face (``--allow-sagemaker``), served on its own port."""
+        return await self.sagemaker.handle(request)
+
+    def handle_metrics(self, request: HttpRequest) -> HttpResponse:
+        """Prometheus text: Triton's nv_inference_* families plus the model store's."""
+        if request.path != "/metrics":
+            return HttpResponse(404, b'{"error":"Not Found"}')
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponse(405, b'{"error":"Method Not Allowed"}')
+        body, content_type = render(self.metrics)
+        return HttpResponse(200, body, content_type.encode())
 
     # -- ASGI --------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -6,13 +6,20 @@ import logging
 
 import orjson
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import (
+    InsufficientMemory,
+    ModelTooLarge,
+    ModelyardError,
+    NotFound,
+    Unavailable,
+)
+from modelyard.wire.sagemaker import InvalidTargetModel
 
 log = logging.getLogger("modelyard.protocol")
 
 
-def v2_error(exc: BaseException, model: str | None = None) -> tuple[int, bytes]:
-    """KServe v2 error body ``{"error": "..."}`` with the status the error type carries.
+def _status_and_message(exc: BaseException, model: str | None) -> tuple[int, str]:
+    """The status an error carries and its message, logged once: 5xx as errors, 4xx as info.
 
     Anything that is not a modelyard error is a bug or a runtime crash: a 500, logged with
     its traceback and the model it concerned.
@@ -26,4 +33,76 @@ def v2_error(exc: BaseException, model: str | None = None) -> tuple[int, bytes]:
     else:
         status, message = 500, f"internal error: {type(exc).__name__}: {exc}"
         log.exception("unexpected error serving model %s", model or "-", exc_info=exc)
+    return status, message
+
+
+def v2_error(exc: BaseException, model: str | None = None) -> tuple[int, bytes]:
+    """KServe v2 error body ``{"error": "..."}`` with the status the error type carries."""
+    status, message = _status_and_message(exc, model)
     return status, orjson.dumps({"error": message})
+
+
+# -- SageMaker -----------------------------------------------------------------------------
+# The runtime API (InvokeEndpoint, what boto3's ``sagemaker-runtime`` client calls) is
+# rest-json: the error's name travels in ``x-amzn-ErrorType`` as ``Name:<namespace>``, and
+# botocore keeps the part before the colon to pick ``client.exceptions.<Name>``. Statuses
+# are the ones the service model declares for each error (botocore's sagemaker-runtime
+# service-2.json).
+_AWS_NAMESPACE = b":http://internal.amazon.com/coral/com.amazon.sagemaker/"
+VALIDATION_ERROR = "ValidationError"  # 400: the platform refuses the request
+MODEL_ERROR = "ModelError"  # 424: the model (container) answered 4xx/5xx
+MODEL_NOT_READY = "ModelNotReadyException"  # 429: the target model is still loading
+INTERNAL_FAILURE = "InternalFailure"  # 500: the platform itself failed
+_STATUS = {VALIDATION_ERROR: 400, MODEL_ERROR: 424, MODEL_NOT_READY: 429, INTERNAL_FAILURE: 500}
+
+
+def sagemaker_error(
+    exc: BaseException, model: str | None = None
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """An InvokeEndpoint error: ``(status, JSON body, headers)`` in SageMaker's form.
+
+    * no or unusable TargetModel, or a target model the store does not hold: 400
+      ``ValidationError`` (SageMaker's platform refuses what it cannot download);
+    * still loading after ``--load-wait-timeout``, or no memory free now: 429
+      ``ModelNotReadyException`` (the load goes on; retry);
+    * anything else modelyard refuses (bad input, a broken model, a model bigger than the
+      whole memory budget, a runtime failure): 424 ``ModelError`` with the container's view
+      in ``OriginalStatusCode`` / ``OriginalMessage`` (507 for a model too large to load,
+      the MME container contract's status for lack of memory);
+    * anything unexpected: 500 ``InternalFailure``.
+    """
+    status, message = _status_and_message(exc, model)
+    if isinstance(exc, InvalidTargetModel | NotFound):
+        name = VALIDATION_ERROR
+    elif isinstance(exc, Unavailable) and not isinstance(exc, ModelTooLarge):
+        name = MODEL_NOT_READY
+    elif isinstance(exc, ModelyardError):
+        name = MODEL_ERROR
+        original = 507 if isinstance(exc, ModelTooLarge) else status
+        kind = "client" if original < 500 else "server"
+        body = {
+            "message": f'Received {kind} error ({original}) from model with message "{message}".',
+            "OriginalStatusCode": original,
+            "OriginalMessage": message,
+        }
+        return _STATUS[name], orjson.dumps(body), _error_type(name)
+    else:
+        name = INTERNAL_FAILURE
+    return _STATUS[name], orjson.dumps({"message": message}), _error_type(name)
+
+
+def _error_type(name: str) -> list[tuple[bytes, bytes]]:
+    return [(b"x-amzn-ErrorType", name.encode() + _AWS_NAMESPACE)]
+
+
+def sagemaker_container_error(exc: BaseException, model: str | None = None) -> tuple[int, bytes]:
+    """An error on SageMaker's container face (``/ping``, ``/invocations``, ``/models``).
+
+    Triton's body ``{"error": ...}``; the status the error carries (409 for a name already
+    loaded, 404 for one that is not), except that a model that cannot be loaded for lack
+    of memory is 507, so SageMaker unloads other models and tries again.
+    """
+    status, body = v2_error(exc, model)
+    if isinstance(exc, InsufficientMemory):
+        status = 507
+    return status, body

@@ -89,6 +89,9 @@ def start_server(
 ) -> RunningServer:
     """Start ``python -m modelyard serve`` and return once ``/v2/health/ready`` says 200."""
     port = port or free_port(host)
+    if not any(a.startswith("--model-cache-dir") for a in extra_args):
+        # each server its own model cache, unless the test is about sharing one
+        extra_args = [*extra_args, "--model-cache-dir", tempfile.mkdtemp(prefix="modelyard-cache-")]
     args = [
         sys.executable,
         "-m",

@@ -1,0 +1,47 @@
+"""The model store as the manager sees it: a catalog of models, and local folders on demand.
+
+Listing the store is cheap and happens on every rescan; bytes are fetched only when a model
+is loaded (or its config is asked for), into the content-keyed disk cache, which returns a
+local folder in Triton layout that the repository layer reads. A local store's folder-only
+models are used in place.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from modelyard.repository import ModelEntry, scan_model
+from modelyard.store import ModelCache, StoreModel, catalog, open_store
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "modelyard" / "models"
+
+
+class ModelSource:
+    """One store plus its cache; every method blocks (the manager calls them on threads)."""
+
+    def __init__(self, url: str, cache_dir: Path, cache_max_bytes: int) -> None:
+        self.url = url
+        self.store = open_store(url)
+        self.cache = ModelCache(cache_dir, cache_max_bytes)
+
+    def list(self) -> dict[str, StoreModel]:
+        return catalog(self.store.list())
+
+    def fetch(self, model: StoreModel) -> tuple[ModelEntry, Path, float]:
+        """A local, pinned Triton folder of ``model``: its entry, the pinned path, seconds."""
+        start = time.monotonic()
+        path = self.cache.materialize(self.store, model)
+        try:
+            entry = scan_model(path)
+        except BaseException:
+            self.cache.release(path)
+            raise
+        return entry, path, time.monotonic() - start
+
+    def release(self, path: Path) -> None:
+        self.cache.release(path)

@@ -1,0 +1,212 @@
+"""SageMaker over HTTP, both faces: route tables plus translation onto the manager.
+
+* **Client face** (the main HTTP port, always on): ``POST /endpoints/{endpoint}/invocations``,
+  what boto3's ``sagemaker-runtime`` ``invoke_endpoint`` sends (with ``endpoint_url``). The
+  ``TargetModel`` header picks the model and version; errors come back in the runtime API's
+  form (``x-amzn-ErrorType``), so boto3 raises ``ModelNotReadyException``, ``ModelError``,
+  ``ValidationError``. The endpoint name is not checked: the server is the endpoint.
+* **Container face** (``--allow-sagemaker=true``, ``--sagemaker-port``): what SageMaker's
+  platform calls on a multi-model container, as Triton's SageMaker server answers it:
+  ``/ping``, ``/invocations`` and the MME contract's ``/models`` API.
+
+Bodies are KServe v2 JSON, or v2 with binary tensors under Triton's content type
+``application/vnd.sagemaker-triton.binary+json;json-header-size=N`` (``wire/sagemaker.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import orjson
+
+from modelyard.errors import AlreadyExists, InvalidArgument, ModelNotFound
+from modelyard.manager.manager import ModelManager
+from modelyard.protocol._http import JSON, HttpRequest, HttpResponse, decoded_body
+from modelyard.protocol.errors import sagemaker_container_error, sagemaker_error
+from modelyard.scheduling.runner import ModelRunner
+from modelyard.wire.sagemaker import (
+    TARGET_MODEL_HEADER,
+    binary_content_type,
+    header_length,
+    model_description,
+    parse_load_request,
+    parse_target_model,
+)
+from modelyard.wire.v2 import decode_infer_request, encode_infer_response
+
+Handler = Callable[["SageMakerRoutes", HttpRequest, dict[str, str]], Awaitable[HttpResponse]]
+
+_INVOCATIONS = re.compile(r"/endpoints/(?P<endpoint>[^/]+)/invocations")
+_ENSEMBLE = re.compile(rb'platform\s*:\s*"ensemble"')
+_SYSTEM_FOLDERS = ("/dev", "/proc", "/sys")
+
+
+class SageMakerRoutes:
+    """``invoke_endpoint`` serves the client face; ``handle`` the container face."""
+
+    def __init__(self, manager: ModelManager, max_input_size: int) -> None:
+        self.manager = manager
+        self.max_input_size = max_input_size
+        self.draining = False
+        self.urls: dict[str, str] = {}  # models loaded through POST /models -> their url
+        self._loading: set[str] = set()
+        _M = r"/models/(?P<model>[^/]+)"
+        self.table: list[tuple[str, re.Pattern[str], Handler]] = [
+            ("POST", re.compile(_M + "/invoke"), SageMakerRoutes.invoke_model),
+            ("POST", re.compile(r"/invocations"), SageMakerRoutes.invocations),
+            ("GET", re.compile(r"/ping"), SageMakerRoutes.ping),
+            ("GET", re.compile(r"/models/?"), SageMakerRoutes.list_models),
+            ("POST", re.compile(r"/models/?"), SageMakerRoutes.load_model),
+            ("GET", re.compile(_M), SageMakerRoutes.get_model),
+            ("DELETE", re.compile(_M), SageMakerRoutes.unload_model),
+        ]
+
+    # -- client face -----------------------------------------------------------------------
+    async def invoke_endpoint(self, request: HttpRequest) -> HttpResponse:
+        """``POST /endpoints/{endpoint}/invocations`` with a TargetModel."""
+        if _INVOCATIONS.fullmatch(request.path) is None:
+            return HttpResponse(404, b'{"message":"Not Found"}')
+        if request.method != "POST":
+            return HttpResponse(405, b'{"message":"Method Not Allowed"}')
+        model = None
+        try:
+            model, version = parse_target_model(request.headers.get(TARGET_MODEL_HEADER))
+            runner = await self.manager.runner_for(model, version)
+            return await self._infer(request, runner, model, version)
+        except Exception as exc:
+            status, body, headers = sagemaker_error(exc, model)
+            return HttpResponse(status, body, JSON, headers)
+
+    # -- container face --------------------------------------------------------------------
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        """Route one container-face request; errors in Triton's ``{"error": ...}`` form."""
+        path, method = request.path, request.method
+        allowed = False
+        for route_method, pattern, handler in self.table:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if route_method != method and not (method == "HEAD" and route_method == "GET"):
+                allowed = True
+                continue
+            params = {k: v for k, v in match.groupdict().items() if v is not None}
+            try:
+                return await handler(self, request, params)
+            except Exception as exc:
+                status, body = sagemaker_container_error(exc, params.get("model"))
+                return HttpResponse(status, body)
+        if allowed:
+            return HttpResponse(405, b'{"error":"Method Not Allowed"}')
+        return HttpResponse(404, b'{"error":"Not Found"}')
+
+    async def ping(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        return HttpResponse(400 if self.draining else 200, b"")
+
+    async def invocations(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        """The single-model form: the TargetModel header names a model of the repository."""
+        model, version = parse_target_model(request.headers.get(TARGET_MODEL_HEADER))
+        runner = await self.manager.runner_for(model, version)
+        return await self._infer(request, runner, model, version)
+
+    async def load_model(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        name, url = parse_load_request(decoded_body(request, self.max_input_size))
+        if name in self.urls or name in self._loading:
+            raise AlreadyExists(f"model '{name}' is already loaded")
+        self._loading.add(name)
+        try:
+            folder = await asyncio.to_thread(model_folder, url)
+            await self.manager.register(name, folder)
+        finally:
+            self._loading.discard(name)
+        self.urls[name] = url
+        return HttpResponse(200, b"")
+
+    async def list_models(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        """Every model loaded through this API, in one page (so no ``nextPageToken``)."""
+        models = [model_description(n, self.urls[n]) for n in sorted(self.urls) if self._has(n)]
+        return HttpResponse(200, orjson.dumps({"models": models}))
+
+    async def get_model(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        name = self._known(p["model"])
+        return HttpResponse(200, orjson.dumps(model_description(name, self.urls[name])))
+
+    async def unload_model(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        name = self._known(p["model"])
+        try:
+            await self.manager.deregister(name)
+        finally:
+            self.urls.pop(name, None)
+        return HttpResponse(200, b"")
+
+    async def invoke_model(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        name = self._known(p["model"])
+        runner = await self.manager.runner_for(name)
+        return await self._infer(request, runner, name, "")
+
+    # -- shared ----------------------------------------------------------------------------
+    def _has(self, name: str) -> bool:
+        record = self.manager.models.get(name)
+        return name in self.urls and record is not None and record.registered
+
+    def _known(self, name: str) -> str:
+        if not self._has(name):
+            raise ModelNotFound(name, f"model '{name}' is not loaded")
+        return name
+
+    async def _infer(
+        self, request: HttpRequest, runner: ModelRunner, model: str, version: str
+    ) -> HttpResponse:
+        body = decoded_body(request, self.max_input_size)
+        length = header_length(request.headers.get(b"content-type"), len(body))
+        infer_request = decode_infer_request(body, length, model, version)
+        response = await runner.infer(infer_request)
+        out, json_len = encode_infer_response(
+            response, infer_request.outputs, infer_request.binary_data_output
+        )
+        return HttpResponse(200, out, JSON if json_len is None else binary_content_type(json_len))
+
+
+def model_folder(url: str) -> Path:
+    """The Triton model folder a load request's ``url`` names (blocking: reads the disk).
+
+    The folder itself when it has ``config.pbtxt`` or only version folders; otherwise the
+    one model folder inside it, or, when it holds several, the ensemble among them (the
+    entry point, as in Triton's SageMaker server).
+    """
+    path = Path(os.path.abspath(url))  # normalised: ".." cannot reach the folders below
+    if any(str(path) == f or str(path).startswith(f + "/") for f in _SYSTEM_FOLDERS):
+        raise InvalidArgument(f"model url '{url}' cannot be under /dev, /proc or /sys")
+    if not path.is_dir():
+        raise InvalidArgument(f"model url '{url}' is not a folder")
+    if (path / "config.pbtxt").is_file():
+        return path
+    models = sorted(
+        c for c in path.iterdir() if c.is_dir() and not c.name.isdigit() and c.name[0] != "."
+    )
+    if not models:
+        return path
+    if len(models) == 1:
+        return models[0]
+    ensembles = [m for m in models if _is_ensemble(m)]
+    if len(ensembles) == 1:
+        return ensembles[0]
+    names = ", ".join(m.name for m in models)
+    if not ensembles:
+        raise InvalidArgument(
+            f"model url '{url}' holds {len(models)} models ({names}) and none is an ensemble: "
+            "a folder with several models is served through the ensemble that combines them"
+        )
+    raise InvalidArgument(
+        f"model url '{url}' holds {len(ensembles)} ensembles; put one entry point per model"
+    )
+
+
+def _is_ensemble(folder: Path) -> bool:
+    try:
+        return _ENSEMBLE.search((folder / "config.pbtxt").read_bytes()) is not None
+    except OSError:
+        return False

@@ -1,0 +1,232 @@
+"""Safe extraction of model artifacts (``<model>_<version>.tar.gz``).
+
+:func:`safe_extract` writes regular files and folders only, and refuses, naming the archive
+and the member:
+
+* absolute names, and names with a ``..`` part (nothing may land outside ``dest``);
+* symbolic and hard links, whatever they point at (a model folder needs none, and a link is
+  the classic way out of the target); device files and FIFOs;
+* more than ``max_bytes`` of content, or more than ``max_members`` members, counted before
+  anything is written, so a small gzip cannot fill the disk;
+* a corrupt or truncated gzip or tar stream.
+
+File modes are not taken from the archive (no setuid bits), except that an executable file
+stays executable. :func:`extract_artifact` then checks the artifact's layout: either
+``<model>/config.pbtxt`` + ``<model>/<version>/…`` (what ``modelyard package`` writes), or
+the model folder's content at the top, ``config.pbtxt`` + ``<version>/…`` (as SageMaker
+users often pack it, with ``tar -C model_dir .``). Its one version folder must be the
+version the file name says.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import tarfile
+import zlib
+from pathlib import Path
+
+from modelyard.errors import ConfigError
+from modelyard.store.catalog import parse_version
+
+__all__ = [
+    "ArchiveError",
+    "ArchiveLayoutError",
+    "ArchiveTooLarge",
+    "CorruptArchive",
+    "UnsafeArchiveMember",
+    "extract_artifact",
+    "safe_extract",
+]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+DEFAULT_MAX_MEMBERS = 100_000
+
+
+class ArchiveError(ConfigError):
+    """An artifact modelyard will not unpack; the message names the archive."""
+
+
+class UnsafeArchiveMember(ArchiveError):
+    """A member that could write outside the target, or is not a file or folder."""
+
+
+class ArchiveTooLarge(ArchiveError):
+    """More content (or members) than the configured limit."""
+
+
+class CorruptArchive(ArchiveError):
+    """Not a readable gzip/tar stream."""
+
+
+class ArchiveLayoutError(ArchiveError):
+    """Readable, but not one Triton model folder holding the version its name says."""
+
+
+def _member_path(archive: str, name: str) -> tuple[str, ...]:
+    """A member's path parts below the target, refusing anything that could leave it."""
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveMember(f"archive '{archive}': member '{name}' has an absolute path")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise UnsafeArchiveMember(
+            f"archive '{archive}': member '{name}' leads outside the archive's folder ('..')"
+        )
+    if "\x00" in name:
+        raise UnsafeArchiveMember(f"archive '{archive}': member '{name!r}' has a NUL character")
+    return parts
+
+
+def _kind_fault(member: tarfile.TarInfo) -> str | None:
+    if member.issym():
+        return f"is a symbolic link (to '{member.linkname}')"
+    if member.islnk():
+        return f"is a hard link (to '{member.linkname}')"
+    if member.ischr() or member.isblk():
+        return "is a device file"
+    if member.isfifo():
+        return "is a FIFO"
+    if not (member.isreg() or member.isdir()):
+        return "is not a regular file or folder"
+    return None
+
+
+def safe_extract(
+    tar_path: Path,
+    dest: Path,
+    max_bytes: int,
+    *,
+    name: str | None = None,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+) -> int:
+    """Unpack ``tar_path`` (gzip or plain tar) into ``dest``; return the bytes written.
+
+    ``dest`` must not exist: it is created, and removed again if anything is refused, so it
+    is never left half-written. ``name`` is how messages name the archive (its store key or
+    URL); the file's own name by default.
+    """
+    archive = name or tar_path.name
+    dest.mkdir(parents=True)
+    try:
+        return _extract(tar_path, dest, max_bytes, archive, max_members)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _extract(tar_path: Path, dest: Path, max_bytes: int, archive: str, max_members: int) -> int:
+    total = 0
+    count = 0
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            for member in tar:
+                count += 1
+                if count > max_members:
+                    raise ArchiveTooLarge(
+                        f"archive '{archive}' has more than {max_members} members"
+                    )
+                parts = _member_path(archive, member.name)
+                fault = _kind_fault(member)
+                if fault:
+                    raise UnsafeArchiveMember(
+                        f"archive '{archive}': member '{member.name}' {fault}"
+                    )
+                if not parts:
+                    continue  # "./" itself
+                target = dest.joinpath(*parts)
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                total += member.size
+                if total > max_bytes:
+                    raise ArchiveTooLarge(
+                        f"archive '{archive}' unpacks to more than {max_bytes} bytes "
+                        f"(at member '{member.name}', {member.size} bytes)"
+                    )
+                _write_member(tar, member, target)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise CorruptArchive(f"archive '{archive}' is not a readable .tar.gz: {err}") from err
+    except (IsADirectoryError, NotADirectoryError, FileExistsError) as err:
+        raise ArchiveLayoutError(
+            f"archive '{archive}' has members that are both a file and a folder: {err}"
+        ) from err
+    return total
+
+
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = tar.extractfile(member)
+    if source is None:  # only for non-regular members, refused above
+        raise tarfile.ExtractError(f"cannot read member '{member.name}'")
+    written = 0
+    with source, open(target, "wb") as out:
+        while chunk := source.read(_CHUNK):
+            written += len(chunk)
+            out.write(chunk)
+    if written != member.size:
+        raise tarfile.ReadError(f"member '{member.name}' is truncated")
+    if member.mode & 0o100:
+        os.chmod(target, 0o755)
+
+
+def extract_artifact(
+    tar_path: Path,
+    dest: Path,
+    *,
+    model: str,
+    version: int,
+    max_bytes: int,
+    name: str | None = None,
+) -> int:
+    """Unpack an artifact so that ``dest`` is its model folder; return the bytes written.
+
+    ``dest`` must not exist. Accepts ``<model>/config.pbtxt`` + ``<model>/<version>/…`` or
+    the same without the ``<model>/`` folder; the only version folder must be ``version``.
+    """
+    archive = name or tar_path.name
+    raw = dest.with_name(dest.name + ".raw")
+    size = safe_extract(tar_path, raw, max_bytes, name=archive)
+    try:
+        folder = _model_folder(raw, model, archive)
+        _check_version(folder, version, archive)
+        folder.rename(dest)
+    finally:
+        shutil.rmtree(raw, ignore_errors=True)
+    return size
+
+
+def _model_folder(raw: Path, model: str, archive: str) -> Path:
+    top = {p.name: p for p in raw.iterdir()}
+    nested = top.get(model)
+    at_top = "config.pbtxt" in top or any(
+        parse_version(n) is not None and p.is_dir() for n, p in top.items() if n != model
+    )
+    if nested is not None and nested.is_dir() and not at_top:
+        others = sorted(n for n in top if n != model)
+        if others:  # an ensemble's composing models (planned: namespaced per artifact)
+            logger.warning("archive '%s': ignoring %s beside '%s/'", archive, others, model)
+        return nested
+    if not top:
+        raise ArchiveLayoutError(f"archive '{archive}' is empty")
+    if not at_top:
+        raise ArchiveLayoutError(
+            f"archive '{archive}' holds {sorted(top)}; expected '{model}/' with config.pbtxt and "
+            "a version folder, or config.pbtxt and a version folder at its top"
+        )
+    return raw
+
+
+def _check_version(folder: Path, version: int, archive: str) -> None:
+    found = sorted(
+        int(p.name) for p in folder.iterdir() if p.is_dir() and parse_version(p.name) is not None
+    )
+    if found != [version]:
+        holds = ", ".join(f"'{v}/'" for v in found) or "no version folder"
+        raise ArchiveLayoutError(
+            f"archive '{archive}' holds {holds}, but its name says version {version}: "
+            f"an artifact holds exactly its own version folder '{version}/'"
+        )

@@ -1,0 +1,134 @@
+"""SageMaker payloads and headers: TargetModel names, Triton's binary+json content type, MME.
+
+Framework-free, shared by the server and any client:
+
+* ``TargetModel`` (``X-Amzn-SageMaker-Target-Model``) names an artifact
+  ``<model>_<version>.tar.gz``; the name splits on the *last* underscore and the version is
+  numeric, as in the model store. A name without a numeric suffix (``m.tar.gz``, ``m``)
+  means the model's default version.
+* Triton's SageMaker front end carries binary tensors in one content type,
+  ``application/vnd.sagemaker-triton.binary+json;json-header-size=N``: ``N`` is what the v2
+  header ``Inference-Header-Content-Length`` says elsewhere. Any other content type is v2 JSON.
+* The multi-model endpoint (MME) container contract's bodies: ``POST /models`` takes
+  ``{"model_name", "url"}``; models are described as ``{"modelName", "modelUrl"}``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+import orjson
+
+from modelyard.errors import InvalidArgument
+
+__all__ = [
+    "BINARY_JSON",
+    "CUSTOM_ATTRIBUTES_HEADER",
+    "TARGET_MODEL_HEADER",
+    "InvalidTargetModel",
+    "binary_content_type",
+    "header_length",
+    "model_description",
+    "parse_load_request",
+    "parse_target_model",
+    "target_model",
+]
+
+TARGET_MODEL_HEADER: Final = b"x-amzn-sagemaker-target-model"
+CUSTOM_ATTRIBUTES_HEADER: Final = b"x-amzn-sagemaker-custom-attributes"  # accepted, not used
+BINARY_JSON: Final = "application/vnd.sagemaker-triton.binary+json"
+_BINARY_PREFIX: Final = (BINARY_JSON + ";json-header-size=").encode()
+_ARCHIVE_SUFFIXES: Final = (".tar.gz", ".tgz")
+_VERSION: Final = re.compile(r"[0-9]+")
+
+
+class InvalidTargetModel(InvalidArgument):
+    """A missing or unusable TargetModel: the platform refuses it before any model sees it."""
+
+
+def parse_target_model(value: bytes | str | None) -> tuple[str, str]:
+    """``(model, version)`` from a TargetModel; version ``""`` means the default version.
+
+    ``m_2.tar.gz`` -> ``("m", "2")``; ``my_model.tar.gz`` and ``my_model`` ->
+    ``("my_model", "")``. SageMaker allows a relative path (``dir/m_2.tar.gz``); the model is
+    named by the artifact's file name.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = (value or "").strip()
+    if not text:
+        raise InvalidTargetModel(
+            "the request has no target model: set TargetModel (header "
+            "X-Amzn-SageMaker-Target-Model) to '<model>_<version>.tar.gz' or '<model>'"
+        )
+    name = text.rsplit("/", 1)[-1]
+    for suffix in _ARCHIVE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    model, sep, version = name.rpartition("_")
+    if sep and model and _VERSION.fullmatch(version):
+        return model, str(int(version))
+    if not name or name in (".", ".."):
+        raise InvalidTargetModel(f"target model '{text}' does not name a model")
+    return name, ""
+
+
+def target_model(model: str, version: str = "") -> str:
+    """The TargetModel that names ``model`` (and ``version``): the inverse of the parser."""
+    return f"{model}_{version}.tar.gz" if version else f"{model}.tar.gz"
+
+
+def header_length(content_type: bytes | None, body_size: int) -> int | None:
+    """The JSON header's length from Triton's binary+json content type; None for plain JSON.
+
+    Raises InvalidArgument with Triton's texts when the content type names the binary form
+    but not where it ends.
+    """
+    if not content_type:
+        return None
+    lowered = content_type.lower()
+    at = lowered.find(_BINARY_PREFIX)
+    if at < 0:
+        return None
+    text = content_type.decode("latin-1")
+    if at != 0:
+        raise InvalidArgument(
+            f"expect MIME type for binary data starts with '{_BINARY_PREFIX.decode()}', got: {text}"
+        )
+    raw = content_type[len(_BINARY_PREFIX) :].split(b";", 1)[0].strip()
+    if not raw.isdigit():
+        raise InvalidArgument(f"Unable to parse inference header size, got: {raw.decode()}")
+    length = int(raw)
+    if length > body_size:
+        raise InvalidArgument(
+            f"inference header size should be in range (0, {body_size}), got: {length}"
+        )
+    return length
+
+
+def binary_content_type(json_length: int) -> bytes:
+    """The response content type for a v2 body whose JSON header is ``json_length`` bytes."""
+    return _BINARY_PREFIX + str(json_length).encode()
+
+
+def parse_load_request(body: bytes) -> tuple[str, str]:
+    """``(model_name, url)`` from an MME ``POST /models`` body."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"failed to parse the load request JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise InvalidArgument("the load request must be a JSON object")
+    name, url = doc.get("model_name"), doc.get("url")
+    if type(name) is not str or not name or "/" in name or name in (".", ".."):
+        raise InvalidArgument("the load request needs 'model_name', a non-empty name without '/'")
+    if type(url) is not str or not url:
+        raise InvalidArgument("the load request needs 'url', the model's local folder")
+    return name, url
+
+
+def model_description(name: str, url: str) -> dict[str, Any]:
+    """One model as the MME contract's List and Get Model answers show it."""
+    return {"modelName": name, "modelUrl": url}
