@@ -27,6 +27,8 @@ class ServerSettings:
     repository_poll_secs: float = 15.0
     memory_budget: int | None = None  # bytes
     eviction_policy: str = "gdsf"
+    allow_metrics: bool = True
+    metrics_port: int = 8002  # Triton's; /metrics is on the HTTP port as well
     model_cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/modelyard/models
     model_cache_size: int = 20 * 2**30
     allow_sagemaker: bool = False  # SageMaker's container face (/ping, /invocations, /models)

@@ -138,6 +138,16 @@ def serve(
         list[str] | None,
         typer.Option("--backend-config", help="<backend>,<key>=<value>, as tritonserver."),
     ] = None,
+    allow_metrics: Annotated[
+        str, typer.Option("--allow-metrics", help="false: no metrics port (Triton's flag).")
+    ] = "true",
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port",
+            help="Prometheus /metrics port (0: none; /metrics is also on the HTTP port).",
+        ),
+    ] = 8002,
     allow_sagemaker: Annotated[
         str,
         typer.Option(
@@ -195,6 +205,8 @@ def serve(
         model_cache_dir=model_cache_dir,
         model_cache_size=cache_size,
         allow_sagemaker=_bool(allow_sagemaker, "--allow-sagemaker"),
+        allow_metrics=_bool(allow_metrics, "--allow-metrics"),
+        metrics_port=metrics_port,
         sagemaker_port=sagemaker_port,
     )
     if "://" not in model_repository and not Path(model_repository).is_dir():
@@ -252,6 +264,8 @@ def _run_own(app: ModelyardApp) -> int:
             loop.add_signal_handler(sig, stop.set)
         settings = app.settings
         listeners = []
+        if settings.allow_metrics and settings.metrics_port:
+            listeners.append((settings.http_address, settings.metrics_port, app.handle_metrics))
         if settings.allow_sagemaker:
             listeners.append((settings.http_address, settings.sagemaker_port, app.handle_sagemaker))
         return await HttpFrontEnd(app, listeners=listeners).serve(stop)

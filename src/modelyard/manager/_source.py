@@ -32,16 +32,19 @@ class ModelSource:
     def list(self) -> dict[str, StoreModel]:
         return catalog(self.store.list())
 
-    def fetch(self, model: StoreModel) -> tuple[ModelEntry, Path, float]:
-        """A local, pinned Triton folder of ``model``: its entry, the pinned path, seconds."""
+    def fetch(self, model: StoreModel) -> tuple[ModelEntry, Path, float | None]:
+        """A local, pinned Triton folder of ``model``: its entry, the pinned path, and the
+        seconds spent downloading (None when everything came from the cache)."""
         start = time.monotonic()
+        downloads = self.cache.stats.downloads
         path = self.cache.materialize(self.store, model)
         try:
             entry = scan_model(path)
         except BaseException:
             self.cache.release(path)
             raise
-        return entry, path, time.monotonic() - start
+        fetched = self.cache.stats.downloads != downloads
+        return entry, path, (time.monotonic() - start) if fetched else None
 
     def release(self, path: Path) -> None:
         self.cache.release(path)

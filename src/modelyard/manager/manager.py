@@ -184,7 +184,8 @@ class ModelManager:
         if record.source is None:
             raise ModelNotFound(record.name)
         entry, view, seconds = await asyncio.to_thread(self.source.fetch, record.source)
-        self.counters.download.observe(seconds)
+        if seconds is not None:
+            self.counters.download.observe(seconds)
         old, record.view, record.entry = record.view, view, entry
         if old is not None:
             self.source.release(old)

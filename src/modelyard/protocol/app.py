@@ -88,7 +88,7 @@ class ModelyardApp:
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         if request.path == "/metrics":
-            return self.handle_metrics(request)
+            return await self.handle_metrics(request)
         if request.path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
             return await self.sagemaker.invoke_endpoint(request)
         return await self.v2.handle(request)
@@ -97,7 +97,7 @@ class ModelyardApp:
         """SageMaker's container face (``--allow-sagemaker``), served on its own port."""
         return await self.sagemaker.handle(request)
 
-    def handle_metrics(self, request: HttpRequest) -> HttpResponse:
+    async def handle_metrics(self, request: HttpRequest) -> HttpResponse:
         """Prometheus text: Triton's nv_inference_* families plus the model store's."""
         if request.path != "/metrics":
             return HttpResponse(404, b'{"error":"Not Found"}')

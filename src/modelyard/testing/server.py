@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +43,8 @@ class RunningServer:
     port: int
     log_path: Path
     args: list[str] = field(default_factory=list)
+    metrics_port: int | None = None  # the metrics port the harness chose, if it chose one
+    cache_dir: Path | None = None  # the model cache the harness made (removed at stop)
 
     @property
     def url(self) -> str:
@@ -64,6 +67,8 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.cache_dir is not None:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
         return int(self.process.returncode)
 
 
@@ -89,9 +94,16 @@ def start_server(
 ) -> RunningServer:
     """Start ``python -m modelyard serve`` and return once ``/v2/health/ready`` says 200."""
     port = port or free_port(host)
+    extra_args = list(extra_args)
+    own_cache = None
     if not any(a.startswith("--model-cache-dir") for a in extra_args):
         # each server its own model cache, unless the test is about sharing one
-        extra_args = [*extra_args, "--model-cache-dir", tempfile.mkdtemp(prefix="modelyard-cache-")]
+        own_cache = Path(tempfile.mkdtemp(prefix="modelyard-cache-"))
+        extra_args += ["--model-cache-dir", str(own_cache)]
+    metrics_port = None
+    if not any(a.startswith("--metrics-port") for a in extra_args):
+        metrics_port = free_port(host)  # Triton's 8002 would clash between servers
+        extra_args += ["--metrics-port", str(metrics_port)]
     args = [
         sys.executable,
         "-m",
@@ -114,7 +126,7 @@ def start_server(
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-    server = RunningServer(process, host, port, log_path, args)
+    server = RunningServer(process, host, port, log_path, args, metrics_port, own_cache)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
