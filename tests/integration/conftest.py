@@ -10,6 +10,7 @@ from onnx import TensorProto
 
 from modelyard.testing import RunningServer, running_server
 from tests.factories.onnx_models import add_sub, identity, mlp, reshape_to, slow, write_model
+from tests.integration.s3_server import aws_env, bucket, moto_server, s3  # noqa: F401 - fixtures
 
 ADD_SUB = """
 name: "add_sub"

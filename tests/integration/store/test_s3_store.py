@@ -12,7 +12,7 @@ from modelyard.repository import load_entry_config, scan_model
 from modelyard.store import ModelCache, StoreError, catalog, open_store
 from modelyard.store.s3 import S3Store
 from tests.factories.onnx_models import add_sub, mlp
-from tests.integration.store.conftest import MotoServer
+from tests.integration.s3_server import MotoServer
 from tests.unit.store.archives import targz
 
 MiB = 1 << 20

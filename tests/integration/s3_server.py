@@ -1,4 +1,7 @@
-"""A real S3 protocol server (moto's server mode) in a subprocess on 127.0.0.1, and buckets."""
+"""A real S3 protocol server (moto's server mode) in a subprocess on 127.0.0.1, and buckets.
+
+Fixtures shared by the store tests and the serving tests (registered in conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
-
-boto3 = pytest.importorskip("boto3")
-pytest.importorskip("moto")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,153 @@
+"""Serving from an S3 store (a real S3 protocol server: moto's server mode over HTTP):
+many models through a small budget, a restart that downloads nothing, hostile archives."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from modelyard.testing import running_server
+from tests.factories.onnx_models import add_sub, mlp
+from tests.integration.s3_server import MotoServer
+from tests.integration.test_on_demand import WIDE, _metrics, _mlp_body, _rss_tree
+
+
+def _artifact(name: str, version: int, model: bytes, config: str | None = None) -> bytes:
+    """``<name>_<version>.tar.gz`` as the deploy loop packs it."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        files = {f"{name}/{version}/model.onnx": model}
+        if config is not None:
+            files[f"{name}/config.pbtxt"] = config.encode()
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _env(moto: MotoServer) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def test_many_models_from_s3_through_a_small_budget(
+    moto_server: MotoServer, s3: Any, bucket: str
+) -> None:
+    n_models, budget = 24, 80 * 2**20
+    for i in range(n_models):
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"models/m{i}_1.tar.gz",
+            Body=_artifact(f"m{i}", 1, mlp(WIDE, seed=i)),
+        )
+    s3.put_object(Bucket=bucket, Key="models/warm_1.tar.gz", Body=_artifact("warm", 1, mlp()))
+    url = f"s3://{moto_server.host_port}/{bucket}/models"
+    with running_server(url, ["--memory-budget", str(budget)], env=_env(moto_server)) as server:
+        http = httpx.Client(base_url=server.base_url, timeout=60)
+        assert http.post("/v2/models/warm/infer", json=_mlp_body()).status_code == 200
+        base = _rss_tree(server.process.pid)
+        peak = {"rss": base}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak["rss"] = max(peak["rss"], _rss_tree(server.process.pid))
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        rng = np.random.default_rng(1)
+        names = [f"m{int(i) - 1}" for i in rng.zipf(1.2, 400) if i <= n_models][:250]
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                codes = list(
+                    pool.map(
+                        lambda m: (
+                            httpx.post(
+                                f"{server.base_url}/v2/models/{m}/infer",
+                                json=_mlp_body(),
+                                timeout=60,
+                            ).status_code
+                        ),
+                        names,
+                    )
+                )
+        finally:
+            stop.set()
+            sampler.join()
+        assert codes == [200] * len(names)
+        m = _metrics(server.base_url)
+        hits, misses = (
+            m["modelyard_model_cache_hits_total"],
+            m["modelyard_model_cache_misses_total"],
+        )
+        assert hits + misses >= len(names) and hits > 0 and misses > 0
+        assert m["modelyard_model_evictions_total"] > 0
+        assert m["modelyard_model_load_seconds_count"] >= len(set(names))
+        assert m["modelyard_model_download_seconds_count"] >= len(set(names))
+        assert m["modelyard_model_memory_bytes"] <= budget
+        assert peak["rss"] - base <= budget + 48 * 2**20, (peak["rss"] - base) / 2**20
+        http.close()
+
+
+def test_restart_downloads_nothing_again(
+    moto_server: MotoServer, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    s3.put_object(Bucket=bucket, Key="m/add_sub_1.tar.gz", Body=_artifact("add_sub", 1, add_sub()))
+    url = f"s3://{moto_server.host_port}/{bucket}/m"
+    body = {
+        "inputs": [
+            {"name": n, "shape": [16], "datatype": "FP32", "data": [1.0] * 16}
+            for n in ("INPUT0", "INPUT1")
+        ]
+    }
+    cache = ["--model-cache-dir", str(tmp_path / "cache")]
+    fetches = []
+    for _ in range(2):
+        with running_server(url, cache, env=_env(moto_server)) as server:
+            r = httpx.post(f"{server.base_url}/v2/models/add_sub/infer", json=body)
+            assert r.status_code == 200
+            fetches.append(_metrics(server.base_url)["modelyard_model_download_seconds_count"])
+    assert fetches == [1, 0]
+    gets = [line for line in moto_server.requests() if f"/{bucket}/m/add_sub_1.tar.gz" in line]
+    assert len(gets) == 1  # the S3 server's own log: one download across both runs
+
+
+def test_hostile_and_corrupt_archives_are_clear_errors(
+    moto_server: MotoServer, s3: Any, bucket: str
+) -> None:
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w:gz") as tar:
+        data = b"owned"
+        info = tarfile.TarInfo("../../escape.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    s3.put_object(Bucket=bucket, Key="x/evil_1.tar.gz", Body=evil.getvalue())
+    s3.put_object(Bucket=bucket, Key="x/corrupt_1.tar.gz", Body=b"\x1f\x8b not really gzip")
+    s3.put_object(Bucket=bucket, Key="x/good_1.tar.gz", Body=_artifact("good", 1, mlp()))
+    url = f"s3://{moto_server.host_port}/{bucket}/x"
+    with (
+        running_server(url, env=_env(moto_server)) as server,
+        httpx.Client(base_url=server.base_url, timeout=30) as http,
+    ):
+        r = http.post("/v2/models/evil/infer", json=_mlp_body())
+        assert r.status_code == 400 and "../../escape.txt" in r.json()["error"], r.text
+        r = http.post("/v2/models/corrupt/infer", json=_mlp_body())
+        assert r.status_code == 400 and "corrupt_1.tar.gz" in r.json()["error"], r.text
+        assert http.post("/v2/models/good/infer", json=_mlp_body()).status_code == 200
+        assert server.cache_dir is not None
+        written = [p for p in server.cache_dir.rglob("*") if p.name == "escape.txt"]
+        near = [d / "escape.txt" for d in (server.cache_dir, *server.cache_dir.parents[:2])]
+        assert not written and not any(p.exists() for p in near)
