@@ -104,9 +104,30 @@ def test_explicit_load_with_config_override(tmp_path: Path) -> None:
         assert client.get_model_config("mlp")["max_batch_size"] == 4
         with pytest.raises(InferenceServerException, match="failed to parse the 'config'"):
             client.load_model("mlp", config="{not json")
-        with pytest.raises(InferenceServerException, match="not supported"):
+        with pytest.raises(InferenceServerException, match="needs the 'config' parameter"):
             client.load_model("mlp", files={"file:1/model.onnx": b"x"})
         assert client.is_model_ready("mlp")  # the failed loads left the model serving
+
+
+def test_explicit_load_with_files(tmp_path: Path) -> None:
+    """Triton's file: overrides: the files sent with the load replace the store's."""
+    import json
+
+    import numpy as np
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    write_model(tmp_path, "mlp", mlp(seed=1), None)
+    with running_server(tmp_path, ["--model-control-mode=explicit"]) as server:
+        client = httpclient.InferenceServerClient(server.url)
+        config = json.dumps({"backend": "onnxruntime", "max_batch_size": 2})
+        client.load_model("sent", config=config, files={"file:3/model.onnx": mlp(seed=2)})
+        assert client.get_model_metadata("sent")["versions"] == ["3"]
+        inp = httpclient.InferInput("INPUT", [1, 64], "FP32")
+        inp.set_data_from_numpy(np.ones((1, 64), np.float32))
+        assert client.infer("sent", [inp]).as_numpy("OUTPUT").shape == (1, 10)
+        with pytest.raises(InferenceServerException, match="unsafe file path"):
+            client.load_model("evil", config=config, files={"file:../1/model.onnx": b"x"})
 
 
 def test_reload_under_traffic_drops_nothing(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ import contextlib
 import ctypes
 import logging
 import sys
+import tempfile
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -168,3 +170,20 @@ def trim_heap() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def write_override(name: str, files: dict[str, bytes]) -> Path:
+    """Write a load request's files into a fresh ``<tmp>/<name>/`` model folder.
+
+    Paths come from the client: absolute paths and ``..`` are refused, as for archives.
+    """
+    root = Path(tempfile.mkdtemp(prefix="modelyard-override-")) / name
+    for rel, data in files.items():
+        parts = Path(rel).parts
+        if not rel or Path(rel).is_absolute() or ".." in parts:
+            raise InvalidArgument(f"failed to load '{name}': unsafe file path 'file:{rel}'")
+        target = root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    root.mkdir(parents=True, exist_ok=True)
+    return root

@@ -31,6 +31,7 @@ from typing import Any
 from modelyard.errors import (
     AlreadyExists,
     ConfigError,
+    InvalidArgument,
     ModelNotFound,
     ModelyardError,
     Unavailable,
@@ -43,6 +44,7 @@ from modelyard.manager._loading import (
     prepare_config,
     runner_for_version,
     trim_heap,
+    write_override,
 )
 from modelyard.manager._source import ModelSource, default_cache_dir
 from modelyard.manager.records import ModelRecord, State, VersionRecord
@@ -141,9 +143,9 @@ class ModelManager:
                 continue
             for name in changed:
                 record = self.models[name]
-                if record.source is None and not record.registered:
+                if record.source is None and not record.local:
                     await self._unload_logged(name)
-                elif record.loaded or self.options.control_mode == "poll":
+                elif (record.loaded or self.options.control_mode == "poll") and not record.local:
                     await self._load_logged(name)
             if self.options.control_mode == "poll":
                 for name, record in self.models.items():
@@ -163,14 +165,36 @@ class ModelManager:
             log.error("failed to unload '%s': %s", name, exc)
 
     # -- loading and unloading -------------------------------------------------------------
-    async def load(self, name: str, config_json: str | None = None) -> None:
+    async def load(
+        self, name: str, config_json: str | None = None, files: dict[str, bytes] | None = None
+    ) -> None:
         """(Re)load a model's policy versions; raises when a version could not be loaded.
 
         ``config_json`` (a load request's ``config`` parameter) replaces config.pbtxt.
+        ``files`` (Triton's ``file:<path>`` parameters) replace the model's files with the ones
+        sent, until a load without files goes back to the store; Triton requires the config
+        with them.
         """
         await self.refresh()
+        if files is not None:
+            if config_json is None:
+                raise InvalidArgument(
+                    f"failed to load '{name}': a load with 'file:' parameters needs the "
+                    "'config' parameter as well"
+                )
+            override = await asyncio.to_thread(write_override, name, files)
+            record = self.models.get(name)
+            if record is None:
+                record = self.models[name] = ModelRecord(name, None)
+            async with record.lock:
+                record.override = override
+                record.entry = await asyncio.to_thread(scan_model, override)
+                await self._admitted_load(record, config_json)
+            return
         record = self.models.get(name)
-        if record is None or (record.source is None and not record.registered):
+        if record is not None and record.override is not None:
+            record.override = None  # back to the store's files
+        if record is None or (record.source is None and not record.local):
             raise ModelNotFound(
                 name, f"failed to load '{name}', failed to poll from model repository"
             )
@@ -179,7 +203,7 @@ class ModelManager:
 
     async def _fetch(self, record: ModelRecord) -> None:
         """Bring the model's files from the store to a local folder (cached, pinned)."""
-        if record.registered:
+        if record.local:
             return
         if record.source is None:
             raise ModelNotFound(record.name)
@@ -357,15 +381,15 @@ class ModelManager:
         runner = self._lookup(record, version)
         if runner is not None:
             return self._hit(record, runner)
-        if not self.on_demand or (record.source is None and not record.registered):
+        if not self.on_demand or (record.source is None and not record.local):
             return self.runner(name, version)  # raises Triton's error for this case
-        if version and self._unseen(record, version) and not record.registered:
+        if version and self._unseen(record, version):
             raise VersionNotFound(name, version)  # not in the store even after a listing
         if (
             version
             and record.config is not None
-            and record.source is not None
-            and int(version) not in select_versions(record.config, list(record.source.versions))
+            and int(version)
+            not in select_versions(record.config, sorted(record.known_versions() or ()))
         ):
             raise VersionNotFound(name, version)  # stored, but outside the version policy
         self.counters.cache_misses += 1
@@ -394,10 +418,9 @@ class ModelManager:
         return runner
 
     def _unseen(self, record: ModelRecord, version: str) -> bool:
+        known = record.known_versions()
         return bool(version) and (
-            record.source is None
-            or not version.isdigit()
-            or int(version) not in record.source.versions
+            known is None or not version.isdigit() or int(version) not in known
         )
 
     def _lookup(self, record: ModelRecord, version: str) -> ModelRunner | None:

@@ -56,6 +56,7 @@ class ModelRecord:
     config_key: tuple[Any, ...] = ()
     waiters: int = 0  # requests waiting for this model's load
     view: Path | None = None  # the pinned cache folder the loaded versions came from
+    override: Path | None = None  # files sent with a load request (Triton's file: params)
     registered: bool = False  # served from a folder outside the repository (register())
 
     def version(self, version: str) -> VersionRecord:
@@ -68,6 +69,17 @@ class ModelRecord:
         ready = [v for v in self.versions.values() if v.state is State.READY and v.runner]
         ready.sort(key=lambda v: int(v.version))
         self.default = ready[-1].runner if ready else None
+
+    @property
+    def local(self) -> bool:
+        """Served from files outside the store (registered, or sent with a load request)."""
+        return self.registered or self.override is not None
+
+    def known_versions(self) -> set[int] | None:
+        """The versions this model has where its files come from (None: nothing known)."""
+        if not self.local and self.source is not None:
+            return set(self.source.versions)
+        return set(self.entry.versions) if self.entry is not None else None
 
     @property
     def loaded(self) -> bool:

@@ -7,6 +7,8 @@ what a busy server mostly receives.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import Any
 import orjson
 
 from modelyard import __version__
-from modelyard.errors import InvalidArgument, Unavailable, Unsupported
+from modelyard.errors import InvalidArgument, Unavailable
 from modelyard.manager.manager import ModelManager
 from modelyard.protocol._http import (
     JSON,
@@ -214,16 +216,18 @@ class V2Routes:
                 params = orjson.loads(body).get("parameters") or {}
             except (orjson.JSONDecodeError, AttributeError):
                 raise InvalidArgument("failed to parse the request JSON buffer") from None
-        files = [k for k in params if k.startswith("file:")]
-        if files:
-            raise Unsupported(
-                f"loading model files sent in the request ({files[0]}) is not supported; "
-                "put them in the model repository"
-            )
+        files: dict[str, bytes] = {}
+        for key, value in params.items():
+            if not key.startswith("file:"):
+                continue
+            try:  # tritonclient sends file contents base64-encoded
+                files[key.removeprefix("file:")] = base64.b64decode(value, validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                raise InvalidArgument(f"the '{key}' parameter is not valid base64") from None
         config = params.get("config")
         if config is not None and not isinstance(config, str):
             raise InvalidArgument("the 'config' parameter must be a JSON string")
-        await self.manager.load(p["model"], config)
+        await self.manager.load(p["model"], config, files or None)
         return HttpResponse(200, b"")
 
     async def repository_unload(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
