@@ -440,6 +440,7 @@ def zipf_trace(count: int, requests: int, s: float, seed: int) -> list[int]:
 class RunRow:
     store: str
     policy: str
+    repeat: int
     requests: int
     wall: float
     rps: float
@@ -460,6 +461,7 @@ class RunRow:
     max_gauge: float
     budget: int
     error_kinds: Counter[str]
+    mb_loaded: float = float("nan")  # model.onnx MB of every load (from the server's log)
     log_tail: str = ""
 
 
@@ -467,6 +469,7 @@ def run_trace(
     store: str,
     repository: str,
     policy: str,
+    repeat: int,
     specs: list[ModelSpec],
     trace: list[int],
     budget: int,
@@ -474,7 +477,7 @@ def run_trace(
     workdir: Path,
     env: dict[str, str],
 ) -> RunRow:
-    label = f"{store}-{policy}"
+    label = f"{store}-{policy}-{repeat}"
     cache = workdir / f"cache-{label}"
     shutil.rmtree(cache, ignore_errors=True)
     server = serve(repository, budget, policy, cache, args.load_wait_timeout, env)
@@ -509,14 +512,17 @@ def run_trace(
     hits = delta(after, before, "modelyard_model_cache_hits_total")
     misses = delta(after, before, "modelyard_model_cache_misses_total")
     errors = sum(got.errors.values())
-    tail = ""
-    if errors:
-        tail = "\n".join(server.output().splitlines()[-40:])
+    output = server.output()
+    tail = "\n".join(output.splitlines()[-40:]) if errors else ""
+    onnx_bytes = {s.name: s.onnx_bytes for s in specs}
+    loaded = re.findall(r"loaded model '([^']+)'", output)
+    mb_loaded = sum(onnx_bytes.get(n, 0) for n in loaded) / MB if loaded else float("nan")
     stop(server, workdir, label)
     n = len(got.latencies)
     return RunRow(
         store=store,
         policy=policy,
+        repeat=repeat,
         requests=len(trace),
         wall=got.wall,
         rps=n / got.wall if got.wall else float("nan"),
@@ -537,6 +543,7 @@ def run_trace(
         max_gauge=sampler.max_gauge,
         budget=budget,
         error_kinds=got.errors,
+        mb_loaded=mb_loaded,
         log_tail=tail,
     )
 
@@ -675,6 +682,15 @@ def render_models(specs: list[ModelSpec], budget: int, budget_note: str) -> str:
     return "\n".join(lines)
 
 
+def run_order(policies: list[str], repeats: int) -> list[tuple[int, str]]:
+    """Repeats alternate the order (lru, gdsf, gdsf, lru, ...) so drift hits both alike."""
+    out = []
+    for repeat in range(1, repeats + 1):
+        order = policies if repeat % 2 else policies[::-1]
+        out += [(repeat, p) for p in order]
+    return out
+
+
 def render_runs(rows: list[RunRow], slack: int) -> str:
     cols = [
         ("req/s", lambda r: f"{r.rps:.0f}"),
@@ -686,6 +702,8 @@ def render_runs(rows: list[RunRow], slack: int) -> str:
         ("loads", lambda r: f"{r.loads}"),
         ("evictions", lambda r: f"{r.evictions}"),
         ("load s (sum)", lambda r: f"{r.load_s:.1f}"),
+        ("mean load ms", lambda r: f"{r.load_s / r.loads * 1e3:.0f}" if r.loads else "n/a"),
+        ("MB loaded", lambda r: f"{r.mb_loaded:.0f}"),
         ("downloads (s)", lambda r: f"{r.downloads} ({r.download_s:.1f})"),
         ("wall s", lambda r: f"{r.wall:.1f}"),
         (
@@ -703,25 +721,54 @@ def render_runs(rows: list[RunRow], slack: int) -> str:
     lines = [
         "### Zipf trace: lru vs gdsf",
         "",
-        "| store | policy | " + " | ".join(c for c, _ in cols) + " |",
-        "|---|---|" + "---:|" * len(cols),
+        "| store | policy | run | " + " | ".join(c for c, _ in cols) + " |",
+        "|---|---|---:|" + "---:|" * len(cols),
     ]
-    for r in rows:
-        lines.append(f"| {r.store} | {r.policy} | " + " | ".join(f(r) for _, f in cols) + " |")
+    for r in sorted(rows, key=lambda r: (r.store, r.policy != "lru", r.policy, r.repeat)):
+        cells = " | ".join(f(r) for _, f in cols)
+        lines.append(f"| {r.store} | {r.policy} | {r.repeat} | {cells} |")
     return "\n".join(lines)
+
+
+@dataclass
+class Median:
+    hit_ratio: float
+    loads: float
+    load_s: float
+    mb_loaded: float
+    p99_ms: float
+    rps: float
+
+
+def _median(rows: list[RunRow]) -> Median:
+    def med(f: Any) -> float:
+        return float(statistics.median(f(r) for r in rows))
+
+    return Median(
+        med(lambda r: r.hit_ratio),
+        med(lambda r: r.loads),
+        med(lambda r: r.load_s),
+        med(lambda r: r.mb_loaded),
+        med(lambda r: r.p99_ms),
+        med(lambda r: r.rps),
+    )
 
 
 def render_compare(rows: list[RunRow]) -> str:
     lines = []
-    by = {(r.store, r.policy): r for r in rows}
+    repeats = max((r.repeat for r in rows), default=1)
+    what = f"median of {repeats} runs each" if repeats > 1 else "one run each"
     for store in dict.fromkeys(r.store for r in rows):
-        lru, gdsf = by.get((store, "lru")), by.get((store, "gdsf"))
-        if lru is None or gdsf is None:
+        lru_rows = [r for r in rows if r.store == store and r.policy == "lru"]
+        gdsf_rows = [r for r in rows if r.store == store and r.policy == "gdsf"]
+        if not lru_rows or not gdsf_rows:
             continue
+        lru, gdsf = _median(lru_rows), _median(gdsf_rows)
         lines.append(
-            f"- {store}: gdsf hit ratio {gdsf.hit_ratio:.3f} vs lru {lru.hit_ratio:.3f} "
-            f"({(gdsf.hit_ratio - lru.hit_ratio) * 100:+.1f} points); loads {gdsf.loads} vs "
-            f"{lru.loads} ({_rel(gdsf.loads, lru.loads)}); load seconds {gdsf.load_s:.1f} vs "
+            f"- {store} ({what}): gdsf hit ratio {gdsf.hit_ratio:.3f} vs lru {lru.hit_ratio:.3f} "
+            f"({(gdsf.hit_ratio - lru.hit_ratio) * 100:+.1f} points); loads {gdsf.loads:.0f} vs "
+            f"{lru.loads:.0f} ({_rel(gdsf.loads, lru.loads)}); MB loaded {gdsf.mb_loaded:.0f} vs "
+            f"{lru.mb_loaded:.0f} ({_rel(gdsf.mb_loaded, lru.mb_loaded)}); load seconds {gdsf.load_s:.1f} vs "
             f"{lru.load_s:.1f} ({_rel(gdsf.load_s, lru.load_s)}); p99 {gdsf.p99_ms:.0f} vs "
             f"{lru.p99_ms:.0f} ms ({_rel(gdsf.p99_ms, lru.p99_ms)}); throughput {gdsf.rps:.0f} "
             f"vs {lru.rps:.0f} req/s ({_rel(gdsf.rps, lru.rps)})"
@@ -791,6 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         help="without --budget: this many mean predicted model sizes",
     )
     p.add_argument("--requests", type=int, default=3000, help="requests in the trace")
+    p.add_argument("--repeats", type=int, default=1, help="runs per policy, alternating the order")
     p.add_argument("--concurrency", type=int, default=16, help="concurrent clients")
     p.add_argument("--zipf-s", type=float, default=1.0, help="Zipf exponent of popularity")
     p.add_argument("--load-wait-timeout", type=float, default=60.0)
@@ -853,10 +901,22 @@ def _main(
 
         runs: list[RunRow] = []
         for store, repository in stores.items():
-            for policy in args.policies:
-                log(f"trace: {store} / {policy}: {args.requests} requests, c={args.concurrency}")
+            for repeat, policy in run_order(args.policies, args.repeats):
+                log(
+                    f"trace: {store} / {policy} (run {repeat}): {args.requests} requests, "
+                    f"c={args.concurrency}"
+                )
                 row = run_trace(
-                    store, repository, policy, specs, trace, budget, args, workdir, server_env
+                    store,
+                    repository,
+                    policy,
+                    repeat,
+                    specs,
+                    trace,
+                    budget,
+                    args,
+                    workdir,
+                    server_env,
                 )
                 log(
                     f"  {row.rps:.0f} req/s, hit ratio {row.hit_ratio:.3f}, "

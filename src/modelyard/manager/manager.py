@@ -56,6 +56,7 @@ from modelyard.scheduling.runner import DEFAULT_INLINE_NS, ModelRunner
 log = logging.getLogger("modelyard.manager")
 
 MODES = ("none", "explicit", "poll", "on-demand")
+_REQUEST_LISTING_INTERVAL = 1.0  # seconds between listings caused by unknown names
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,8 @@ class ModelManager:
         self.admission = Admission(self, options.memory_budget, options.eviction_policy)
         self._poller: asyncio.Task[None] | None = None
         self._activity = 0  # bumped at each load start/end and unload: measurement hygiene
+        self._asked: dict[tuple[str, str], float] = {}  # unseen names -> when they caused a listing
+        self._listing: asyncio.Future[list[str]] | None = None
 
     @property
     def on_demand(self) -> bool:
@@ -132,6 +135,23 @@ class ModelManager:
                 changed.append(name)
         return changed
 
+    async def _refresh_for_request(self, name: str, version: str) -> None:
+        """A listing on behalf of a request naming a model or version not seen yet.
+
+        The same unseen name causes at most one listing a second, so requests for things
+        that do not exist never turn into a store listing each (an S3 LIST per 404);
+        concurrent requests share one listing.
+        """
+        key, now = (name, version), time.monotonic()
+        if now - self._asked.get(key, float("-inf")) < _REQUEST_LISTING_INTERVAL:
+            return
+        if len(self._asked) > 10_000:
+            self._asked.clear()
+        self._asked[key] = now
+        if self._listing is None or self._listing.done():
+            self._listing = asyncio.ensure_future(self.refresh())
+        await asyncio.shield(self._listing)
+
     async def _poll(self) -> None:
         """Pick up new, changed and removed models without dropping traffic."""
         while True:
@@ -149,7 +169,8 @@ class ModelManager:
                     await self._load_logged(name)
             if self.options.control_mode == "poll":
                 for name, record in self.models.items():
-                    if record.source is not None and not record.versions:
+                    # never loaded; one whose config failed waits for its files to change
+                    if record.source is not None and not record.versions and not record.reason:
                         await self._load_logged(name)
 
     async def _load_logged(self, name: str) -> None:
@@ -374,7 +395,9 @@ class ModelManager:
         if record is not None and not version and record.default is not None:
             return self._hit(record, record.default)
         if self.on_demand and (record is None or self._unseen(record, version)):
-            await self.refresh()  # a model or version stored since the last listing
+            await self._refresh_for_request(
+                name, version
+            )  # a model or version stored since the last listing
             record = self.models.get(name)
         if record is None or (not record.versions and not self.on_demand):
             raise ModelNotFound(name)
@@ -492,7 +515,7 @@ class ModelManager:
         if not self.on_demand:
             return self.runner(name, version).config
         if record is None or self._unseen(record, version):
-            await self.refresh()
+            await self._refresh_for_request(name, version)
             record = self.models.get(name)
         if record is None or record.source is None:
             raise ModelNotFound(name)
