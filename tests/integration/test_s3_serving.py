@@ -151,3 +151,19 @@ def test_hostile_and_corrupt_archives_are_clear_errors(
         written = [p for p in server.cache_dir.rglob("*") if p.name == "escape.txt"]
         near = [d / "escape.txt" for d in (server.cache_dir, *server.cache_dir.parents[:2])]
         assert not written and not any(p.exists() for p in near)
+
+
+def test_requests_for_unknown_models_do_not_list_the_store_each(
+    moto_server: MotoServer, s3: Any, bucket: str
+) -> None:
+    s3.put_object(Bucket=bucket, Key="u/good_1.tar.gz", Body=_artifact("good", 1, mlp()))
+    url = f"s3://{moto_server.host_port}/{bucket}/u"
+    with (
+        running_server(url, env=_env(moto_server)) as server,
+        httpx.Client(base_url=server.base_url, timeout=30) as http,
+    ):
+        before = len([r for r in moto_server.requests() if f"/{bucket}?" in r])
+        for _ in range(30):
+            assert http.post("/v2/models/ghost/infer", json=_mlp_body()).status_code == 404
+        listings = len([r for r in moto_server.requests() if f"/{bucket}?" in r]) - before
+        assert 1 <= listings <= 3  # one listing a second for the same unknown name
