@@ -245,6 +245,14 @@ def scrape(server: RunningServer) -> dict[str, float]:
     return out
 
 
+def s3_gets(workdir: Path) -> int:
+    """Artifact GETs moto served so far (its access log): the downloads that really happened."""
+    path = workdir / "moto.log"
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if '"GET /models/many/' in line)
+
+
 def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
     return after.get(name, 0.0) - before.get(name, 0.0)
 
@@ -372,16 +380,14 @@ async def drive(
     trace: list[int],
     concurrency: int,
     request_timeout: float,
-    on_first: Any = None,
 ) -> TraceResult:
     """``concurrency`` keep-alive connections take the trace's requests in order, closed loop."""
     reqs = [request_bytes(n, server.host, server.port) for n in names]
     result = TraceResult()
     position = 0
-    first_done = False
 
     async def client() -> None:
-        nonlocal position, first_done
+        nonlocal position
         reader, writer = await asyncio.open_connection(server.host, server.port)
         try:
             while position < len(trace):
@@ -403,10 +409,6 @@ async def drive(
                     # the same failure on different models counts as one kind of error
                     text = text.replace(names[index], "<model>")
                     result.errors[f"HTTP {status}: {text}"[:400]] += 1
-                if not first_done:
-                    first_done = True
-                    if on_first is not None:
-                        on_first()
         finally:
             writer.close()
 
@@ -462,6 +464,7 @@ class RunRow:
     budget: int
     error_kinds: Counter[str]
     mb_loaded: float = float("nan")  # model.onnx MB of every load (from the server's log)
+    s3_gets: int = -1  # artifact GETs in moto's access log (-1: not an S3 run)
     log_tail: str = ""
 
 
@@ -485,14 +488,16 @@ def run_trace(
         time.sleep(0.5)
         proc = psutil.Process(server.process.pid)
         idle_rss = process_rss(proc)
+        # one model loaded alone first (the smallest; the same for every run): the RSS after it
+        # holds the runtime's one-off start-up, the baseline the budget is compared against
+        primer = min(specs, key=lambda s: s.onnx_bytes)
+        _, status, text = timed_request(server, primer.name, args.load_wait_timeout + 60)
+        primer_error = f"primer {primer.name}: HTTP {status}: {text}" if status != 200 else ""
+        rss_after_first = process_rss(proc)
         before = scrape(server)
+        gets_before = s3_gets(workdir)
         sampler = Sampler(server, args.rss_interval)
         sampler.start()
-        result = TraceResult()
-
-        def first() -> None:
-            result.rss_after_first = process_rss(proc)
-
         got = asyncio.run(
             drive(
                 server,
@@ -500,15 +505,17 @@ def run_trace(
                 trace,
                 args.concurrency,
                 args.load_wait_timeout + 60,
-                first,
             )
         )
         sampler.finish()
         after = scrape(server)
+        gets = s3_gets(workdir) - gets_before if store == "s3" else -1
     except BaseException:
         stop(server, workdir, label)
         raise
-    got.rss_after_first = result.rss_after_first
+    if primer_error:
+        got.errors[primer_error] += 1
+    got.rss_after_first = rss_after_first
     hits = delta(after, before, "modelyard_model_cache_hits_total")
     misses = delta(after, before, "modelyard_model_cache_misses_total")
     errors = sum(got.errors.values())
@@ -544,6 +551,7 @@ def run_trace(
         budget=budget,
         error_kinds=got.errors,
         mb_loaded=mb_loaded,
+        s3_gets=gets,
         log_tail=tail,
     )
 
@@ -705,12 +713,14 @@ def render_runs(rows: list[RunRow], slack: int) -> str:
         ("mean load ms", lambda r: f"{r.load_s / r.loads * 1e3:.0f}" if r.loads else "n/a"),
         ("MB loaded", lambda r: f"{r.mb_loaded:.0f}"),
         ("downloads (s)", lambda r: f"{r.downloads} ({r.download_s:.1f})"),
+        ("S3 GETs (moto log)", lambda r: f"{r.s3_gets}" if r.s3_gets >= 0 else "n/a"),
         ("wall s", lambda r: f"{r.wall:.1f}"),
         (
             "RSS idle / after 1st / max MB",
             lambda r: f"{mb(r.idle_rss)} / {mb(r.rss_after_first)} / {mb(r.max_rss)}",
         ),
         ("max RSS - after 1st MB", lambda r: mb(r.max_rss - r.rss_after_first)),
+        ("max RSS - idle MB", lambda r: mb(r.max_rss - r.idle_rss)),
         ("max models gauge MB", lambda r: mb(r.max_gauge)),
         ("budget MB", lambda r: mb(r.budget)),
         (
@@ -937,7 +947,8 @@ def _main(
         f"size), seed {args.seed}, {args.concurrency} closed-loop keep-alive clients, the same "
         "trace for every run; each run a fresh server and an empty --model-cache-dir. Hit "
         "ratio, loads, evictions and load/download seconds are deltas of the server's /metrics "
-        "over the run; RSS is the server's (with children), sampled every "
+        "over the run (after one request to the smallest model, loaded alone first so the RSS after it "
+        "includes the runtime's start-up); RSS is the server's (with children), sampled every "
         f"{args.rss_interval * 1e3:.0f} ms; the models gauge is modelyard_model_memory_bytes "
         "sampled every 0.5 s.",
         "",

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelyard.testing import running_server
 from tests.factories.onnx_models import add_sub, mlp, write_model
+from tests.integration.traffic import rss_tree, traffic_with_peak_rss
 
 WIDE = (64, 1024, 1024, 10)  # ~4.5 MB of weights: a model the budget notices
 
@@ -106,11 +106,6 @@ def test_model_bigger_than_the_budget_fails_at_once(tmp_path: Path) -> None:
         assert "more than the whole memory budget of 2097152 bytes" in r.json()["error"]
 
 
-def _rss_tree(pid: int) -> int:
-    proc = psutil.Process(pid)
-    return proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
-
-
 def test_more_models_than_fit_stay_within_the_budget(tmp_path: Path) -> None:
     n_models, budget = 12, 64 * 2**20
     for i in range(n_models):
@@ -119,42 +114,16 @@ def test_more_models_than_fit_stay_within_the_budget(tmp_path: Path) -> None:
     with running_server(tmp_path, ["--memory-budget", str(budget)]) as server:
         http = httpx.Client(base_url=server.base_url, timeout=60)
         assert http.post("/v2/models/warm/infer", json=_mlp_body()).status_code == 200
-        base = _rss_tree(server.process.pid)  # interpreter + onnxruntime, before the budget
-        peak = {"rss": base}
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                peak["rss"] = max(peak["rss"], _rss_tree(server.process.pid))
-                time.sleep(0.005)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
+        base = rss_tree(server.process.pid)  # interpreter + onnxruntime, before the budget
         rng = np.random.default_rng(0)
         names = [f"m{int(i)}" for i in rng.zipf(1.3, 300) % n_models]
-        try:
-            with ThreadPoolExecutor(8) as pool:
-                codes = list(
-                    pool.map(
-                        lambda m: (
-                            httpx.post(
-                                f"{server.base_url}/v2/models/{m}/infer",
-                                json=_mlp_body(),
-                                timeout=60,
-                            ).status_code
-                        ),
-                        names,
-                    )
-                )
-        finally:
-            stop.set()
-            sampler.join()
+        codes, peak = traffic_with_peak_rss(server, names, _mlp_body())
         assert codes == [200] * len(names)
         m = _metrics(server.base_url)
         assert m["modelyard_model_evictions_total"] > 0
         assert m["modelyard_model_memory_bytes"] <= budget
         slack = 48 * 2**20  # allocator pages not yet returned, thread stacks, request buffers
-        assert peak["rss"] - base <= budget + slack, (peak["rss"] - base) / 2**20
+        assert peak - base <= budget + slack, (peak - base) / 2**20
         http.close()
 
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,8 @@ import numpy as np
 from modelyard.testing import running_server
 from tests.factories.onnx_models import add_sub, mlp
 from tests.integration.s3_server import MotoServer
-from tests.integration.test_on_demand import WIDE, _metrics, _mlp_body, _rss_tree
+from tests.integration.test_on_demand import WIDE, _metrics, _mlp_body
+from tests.integration.traffic import rss_tree, traffic_with_peak_rss
 
 
 def _artifact(name: str, version: int, model: bytes, config: str | None = None) -> bytes:
@@ -57,36 +55,10 @@ def test_many_models_from_s3_through_a_small_budget(
     with running_server(url, ["--memory-budget", str(budget)], env=_env(moto_server)) as server:
         http = httpx.Client(base_url=server.base_url, timeout=60)
         assert http.post("/v2/models/warm/infer", json=_mlp_body()).status_code == 200
-        base = _rss_tree(server.process.pid)
-        peak = {"rss": base}
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                peak["rss"] = max(peak["rss"], _rss_tree(server.process.pid))
-                time.sleep(0.005)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
+        base = rss_tree(server.process.pid)
         rng = np.random.default_rng(1)
         names = [f"m{int(i) - 1}" for i in rng.zipf(1.2, 400) if i <= n_models][:250]
-        try:
-            with ThreadPoolExecutor(8) as pool:
-                codes = list(
-                    pool.map(
-                        lambda m: (
-                            httpx.post(
-                                f"{server.base_url}/v2/models/{m}/infer",
-                                json=_mlp_body(),
-                                timeout=60,
-                            ).status_code
-                        ),
-                        names,
-                    )
-                )
-        finally:
-            stop.set()
-            sampler.join()
+        codes, peak = traffic_with_peak_rss(server, names, _mlp_body())
         assert codes == [200] * len(names)
         m = _metrics(server.base_url)
         hits, misses = (
@@ -98,7 +70,7 @@ def test_many_models_from_s3_through_a_small_budget(
         assert m["modelyard_model_load_seconds_count"] >= len(set(names))
         assert m["modelyard_model_download_seconds_count"] >= len(set(names))
         assert m["modelyard_model_memory_bytes"] <= budget
-        assert peak["rss"] - base <= budget + 48 * 2**20, (peak["rss"] - base) / 2**20
+        assert peak - base <= budget + 48 * 2**20, (peak - base) / 2**20
         http.close()
 
 
