@@ -36,15 +36,13 @@ class ModelSource:
         """A local, pinned Triton folder of ``model``: its entry, the pinned path, and the
         seconds spent downloading (None when everything came from the cache)."""
         start = time.monotonic()
-        downloads = self.cache.stats.downloads
-        path = self.cache.materialize(self.store, model)
+        path, downloaded = self.cache.fetch(self.store, model)
         try:
             entry = scan_model(path)
         except BaseException:
             self.cache.release(path)
             raise
-        fetched = self.cache.stats.downloads != downloads
-        return entry, path, (time.monotonic() - start) if fetched else None
+        return entry, path, (time.monotonic() - start) if downloaded else None
 
     def release(self, path: Path) -> None:
         self.cache.release(path)

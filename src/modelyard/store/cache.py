@@ -132,6 +132,15 @@ class ModelCache:
         ``versions=()`` gives the config and top-level files only. The folder stays pinned
         until :meth:`release`; an unknown version raises ``VersionNotFound``.
         """
+        return self.fetch(store, model, versions)[0]
+
+    def fetch(
+        self, store: Store, model: StoreModel, versions: Iterable[int] | None = None
+    ) -> tuple[Path, bool]:
+        """:meth:`materialize`, also telling whether this call downloaded anything itself.
+
+        (The cache-wide ``stats`` cannot tell: other threads download at the same time.)
+        """
         wanted = sorted(model.versions) if versions is None else sorted(set(versions))
         for v in wanted:
             if v not in model.versions:
@@ -141,22 +150,23 @@ class ModelCache:
             path = local.root / model.name  # the store's own folder holds every version
             with self._lock:
                 self._leases[path].append(())
-            return path
+            return path, False
 
         parts = self._plan_parts(store, model, wanted, local)
         ids = tuple(parts)
         with self._lock:
             self._pins.update(ids)
+        downloaded = False
         try:
             for part in parts.values():
-                self._ensure(store, part)
+                downloaded |= self._ensure(store, part)
             path = self._view(model, wanted, parts, local)
         except BaseException:
             self._unpin(ids)
             raise
         with self._lock:
             self._leases[path].append(ids)
-        return path
+        return path, downloaded
 
     def release(self, path: Path) -> None:
         """Unpin what one :meth:`materialize` call that returned ``path`` pinned."""
@@ -227,20 +237,22 @@ class ModelCache:
     def _data(self, entry_id: str) -> Path:
         return self._entries_dir / entry_id / _DATA
 
-    def _ensure(self, store: Store, part: _Part) -> None:
+    def _ensure(self, store: Store, part: _Part) -> bool:
+        """Make sure the entry is on disk; True when this call built (downloaded) it."""
         with self._lock:
             if self._hit(part.id):
-                return
+                return False
             build_lock = self._build_locks.setdefault(part.id, threading.Lock())
         with build_lock:
             with self._lock:
                 if self._hit(part.id):
-                    return
+                    return False
             size = self._build(store, part)
             with self._lock:
                 self._entries[part.id] = _Entry(size, time.time())
                 self._build_locks.pop(part.id, None)
                 self._evict()
+        return True
 
     def _hit(self, entry_id: str) -> bool:
         entry = self._entries.get(entry_id)

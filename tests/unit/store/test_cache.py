@@ -283,3 +283,17 @@ def test_local_store_lists_files_and_follows_linked_folders(tmp_path: Path) -> N
         "alias/1/model.onnx",
         "m/1/model.onnx",
     ]
+
+
+def test_fetch_tells_whether_this_call_downloaded(tmp_path: Path) -> None:
+    """Per call, not from the cache-wide counter that other threads move meanwhile."""
+    store = MemoryStore(
+        {"a_1.tar.gz": model_artifact("a", 1), "b_1.tar.gz": model_artifact("b", 1)}
+    )
+    models = catalog(store.list())
+    cache = ModelCache(tmp_path / "cache", 1 << 30)
+    path_a, downloaded = cache.fetch(store, models["a"])
+    assert downloaded
+    cache.fetch(store, models["b"])  # another model downloaded in between
+    again, downloaded = cache.fetch(store, models["a"])
+    assert again == path_a and not downloaded
