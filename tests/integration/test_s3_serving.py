@@ -10,8 +10,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
-from modelyard.testing import running_server
+from modelyard.testing import ServerFailed, running_server, start_server
 from tests.factories.onnx_models import add_sub, mlp
 from tests.integration.s3_server import MotoServer
 from tests.integration.test_on_demand import WIDE, _metrics, _mlp_body
@@ -139,3 +140,17 @@ def test_requests_for_unknown_models_do_not_list_the_store_each(
             assert http.post("/v2/models/ghost/infer", json=_mlp_body()).status_code == 404
         listings = len([r for r in moto_server.requests() if f"/{bucket}?" in r]) - before
         assert 1 <= listings <= 3  # one listing a second for the same unknown name
+
+
+def test_unreachable_store_fails_at_start_with_a_clear_error(tmp_path: Path) -> None:
+    env = {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    with pytest.raises(ServerFailed) as info:
+        start_server("s3://127.0.0.1:9/bucket/models", env=env, timeout=60)
+    text = str(info.value)
+    assert "cannot start: cannot list model store 's3://127.0.0.1:9/bucket/models'" in text
+    assert "Traceback" not in text

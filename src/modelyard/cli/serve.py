@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from modelyard.errors import ModelyardError
 from modelyard.settings import DEFAULT_MAX_INPUT_SIZE, ServerSettings
 
 if TYPE_CHECKING:
@@ -245,7 +246,11 @@ def run(settings: ServerSettings, http_server: str = "modelyard") -> int:
         level=logging.DEBUG if settings.log_verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except ModelyardError as exc:  # a store that cannot be opened, a missing extra
+        logging.getLogger("modelyard.server").error("cannot start: %s", exc)
+        return 1
     if http_server == "uvicorn":
         return _run_uvicorn(app)
     return _run_own(app)
@@ -278,6 +283,9 @@ def _run_own(app: ModelyardApp) -> int:
         runner = uvloop.run
     try:
         drained = runner(main())
+    except ModelyardError as exc:  # a store that cannot be listed, --exit-on-error, ...
+        logging.getLogger("modelyard.server").error("cannot start: %s", exc)
+        return 1
     except Exception:
         logging.getLogger("modelyard.server").exception("server failed")
         return 1

@@ -8,6 +8,7 @@ models are used in place.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -16,9 +17,12 @@ from modelyard.repository import ModelEntry, scan_model
 from modelyard.store import ModelCache, StoreModel, catalog, open_store
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir(url: str) -> Path:
+    """``$XDG_CACHE_HOME/modelyard/models/<store>``: one cache per store, since a cache
+    root belongs to one process at a time (servers of different stores never share one)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "modelyard" / "models"
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(base) / "modelyard" / "models" / key
 
 
 class ModelSource:

@@ -83,7 +83,9 @@ class ModelManager:
             raise ValueError(f"unknown model control mode '{options.control_mode}'")
         self.options = options
         self.source = ModelSource(
-            options.repository, options.cache_dir or default_cache_dir(), options.cache_max_bytes
+            options.repository,
+            options.cache_dir or default_cache_dir(options.repository),
+            options.cache_max_bytes,
         )
         self.models: dict[str, ModelRecord] = {}
         self.counters = ManagerCounters(memory_budget_bytes=options.memory_budget or 0)
