@@ -47,7 +47,13 @@ from modelyard.manager._loading import (
     write_override,
 )
 from modelyard.manager._source import ModelSource, default_cache_dir
-from modelyard.manager.records import ModelRecord, State, VersionRecord
+from modelyard.manager.records import (
+    ModelRecord,
+    State,
+    VersionRecord,
+    index_rows,
+    versions_with_stats,
+)
 from modelyard.metrics import ManagerCounters
 from modelyard.repository import scan_model, select_versions
 from modelyard.runtimes.base import RuntimeOptions
@@ -396,19 +402,19 @@ class ModelManager:
         record = self.models.get(name)
         if record is not None and not version and record.default is not None:
             return self._hit(record, record.default)
-        if self.on_demand and (record is None or self._unseen(record, version)):
+        if self.on_demand and (record is None or record.unseen(version)):
             await self._refresh_for_request(
                 name, version
             )  # a model or version stored since the last listing
             record = self.models.get(name)
         if record is None or (not record.versions and not self.on_demand):
             raise ModelNotFound(name)
-        runner = self._lookup(record, version)
+        runner = record.lookup(version)
         if runner is not None:
             return self._hit(record, runner)
         if not self.on_demand or (record.source is None and not record.local):
             return self.runner(name, version)  # raises Triton's error for this case
-        if version and self._unseen(record, version):
+        if version and record.unseen(version):
             raise VersionNotFound(name, version)  # not in the store even after a listing
         if (
             version
@@ -423,7 +429,7 @@ class ModelManager:
             await self._wait_for_load(record, version)
         finally:
             record.waiters -= 1
-        runner = self._lookup(record, version)
+        runner = record.lookup(version)
         if runner is None:
             return self.runner(name, version)
         record.usage.last_used = time.monotonic()
@@ -441,18 +447,6 @@ class ModelManager:
         usage.uses += 1
         usage.inflation = self.admission.inflation  # GDSF: its priority is set at each use
         return runner
-
-    def _unseen(self, record: ModelRecord, version: str) -> bool:
-        known = record.known_versions()
-        return bool(version) and (
-            known is None or not version.isdigit() or int(version) not in known
-        )
-
-    def _lookup(self, record: ModelRecord, version: str) -> ModelRunner | None:
-        if not version:
-            return record.default
-        vrec = record.versions.get(version)
-        return vrec.runner if vrec is not None else None
 
     async def _wait_for_load(self, record: ModelRecord, version: str) -> None:
         """Join (or start) the model's one load; wait at most ``load_wait_timeout``.
@@ -478,14 +472,14 @@ class ModelManager:
                         f"{self.options.load_wait_timeout:g} s (--load-wait-timeout); the "
                         "load goes on, retry shortly"
                     ) from None
-                if self._lookup(record, version) is not None:
+                if record.lookup(version) is not None:
                     return
         finally:
             self.counters.load_wait.observe(time.monotonic() - start)
 
     async def _load_on_demand(self, record: ModelRecord, version: str) -> None:
         async with record.lock:
-            if self._lookup(record, version) is None:
+            if record.lookup(version) is None:
                 await self._admitted_load(record)
 
     def runner(self, name: str, version: str = "") -> ModelRunner:
@@ -511,12 +505,12 @@ class ModelManager:
         """A model's completed config: the loaded one, or (on-demand) read without loading."""
         record = self.models.get(name)
         if record is not None:
-            runner = self._lookup(record, version)
+            runner = record.lookup(version)
             if runner is not None:
                 return runner.config
         if not self.on_demand:
             return self.runner(name, version).config
-        if record is None or self._unseen(record, version):
+        if record is None or record.unseen(version):
             await self._refresh_for_request(name, version)
             record = self.models.get(name)
         if record is None or record.source is None:
@@ -556,7 +550,7 @@ class ModelManager:
     async def is_ready(self, name: str, version: str = "") -> bool:
         """Loaded, or (on-demand) present with a valid config, so a request would be served."""
         record = self.models.get(name)
-        if record is not None and self._lookup(record, version) is not None:
+        if record is not None and record.lookup(version) is not None:
             return True
         if not self.on_demand:
             return False
@@ -568,40 +562,10 @@ class ModelManager:
         return record is not None and not record.reason
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        """Triton's repository index: one row per version, or per model when none is known."""
-        rows: list[dict[str, str]] = []
-        for name in sorted(self.models):
-            record = self.models[name]
-            if not record.versions:
-                if not ready_only:
-                    row = {"name": name}
-                    if record.reason:
-                        row.update(state=State.UNAVAILABLE.value, reason=record.reason)
-                    rows.append(row)
-                continue
-            for version in sorted(record.versions, key=int):
-                v = record.versions[version]
-                if ready_only and v.state is not State.READY:
-                    continue
-                row = {"name": name, "version": version, "state": v.state.value}
-                if v.reason:  # Triton leaves "reason" out when there is none
-                    row["reason"] = v.reason
-                rows.append(row)
-        return rows
+        return index_rows(self.models, ready_only)
 
     def stats_records(self, name: str | None = None) -> list[VersionRecord]:
-        """Versions with statistics to show: loaded now, or used before (evicted since)."""
-        names = [name] if name is not None else sorted(self.models)
-        out = []
-        for n in names:
-            record = self.models.get(n)
-            if record is None:
-                continue
-            for version in sorted(record.versions, key=int):
-                vrec = record.versions[version]
-                if vrec.runner is not None or vrec.stats.last_inference:
-                    out.append(vrec)
-        return out
+        return versions_with_stats(self.models, name)
 
 
 def _consume_exception(task: asyncio.Task[None]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -65,6 +66,20 @@ class ModelRecord:
             vrec = self.versions[version] = VersionRecord(version, ModelStats(self.name, version))
         return vrec
 
+    def lookup(self, version: str) -> ModelRunner | None:
+        """The loaded runner a request for ``version`` ("" = newest) goes to, if any."""
+        if not version:
+            return self.default
+        vrec = self.versions.get(version)
+        return vrec.runner if vrec is not None else None
+
+    def unseen(self, version: str) -> bool:
+        """A version named that this model's files do not (yet) hold."""
+        known = self.known_versions()
+        return bool(version) and (
+            known is None or not version.isdigit() or int(version) not in known
+        )
+
     def refresh_default(self) -> None:
         ready = [v for v in self.versions.values() if v.state is State.READY and v.runner]
         ready.sort(key=lambda v: int(v.version))
@@ -93,3 +108,42 @@ class ModelRecord:
         return (self.load_task is not None and not self.load_task.done()) or any(
             v.runner is not None and v.runner.inflight for v in self.versions.values()
         )
+
+
+def index_rows(models: Mapping[str, ModelRecord], ready_only: bool) -> list[dict[str, str]]:
+    """Triton's repository index: one row per version, or per model when none is known."""
+    rows: list[dict[str, str]] = []
+    for name in sorted(models):
+        record = models[name]
+        if not record.versions:
+            if not ready_only:
+                row = {"name": name}
+                if record.reason:
+                    row.update(state=State.UNAVAILABLE.value, reason=record.reason)
+                rows.append(row)
+            continue
+        for version in sorted(record.versions, key=int):
+            v = record.versions[version]
+            if ready_only and v.state is not State.READY:
+                continue
+            row = {"name": name, "version": version, "state": v.state.value}
+            if v.reason:  # Triton leaves "reason" out when there is none
+                row["reason"] = v.reason
+            rows.append(row)
+    return rows
+
+
+def versions_with_stats(
+    models: Mapping[str, ModelRecord], name: str | None = None
+) -> list[VersionRecord]:
+    """Versions with statistics to show: loaded now, or used before (evicted since)."""
+    out = []
+    for n in [name] if name is not None else sorted(models):
+        record = models.get(n)
+        if record is None:
+            continue
+        for version in sorted(record.versions, key=int):
+            vrec = record.versions[version]
+            if vrec.runner is not None or vrec.stats.last_inference:
+                out.append(vrec)
+    return out
