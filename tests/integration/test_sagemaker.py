@@ -376,3 +376,19 @@ def test_model_folder_prefers_the_ensemble(tmp_path: Path) -> None:
     assert model_folder(str(tmp_path / "step")) == tmp_path / "step"
     with pytest.raises(InvalidArgument, match="/proc"):
         model_folder("/proc/../proc/self")
+
+
+def test_an_oversize_body_is_a_sagemaker_error(repository: Path) -> None:
+    """Refused before routing, yet answered in the client face's form boto3 understands."""
+    with running_server(repository, ["--http-max-input-size", "1000"]) as small:
+        runtime = _client(small)
+        with pytest.raises(runtime.exceptions.ModelError) as info:
+            runtime.invoke_endpoint(
+                EndpointName=ENDPOINT,
+                TargetModel="mlp",
+                Body=b"x" * 5000,
+                ContentType="application/json",
+            )
+        response = info.value.response
+        assert response["OriginalStatusCode"] == 400
+        assert "exceeds the maximum allowed value of 1000 bytes" in response["OriginalMessage"]

@@ -115,8 +115,7 @@ class _Connection(asyncio.Protocol):
         if length is not None and length.isdigit() and int(length) > self.limit:
             # answer now rather than after receiving a body we will not keep
             self._discarding = True
-            status, body = v2_error(too_large(self.limit))
-            self.pending.append((HttpResponse(status, body), False))
+            self.pending.append((self._too_large_response(), False))
             if not self.busy:
                 self._next()
         elif (
@@ -139,8 +138,7 @@ class _Connection(asyncio.Protocol):
         keep_alive = bool(self.parser.should_keep_alive()) and not self.front.draining
         item: HttpRequest | HttpResponse
         if self._too_large:
-            status, body = v2_error(too_large(self.limit))
-            item, keep_alive = HttpResponse(status, body), False
+            item, keep_alive = self._too_large_response(), False
         else:
             raw_path = self._url.split(b"?", 1)[0]
             item = HttpRequest(
@@ -152,6 +150,10 @@ class _Connection(asyncio.Protocol):
         self.pending.append((item, keep_alive))
         if not self.busy:
             self._next()
+
+    def _too_large_response(self) -> HttpResponse:
+        path = unquote(self._url.split(b"?", 1)[0].decode("latin-1"))
+        return self.app.error_response(path, too_large(self.limit))
 
     # -- answering -------------------------------------------------------------------------
     def _next(self) -> None:

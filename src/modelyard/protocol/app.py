@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from modelyard.manager.manager import ManagerOptions, ModelManager
 from modelyard.metrics import VersionSample, build_registry, render
 from modelyard.protocol._http import HttpRequest, HttpResponse, too_large
-from modelyard.protocol.errors import v2_error
+from modelyard.protocol.errors import sagemaker_error, v2_error
 from modelyard.protocol.sagemaker import SageMakerRoutes
 from modelyard.protocol.v2 import V2Routes
 from modelyard.runtimes.base import RuntimeOptions
@@ -85,6 +85,13 @@ class ModelyardApp:
 
     async def stop(self) -> None:
         await self.manager.shutdown()
+
+    def error_response(self, path: str, exc: BaseException) -> HttpResponse:
+        """An error raised before routing (an oversize body), in the protocol of ``path``."""
+        if path.startswith("/endpoints/"):
+            status, body, headers = sagemaker_error(exc)
+            return HttpResponse(status, body, headers=headers)
+        return HttpResponse(*v2_error(exc))
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         if request.path == "/metrics":
