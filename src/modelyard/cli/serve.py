@@ -87,7 +87,7 @@ def serve(
         str | None,
         typer.Option(
             "--memory-budget",
-            help="Memory loaded models may use: bytes, 8GiB, or 50%% of the host's memory "
+            help="Memory loaded models may use: bytes, 8GiB, or 50% of the host's memory "
             "(the container's limit inside one). Idle models are evicted to stay within it.",
         ),
     ] = None,

@@ -172,11 +172,20 @@ class _Connection(asyncio.Protocol):
         task.add_done_callback(self.front.tasks.discard)
 
     async def _answer(self, request: HttpRequest, keep_alive: bool) -> None:
+        start = time.perf_counter()
         try:
             response = await self.handler(request)
         except Exception as exc:  # handle() maps errors itself; this is a last resort
             status, body = v2_error(exc)
             response = HttpResponse(status, body)
+        if self.front.log_requests:  # --log-verbose: one line per request
+            log.debug(
+                "%s %s -> %d (%.2f ms)",
+                request.method,
+                request.path,
+                response.status,
+                (time.perf_counter() - start) * 1000,
+            )
         self._write(response, keep_alive and not self.front.draining, request.method == "HEAD")
 
     def _write(self, response: HttpResponse, keep_alive: bool, head: bool) -> None:
@@ -245,7 +254,10 @@ class HttpFrontEnd:
         listeners: Sequence[Listener] = (),
     ) -> None:
         self.app = app
-        self.listeners = listeners  # further ports, each with its own handler (SageMaker's)
+        self.listeners = listeners
+        self.log_requests = log.isEnabledFor(
+            logging.DEBUG
+        )  # further ports, each with its own handler (SageMaker's)
         self.keep_alive_timeout = keep_alive_timeout
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
