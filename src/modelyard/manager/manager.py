@@ -165,21 +165,24 @@ class ModelManager:
         while True:
             await asyncio.sleep(self.options.repository_poll_secs)
             try:
-                changed = await self.refresh()
-            except Exception:
+                await self._poll_once()
+            except Exception:  # the poller must outlive any one bad listing or load
                 log.exception("repository poll failed")
-                continue
-            for name in changed:
-                record = self.models[name]
-                if record.source is None and not record.local:
-                    await self._unload_logged(name)
-                elif (record.loaded or self.options.control_mode == "poll") and not record.local:
+
+    async def _poll_once(self) -> None:
+        changed = await self.refresh()
+        for name in changed:
+            record = self.models[name]
+            if record.source is None and not record.local:
+                await self._unload_logged(name)
+            elif (record.loaded or self.options.control_mode == "poll") and not record.local:
+                await self._load_logged(name)
+        if self.options.control_mode == "poll":
+            # requests may add models while this awaits: iterate over a copy
+            for name, record in list(self.models.items()):
+                # never loaded; one whose config failed waits for its files to change
+                if record.source is not None and not record.versions and not record.reason:
                     await self._load_logged(name)
-            if self.options.control_mode == "poll":
-                for name, record in self.models.items():
-                    # never loaded; one whose config failed waits for its files to change
-                    if record.source is not None and not record.versions and not record.reason:
-                        await self._load_logged(name)
 
     async def _load_logged(self, name: str) -> None:
         try:
