@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,8 @@ class ModelManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         await asyncio.gather(*(self.unload(n) for n in list(self.models)), return_exceptions=True)
+        for record in self.models.values():
+            _remove_override(record.override)
 
     async def refresh(self) -> list[str]:
         """List the store again; returns the models whose files changed or vanished."""
@@ -219,13 +222,17 @@ class ModelManager:
             if record is None:
                 record = self.models[name] = ModelRecord(name, None)
             async with record.lock:
-                record.override = override
+                old, record.override = record.override, override
                 record.entry = await asyncio.to_thread(scan_model, override)
-                await self._admitted_load(record, config_json)
+                try:
+                    await self._admitted_load(record, config_json)
+                finally:
+                    _remove_override(old)
             return
         record = self.models.get(name)
         if record is not None and record.override is not None:
-            record.override = None  # back to the store's files
+            _remove_override(record.override)  # back to the store's files
+            record.override = None
         if record is None or (record.source is None and not record.local):
             raise ModelNotFound(
                 name, f"failed to load '{name}', failed to poll from model repository"
@@ -569,6 +576,12 @@ class ModelManager:
 
     def stats_records(self, name: str | None = None) -> list[VersionRecord]:
         return versions_with_stats(self.models, name)
+
+
+def _remove_override(folder: Path | None) -> None:
+    """Delete the private folder files sent with a load were written to (write_override)."""
+    if folder is not None:
+        shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 def _consume_exception(task: asyncio.Task[None]) -> None:
