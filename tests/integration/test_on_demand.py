@@ -45,6 +45,17 @@ def _metrics(base_url: str) -> dict[str, float]:
     return out
 
 
+def books_within(base_url: str, budget: int, seconds: float = 3.0) -> bool:
+    """The server's own books (modelyard_model_memory_bytes) within the budget: a load that
+    measured more than its prediction is balanced by evictions as models go idle."""
+    deadline = time.monotonic() + seconds
+    while _metrics(base_url)["modelyard_model_memory_bytes"] > budget:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_concurrent_first_requests_share_one_load(tmp_path: Path) -> None:
     write_model(tmp_path, "mlp", mlp(WIDE), None)
     with running_server(tmp_path) as server:
@@ -121,7 +132,7 @@ def test_more_models_than_fit_stay_within_the_budget(tmp_path: Path) -> None:
         assert codes == [200] * len(names)
         m = _metrics(server.base_url)
         assert m["modelyard_model_evictions_total"] > 0
-        assert m["modelyard_model_memory_bytes"] <= budget
+        assert books_within(server.base_url, budget)
         slack = 48 * 2**20  # allocator pages not yet returned, thread stacks, request buffers
         assert peak - base <= budget + slack, (peak - base) / 2**20
         http.close()

@@ -89,6 +89,36 @@ class Admission:
         finally:
             self.reserved -= needed
 
+    async def rebalance(self, record: ModelRecord) -> None:
+        """After a load measured more than it was admitted on: evict idle models to fit.
+
+        Models serving requests cannot go at once; the books are then re-balanced as they
+        go idle, for at most ``load_wait_timeout`` (run it as a background task).
+        """
+        if self.budget is None:
+            return
+        deadline = time.monotonic() + self.manager.options.load_wait_timeout
+        while True:
+            async with self._lock:
+                excess = self.used() - self.budget
+                if excess <= 0:
+                    return
+                await self._make_room(record, excess, 0)
+                if self.used() <= self.budget:
+                    return
+                waits = self._busy(record)
+            remaining = deadline - time.monotonic()
+            if not waits or remaining <= 0:
+                for w in waits:
+                    w.cancel()
+                log.warning("memory books %d bytes over budget: models in use hold it", excess)
+                return
+            _, pending = await asyncio.wait(
+                waits, timeout=min(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED
+            )
+            for w in pending:
+                w.cancel()
+
     def _busy(self, record: ModelRecord) -> list[asyncio.Future[None]]:
         """Futures that finish when a model now holding memory may become evictable."""
         waits: list[asyncio.Future[None]] = []

@@ -98,6 +98,7 @@ class ModelManager:
         self.counters = ManagerCounters(memory_budget_bytes=options.memory_budget or 0)
         self.admission = Admission(self, options.memory_budget, options.eviction_policy)
         self._poller: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._activity = 0  # bumped at each load start/end and unload: measurement hygiene
         self._asked: dict[tuple[str, str], float] = {}  # unseen names -> when they caused a listing
         self._listing: asyncio.Future[list[str]] | None = None
@@ -281,6 +282,16 @@ class ModelManager:
             usage.last_used = time.monotonic()
             usage.inflation = self.admission.inflation
             self.counters.load.observe(seconds)
+        # the measurement may exceed the prediction the load was admitted on: evict idle
+        # models until the books balance again (in the background: this request goes on)
+        if self.admission.budget is not None and self.admission.used() > self.admission.budget:
+            task = asyncio.create_task(self._rebalance(record))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        self._update_gauges()
+
+    async def _rebalance(self, record: ModelRecord) -> None:
+        await self.admission.rebalance(record)
         self._update_gauges()
 
     async def _load_locked(self, record: ModelRecord, config_json: str | None = None) -> None:

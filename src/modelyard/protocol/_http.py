@@ -9,8 +9,11 @@ here, so both front ends behave the same.
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from modelyard.errors import InvalidArgument, PayloadTooLarge, Unsupported
 
@@ -90,3 +93,44 @@ def compress(body: bytes, encoding: bytes) -> bytes:
     if encoding == b"gzip":
         return gzip.compress(body, compresslevel=6, mtime=0)
     return zlib.compress(body, 6)
+
+
+RouteHandler = Callable[[Any, HttpRequest, dict[str, str]], Awaitable[HttpResponse]]
+ErrorBody = Callable[[BaseException, str | None], tuple[int, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One row of a route table: method, full-path pattern (named groups are parameters)."""
+
+    method: str
+    pattern: re.Pattern[str]
+    handler: RouteHandler
+
+
+async def dispatch(
+    owner: object, table: Sequence[Route], request: HttpRequest, error: ErrorBody
+) -> HttpResponse:
+    """Route a request through ``table`` (first match wins; HEAD is served as GET).
+
+    A handler's exception becomes ``error(exc, model)``'s answer; a path that matches only
+    with another method is 405, anything else 404, both in Triton's ``{"error"}`` form.
+    """
+    path, method = request.path, request.method
+    allowed = False
+    for route in table:
+        match = route.pattern.fullmatch(path)
+        if match is None:
+            continue
+        if route.method != method and not (method == "HEAD" and route.method == "GET"):
+            allowed = True
+            continue
+        params = {k: v for k, v in match.groupdict().items() if v is not None}
+        try:
+            return await route.handler(owner, request, params)
+        except Exception as exc:
+            status, body = error(exc, params.get("model"))
+            return HttpResponse(status, body)
+    if allowed:
+        return HttpResponse(405, b'{"error":"Method Not Allowed"}')
+    return HttpResponse(404, b'{"error":"Not Found"}')

@@ -25,7 +25,7 @@ import orjson
 
 from modelyard.errors import AlreadyExists, InvalidArgument, ModelNotFound
 from modelyard.manager.manager import ModelManager
-from modelyard.protocol._http import JSON, HttpRequest, HttpResponse, decoded_body
+from modelyard.protocol._http import JSON, HttpRequest, HttpResponse, Route, decoded_body, dispatch
 from modelyard.protocol.errors import sagemaker_container_error, sagemaker_error
 from modelyard.scheduling.runner import ModelRunner
 from modelyard.wire.sagemaker import (
@@ -55,14 +55,14 @@ class SageMakerRoutes:
         self.urls: dict[str, str] = {}  # models loaded through POST /models -> their url
         self._loading: set[str] = set()
         _M = r"/models/(?P<model>[^/]+)"
-        self.table: list[tuple[str, re.Pattern[str], Handler]] = [
-            ("POST", re.compile(_M + "/invoke"), SageMakerRoutes.invoke_model),
-            ("POST", re.compile(r"/invocations"), SageMakerRoutes.invocations),
-            ("GET", re.compile(r"/ping"), SageMakerRoutes.ping),
-            ("GET", re.compile(r"/models/?"), SageMakerRoutes.list_models),
-            ("POST", re.compile(r"/models/?"), SageMakerRoutes.load_model),
-            ("GET", re.compile(_M), SageMakerRoutes.get_model),
-            ("DELETE", re.compile(_M), SageMakerRoutes.unload_model),
+        self.table: list[Route] = [
+            Route("POST", re.compile(_M + "/invoke"), SageMakerRoutes.invoke_model),
+            Route("POST", re.compile(r"/invocations"), SageMakerRoutes.invocations),
+            Route("GET", re.compile(r"/ping"), SageMakerRoutes.ping),
+            Route("GET", re.compile(r"/models/?"), SageMakerRoutes.list_models),
+            Route("POST", re.compile(r"/models/?"), SageMakerRoutes.load_model),
+            Route("GET", re.compile(_M), SageMakerRoutes.get_model),
+            Route("DELETE", re.compile(_M), SageMakerRoutes.unload_model),
         ]
 
     # -- client face -----------------------------------------------------------------------
@@ -84,24 +84,7 @@ class SageMakerRoutes:
     # -- container face --------------------------------------------------------------------
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """Route one container-face request; errors in Triton's ``{"error": ...}`` form."""
-        path, method = request.path, request.method
-        allowed = False
-        for route_method, pattern, handler in self.table:
-            match = pattern.fullmatch(path)
-            if match is None:
-                continue
-            if route_method != method and not (method == "HEAD" and route_method == "GET"):
-                allowed = True
-                continue
-            params = {k: v for k, v in match.groupdict().items() if v is not None}
-            try:
-                return await handler(self, request, params)
-            except Exception as exc:
-                status, body = sagemaker_container_error(exc, params.get("model"))
-                return HttpResponse(status, body)
-        if allowed:
-            return HttpResponse(405, b'{"error":"Method Not Allowed"}')
-        return HttpResponse(404, b'{"error":"Not Found"}')
+        return await dispatch(self, self.table, request, sagemaker_container_error)
 
     async def ping(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         return HttpResponse(400 if self.draining else 200, b"")

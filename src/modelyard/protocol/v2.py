@@ -11,7 +11,6 @@ import base64
 import binascii
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,9 +23,11 @@ from modelyard.protocol._http import (
     OCTET,
     HttpRequest,
     HttpResponse,
+    Route,
     choose_encoding,
     compress,
     decoded_body,
+    dispatch,
 )
 from modelyard.protocol.errors import v2_error
 from modelyard.repository import config_to_json
@@ -45,13 +46,6 @@ EXTENSIONS = [
 Handler = Callable[["V2Routes", HttpRequest, dict[str, str]], Awaitable[HttpResponse]]
 
 _M = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[0-9]+))?"
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    method: str
-    pattern: re.Pattern[str]
-    handler: Handler
 
 
 class V2Routes:
@@ -88,24 +82,7 @@ class V2Routes:
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """Route one request; every error becomes Triton's ``{"error": ...}`` answer."""
-        path, method = request.path, request.method
-        allowed = False
-        for route in self.table:
-            match = route.pattern.fullmatch(path)
-            if match is None:
-                continue
-            if route.method != method and not (method == "HEAD" and route.method == "GET"):
-                allowed = True
-                continue
-            params = {k: v for k, v in match.groupdict().items() if v is not None}
-            try:
-                return await route.handler(self, request, params)
-            except Exception as exc:
-                status, body = v2_error(exc, params.get("model"))
-                return HttpResponse(status, body)
-        if allowed:
-            return HttpResponse(405, b'{"error":"Method Not Allowed"}')
-        return HttpResponse(404, b'{"error":"Not Found"}')
+        return await dispatch(self, self.table, request, v2_error)
 
     # -- inference -------------------------------------------------------------------------
     async def infer(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
