@@ -119,6 +119,11 @@ class Admission:
             for w in pending:
                 w.cancel()
 
+    async def shed(self, nbytes: int) -> None:
+        """Evict idle models holding about ``nbytes`` (the memory watchdog's last resort)."""
+        async with self._lock:
+            await self._make_room(None, nbytes, 0)
+
     def _busy(self, record: ModelRecord) -> list[asyncio.Future[None]]:
         """Futures that finish when a model now holding memory may become evictable."""
         waits: list[asyncio.Future[None]] = []
@@ -134,10 +139,10 @@ class Admission:
                     waits.append(asyncio.ensure_future(v.runner.drained()))
         return waits
 
-    def _residents(self, record: ModelRecord) -> dict[str, ModelRecord]:
+    def _residents(self, record: ModelRecord | None) -> dict[str, ModelRecord]:
         return {r.name: r for r in self.manager.models.values() if r.loaded and r is not record}
 
-    async def _make_room(self, record: ModelRecord, needed: int, free: int) -> None:
+    async def _make_room(self, record: ModelRecord | None, needed: int, free: int) -> None:
         """Evict the idle models the policy picks, if evicting idle models can make room."""
         now = time.monotonic()
         candidates = self._residents(record)
@@ -165,13 +170,7 @@ class Admission:
             if victim.lock.locked():  # became busy meanwhile: it stays
                 continue
             async with victim.lock:  # free: acquired at once, nothing waits on us here
-                log.info(
-                    "evicting model '%s' (%s) for '%s'",
-                    name,
-                    _mib(victim.usage.bytes),
-                    record.name,
-                )
-                await self.manager.unload_locked(
-                    victim, f"unloaded to free memory for model '{record.name}'"
-                )
+                why = f"model '{record.name}'" if record is not None else "the host's memory limit"
+                log.info("evicting model '%s' (%s) for %s", name, _mib(victim.usage.bytes), why)
+                await self.manager.unload_locked(victim, f"unloaded to free memory for {why}")
                 self.manager.counters.evictions += 1

@@ -48,6 +48,7 @@ from modelyard.manager._loading import (
     write_override,
 )
 from modelyard.manager._source import ModelSource, default_cache_dir
+from modelyard.manager.memory import bytes_to_shed, host_memory_limit, process_tree_rss
 from modelyard.manager.records import (
     ModelRecord,
     State,
@@ -80,6 +81,7 @@ class ManagerOptions:
     eviction_policy: str = "gdsf"
     cache_dir: Path | None = None  # None: default_cache_dir()
     cache_max_bytes: int = 20 * 2**30
+    memory_watch_secs: float = 1.0  # the watchdog's period (0: off)
 
 
 class ModelManager:
@@ -98,6 +100,7 @@ class ModelManager:
         self.counters = ManagerCounters(memory_budget_bytes=options.memory_budget or 0)
         self.admission = Admission(self, options.memory_budget, options.eviction_policy)
         self._poller: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._activity = 0  # bumped at each load start/end and unload: measurement hygiene
         self._asked: dict[tuple[str, str], float] = {}  # unseen names -> when they caused a listing
@@ -118,12 +121,15 @@ class ModelManager:
         await asyncio.gather(*(self._load_logged(n) for n in names))
         if self.options.repository_poll_secs > 0 and mode in ("poll", "on-demand"):
             self._poller = asyncio.create_task(self._poll())
+        if self.options.memory_watch_secs > 0:
+            self._watchdog = asyncio.create_task(self._watch_memory())
 
     async def shutdown(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*(self.unload(n) for n in list(self.models)), return_exceptions=True)
         for record in self.models.values():
             _remove_override(record.override)
@@ -146,6 +152,32 @@ class ModelManager:
                 record.source = None
                 changed.append(name)
         return changed
+
+    async def _watch_memory(self) -> None:
+        """The last line against being killed for lack of memory, whatever the books say.
+
+        Budgets are kept from predictions and measurements, which can be wrong (activations
+        that grow with real batches, memory outside any model). Once a second the process's
+        real resident memory is compared with the host's limit (the cgroup's memory.max in a
+        container); near it, idle models are evicted until it is back in the safe band.
+        """
+        limit = await asyncio.to_thread(host_memory_limit)
+        while True:
+            await asyncio.sleep(self.options.memory_watch_secs)
+            try:
+                rss = await asyncio.to_thread(process_tree_rss)
+                excess = bytes_to_shed(rss, limit)
+                if excess:
+                    log.warning(
+                        "resident memory %d MiB is near the host's limit of %d MiB: evicting "
+                        "idle models",
+                        rss >> 20,
+                        limit >> 20,
+                    )
+                    await self.admission.shed(excess)
+                    self._update_gauges()
+            except Exception:  # the watchdog must outlive any one bad reading
+                log.exception("memory watchdog failed")
 
     async def _refresh_for_request(self, name: str, version: str) -> None:
         """A listing on behalf of a request naming a model or version not seen yet.

@@ -221,3 +221,22 @@ def gpu_memory_used(device: int = 0) -> int | None:
 def _psutil() -> Any:
     """psutil, imported on first use (it ships no type stubs; callers cast what they read)."""
     return importlib.import_module("psutil")
+
+
+# the watchdog acts above HIGH of the host's limit and frees down to LOW: a band, so that
+# allocator noise around one threshold does not evict a model every second
+WATCHDOG_HIGH = 0.90
+WATCHDOG_LOW = 0.85
+
+
+def bytes_to_shed(
+    rss: int, limit: int, high: float = WATCHDOG_HIGH, low: float = WATCHDOG_LOW
+) -> int:
+    """How much model memory to give back so the process is not killed for lack of memory.
+
+    0 while resident memory stays under ``high`` of the limit (the cgroup's ``memory.max``
+    or RAM); above it, enough to come back to ``low``.
+    """
+    if rss <= int(limit * high):
+        return 0
+    return rss - int(limit * low)

@@ -165,3 +165,13 @@ def test_gpu_memory_used_is_none_or_bytes() -> None:
     used = gpu_memory_used(0)
     assert used is None or used >= 0
     assert gpu_memory_used(10_000) is None
+
+
+def test_bytes_to_shed_acts_above_the_high_mark_down_to_the_low_one() -> None:
+    from modelyard.manager.memory import bytes_to_shed
+
+    limit = 1000 * 2**20
+    assert bytes_to_shed(800 * 2**20, limit) == 0
+    assert bytes_to_shed(int(limit * 0.9), limit) == 0  # at the mark: still fine
+    assert bytes_to_shed(950 * 2**20, limit) == 950 * 2**20 - int(limit * 0.85)
+    assert bytes_to_shed(2000, 1000, high=0.5, low=0.25) == 1750

@@ -1,0 +1,87 @@
+"""Admission's books and evictions, with the manager reduced to what admission touches."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from modelyard.errors import InsufficientMemory, ModelTooLarge
+from modelyard.manager._admission import Admission
+from modelyard.manager.records import ModelRecord, State
+from modelyard.metrics import ManagerCounters
+
+MiB = 2**20
+
+
+class FakeManager:
+    def __init__(self, sizes: dict[str, int], budget: int) -> None:
+        self.models: dict[str, ModelRecord] = {}
+        self.counters = ManagerCounters()
+        self.options = SimpleNamespace(load_wait_timeout=0.2)
+        self.unloaded: list[str] = []
+        for i, (name, size) in enumerate(sizes.items()):
+            record = ModelRecord(name, None)
+            vrec = record.version("1")
+            vrec.state, vrec.runner = State.READY, SimpleNamespace(inflight=0)  # type: ignore[assignment]
+            record.usage.bytes, record.usage.last_used, record.usage.uses = size, float(i), 1
+            self.models[name] = record
+        self.admission = Admission(self, budget, "lru")  # type: ignore[arg-type]
+
+    async def unload_locked(self, record: ModelRecord, reason: str) -> None:
+        for vrec in record.versions.values():
+            vrec.runner, vrec.state, vrec.reason = None, State.UNAVAILABLE, reason
+        self.unloaded.append(record.name)
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_a_load_that_fits_reserves_and_releases() -> None:
+    m = FakeManager({"a": 10 * MiB}, budget=100 * MiB)
+    newcomer = ModelRecord("new", None)
+
+    async def main() -> None:
+        async with m.admission.reserve(newcomer, 50 * MiB):
+            assert m.admission.used() == 60 * MiB
+        assert m.admission.used() == 10 * MiB
+
+    _run(main())
+    assert m.unloaded == []
+
+
+def test_room_is_made_by_evicting_the_least_recently_used_idle_model() -> None:
+    m = FakeManager({"old": 40 * MiB, "new": 40 * MiB}, budget=100 * MiB)
+
+    async def main() -> None:
+        async with m.admission.reserve(ModelRecord("x", None), 50 * MiB):
+            pass
+
+    _run(main())
+    assert m.unloaded == ["old"]
+    assert m.counters.evictions == 1
+
+
+def test_bigger_than_the_budget_fails_at_once() -> None:
+    m = FakeManager({}, budget=100 * MiB)
+    with pytest.raises(ModelTooLarge, match="more than the whole memory budget"):
+        _run(m.admission.reserve(ModelRecord("x", None), 200 * MiB).__aenter__())
+
+
+def test_busy_models_are_waited_for_then_the_load_fails_with_the_bytes() -> None:
+    m = FakeManager({"busy": 90 * MiB}, budget=100 * MiB)
+    m.models["busy"].versions["1"].runner.inflight = 1  # type: ignore[union-attr]
+    m.models["busy"].versions["1"].runner.drained = lambda: asyncio.sleep(1)  # type: ignore[union-attr]
+    with pytest.raises(InsufficientMemory, match="needs about 52428800 bytes"):
+        _run(m.admission.reserve(ModelRecord("x", None), 50 * MiB).__aenter__())
+    assert m.unloaded == []
+
+
+def test_shed_evicts_idle_models_for_the_watchdog() -> None:
+    m = FakeManager({"a": 30 * MiB, "b": 30 * MiB, "c": 30 * MiB}, budget=100 * MiB)
+    _run(m.admission.shed(50 * MiB))
+    assert m.unloaded == ["a", "b"]
+    assert "host's memory limit" in m.models["a"].versions["1"].reason
