@@ -29,6 +29,7 @@ class ServerSettings:
     eviction_policy: str = "gdsf"
     allow_metrics: bool = True
     metrics_port: int = 8002  # Triton's; /metrics is on the HTTP port as well
+    gpu_limits: tuple[tuple[int, float], ...] = ()  # --model-load-gpu-limit device:share
     model_cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/modelyard/models
     model_cache_size: int = 20 * 2**30
     allow_sagemaker: bool = False  # SageMaker's container face (/ping, /invocations, /models)

@@ -91,6 +91,14 @@ def serve(
             "(the container's limit inside one). Idle models are evicted to stay within it.",
         ),
     ] = None,
+    model_load_gpu_limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-load-gpu-limit",
+            help="<device>:<fraction>: GPU memory share models may use on that GPU "
+            "(Triton's flag; needs NVML).",
+        ),
+    ] = None,
     eviction_policy: Annotated[
         str,
         typer.Option("--eviction-policy", help="gdsf (size, reload cost and use) or lru."),
@@ -170,8 +178,12 @@ def serve(
         raise typer.BadParameter(
             f"unknown eviction policy '{eviction_policy}'", param_hint="--eviction-policy"
         )
-    from modelyard.manager.memory import host_memory_limit, parse_budget
+    from modelyard.manager.memory import host_memory_limit, parse_budget, parse_gpu_limits
 
+    try:
+        gpu_limits = parse_gpu_limits(model_load_gpu_limit or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model-load-gpu-limit") from None
     try:
         cache_size = parse_budget(model_cache_size, 2**62)
     except ValueError as exc:
@@ -204,6 +216,7 @@ def serve(
         memory_budget=budget,
         eviction_policy=eviction_policy,
         model_cache_dir=model_cache_dir,
+        gpu_limits=tuple(sorted(gpu_limits.items())),
         model_cache_size=cache_size,
         allow_sagemaker=_bool(allow_sagemaker, "--allow-sagemaker"),
         allow_metrics=_bool(allow_metrics, "--allow-metrics"),

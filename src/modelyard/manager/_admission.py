@@ -29,17 +29,28 @@ def _mib(n: int) -> str:
 
 
 class Admission:
-    def __init__(self, manager: ModelManager, budget: int | None, policy: str) -> None:
+    def __init__(
+        self, manager: ModelManager, budget: int | None, policy: str, device: int | None = None
+    ) -> None:
+        """Books for host memory (``device`` None) or for one GPU's memory."""
         self.manager = manager
+        self.device = device
         self.budget = budget
         self.policy = policy
         self.reserved = 0
         self.inflation = 0.0  # GDSF's L: rises to the priority of each evicted model (aging)
         self._lock = asyncio.Lock()
 
+    def size(self, record: ModelRecord) -> int:
+        """What a loaded model holds in these books: host bytes, or bytes on this GPU."""
+        usage = record.usage
+        if self.device is None:
+            return usage.bytes
+        return usage.gpu_bytes if usage.gpu_device == self.device else 0
+
     def used(self) -> int:
         """Bytes held by loaded models (as measured) plus reservations of loads under way."""
-        held = sum(r.usage.bytes for r in self.manager.models.values() if r.loaded)
+        held = sum(self.size(r) for r in self.manager.models.values() if r.loaded)
         return held + self.reserved
 
     @asynccontextmanager
@@ -52,7 +63,7 @@ class Admission:
         if needed > budget:
             raise ModelTooLarge(
                 f"model '{record.name}' needs about {_mib(needed)}, more than the whole memory "
-                f"budget of {_mib(budget)} (--memory-budget)"
+                f"budget of {_mib(budget)} ({self._flag})"
             )
         deadline = time.monotonic() + self.manager.options.load_wait_timeout
         while True:
@@ -139,8 +150,18 @@ class Admission:
                     waits.append(asyncio.ensure_future(v.runner.drained()))
         return waits
 
+    @property
+    def _flag(self) -> str:
+        if self.device is None:
+            return "--memory-budget"
+        return f"GPU {self.device}, --model-load-gpu-limit"
+
     def _residents(self, record: ModelRecord | None) -> dict[str, ModelRecord]:
-        return {r.name: r for r in self.manager.models.values() if r.loaded and r is not record}
+        return {
+            r.name: r
+            for r in self.manager.models.values()
+            if r.loaded and r is not record and self.size(r) > 0
+        }
 
     async def _make_room(self, record: ModelRecord | None, needed: int, free: int) -> None:
         """Evict the idle models the policy picks, if evicting idle models can make room."""
@@ -149,7 +170,7 @@ class Admission:
         residents = [
             Resident(
                 key=r.name,
-                bytes=r.usage.bytes,
+                bytes=self.size(r),
                 last_used=r.usage.last_used,
                 uses=r.usage.uses,
                 load_seconds=r.usage.load_seconds,
@@ -171,6 +192,6 @@ class Admission:
                 continue
             async with victim.lock:  # free: acquired at once, nothing waits on us here
                 why = f"model '{record.name}'" if record is not None else "the host's memory limit"
-                log.info("evicting model '%s' (%s) for %s", name, _mib(victim.usage.bytes), why)
+                log.info("evicting model '%s' (%s) for %s", name, _mib(self.size(victim)), why)
                 await self.manager.unload_locked(victim, f"unloaded to free memory for {why}")
                 self.manager.counters.evictions += 1

@@ -187,3 +187,24 @@ def write_override(name: str, files: dict[str, bytes]) -> Path:
         target.write_bytes(data)
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def gpu_device_of(entry: ModelEntry) -> int | None:
+    """The GPU a model will run on, from its config.pbtxt as written: the first KIND_GPU
+    instance group's first device (device 0 when it names none); None for a CPU model.
+
+    Read before the load, so the GPU's budget can admit the model first; a config that does
+    not parse here fails properly in the load itself.
+    """
+    if entry.config_path is None:
+        return None
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    try:
+        config = load_config(entry.config_path)
+    except ConfigError:
+        return None
+    for group in config.instance_group:
+        if group.kind == mc.ModelInstanceGroup.KIND_GPU:
+            return int(group.gpus[0]) if group.gpus else 0
+    return None

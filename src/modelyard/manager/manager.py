@@ -41,6 +41,7 @@ from modelyard.errors import (
 from modelyard.manager._admission import Admission
 from modelyard.manager._loading import (
     estimate_bytes,
+    gpu_device_of,
     measured_load,
     prepare_config,
     runner_for_version,
@@ -48,7 +49,13 @@ from modelyard.manager._loading import (
     write_override,
 )
 from modelyard.manager._source import ModelSource, default_cache_dir
-from modelyard.manager.memory import bytes_to_shed, host_memory_limit, process_tree_rss
+from modelyard.manager.memory import (
+    bytes_to_shed,
+    gpu_memory_total,
+    gpu_memory_used,
+    host_memory_limit,
+    process_tree_rss,
+)
 from modelyard.manager.records import (
     ModelRecord,
     State,
@@ -82,6 +89,7 @@ class ManagerOptions:
     cache_dir: Path | None = None  # None: default_cache_dir()
     cache_max_bytes: int = 20 * 2**30
     memory_watch_secs: float = 1.0  # the watchdog's period (0: off)
+    gpu_limits: dict[int, float] = field(default_factory=dict)  # device -> share of its memory
 
 
 class ModelManager:
@@ -99,6 +107,12 @@ class ModelManager:
         self.models: dict[str, ModelRecord] = {}
         self.counters = ManagerCounters(memory_budget_bytes=options.memory_budget or 0)
         self.admission = Admission(self, options.memory_budget, options.eviction_policy)
+        self.gpu_admissions = {
+            device: Admission(
+                self, _gpu_budget(device, share), options.eviction_policy, device=device
+            )
+            for device, share in options.gpu_limits.items()
+        }
         self._poller: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -287,16 +301,30 @@ class ModelManager:
             self.source.release(old)
 
     async def _admitted_load(self, record: ModelRecord, config_json: str | None = None) -> None:
-        """Fetch, admit against the budget, load, and record what the load really took."""
+        """Fetch, admit against the budgets, load, and record what the load really took.
+
+        Host memory is always admitted; a KIND_GPU model is also admitted against its GPU's
+        budget (``--model-load-gpu-limit``) when that GPU has one.
+        """
         await self._fetch(record)
         entry = record.entry
         assert entry is not None
         floor = await asyncio.to_thread(estimate_bytes, entry)
-        predicted = max(record.usage.bytes, floor)
-        async with self.admission.reserve(record, predicted):
+        device = await asyncio.to_thread(gpu_device_of, entry)
+        gpu = self.gpu_admissions.get(device) if device is not None else None
+        gpu_index = device if device is not None else 0
+        usage = record.usage
+        gpu_predicted = max(usage.gpu_bytes if usage.gpu_device == device else 0, floor)
+        async with contextlib.AsyncExitStack() as admitted:
+            await admitted.enter_async_context(
+                self.admission.reserve(record, max(usage.bytes, floor))
+            )
+            if gpu is not None:
+                await admitted.enter_async_context(gpu.reserve(record, gpu_predicted))
             start = time.monotonic()
             self._activity += 1
             seen = self._activity
+            gpu_before = await asyncio.to_thread(gpu_memory_used, gpu_index) if gpu else None
             try:
                 measured = await measured_load(self._load_locked(record, config_json))
             except Exception:
@@ -304,12 +332,19 @@ class ModelManager:
                 raise
             finally:
                 self._activity += 1
+            gpu_after = await asyncio.to_thread(gpu_memory_used, gpu_index) if gpu else None
             seconds = time.monotonic() - start
-            usage = record.usage
             # process memory only tells this load's share when nothing else loaded or unloaded
             # meanwhile; otherwise keep what is known (the earlier measurement, or the floor)
             alone = self._activity == seen + 1
             usage.bytes = max(measured if alone else usage.bytes, floor)
+            if gpu is not None:
+                gpu_measured = (
+                    gpu_after - gpu_before
+                    if alone and gpu_before is not None and gpu_after is not None
+                    else 0
+                )
+                usage.gpu_device, usage.gpu_bytes = device, max(gpu_measured, gpu_predicted)
             usage.load_seconds = seconds
             usage.last_used = time.monotonic()
             usage.inflation = self.admission.inflation
@@ -619,6 +654,16 @@ class ModelManager:
 
     def stats_records(self, name: str | None = None) -> list[VersionRecord]:
         return versions_with_stats(self.models, name)
+
+
+def _gpu_budget(device: int, share: float) -> int:
+    total = gpu_memory_total(device)
+    if total is None:
+        raise ConfigError(
+            f"--model-load-gpu-limit {device}:{share}: GPU {device} is not visible through "
+            "NVIDIA's NVML (pip install nvidia-ml-py, on a machine with that GPU)"
+        )
+    return int(total * share)
 
 
 def _remove_override(folder: Path | None) -> None:

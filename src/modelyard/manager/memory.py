@@ -201,6 +201,17 @@ def gpu_memory_used(device: int = 0) -> int | None:
     The figure is the whole device's (every process on it), so a model's share is a delta
     across its load, with the same caveats as :func:`measure_delta`.
     """
+    info = _nvml_memory(device)
+    return None if info is None else int(info.used)
+
+
+def gpu_memory_total(device: int = 0) -> int | None:
+    """Total bytes of GPU ``device`` (NVML), or None without pynvml or that GPU."""
+    info = _nvml_memory(device)
+    return None if info is None else int(info.total)
+
+
+def _nvml_memory(device: int) -> Any:
     try:
         nvml: Any = importlib.import_module("pynvml")
     except ImportError:
@@ -210,12 +221,28 @@ def gpu_memory_used(device: int = 0) -> int | None:
     except Exception:  # no driver, no device: NVML raises its own NVMLError types
         return None
     try:
-        handle = nvml.nvmlDeviceGetHandleByIndex(device)
-        return int(nvml.nvmlDeviceGetMemoryInfo(handle).used)
+        return nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(device))
     except Exception:  # an index past the last device, a lost GPU
         return None
     finally:
         nvml.nvmlShutdown()
+
+
+def parse_gpu_limits(items: list[str]) -> dict[int, float]:
+    """Triton's ``--model-load-gpu-limit <device>:<fraction>`` values, e.g. ``0:0.5``."""
+    limits: dict[int, float] = {}
+    for item in items:
+        device, sep, fraction = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            dev, share = int(device), float(fraction)
+        except ValueError:
+            raise ValueError(f"'{item}' is not <device>:<fraction> (e.g. 0:0.5)") from None
+        if dev < 0 or not 0 < share <= 1:
+            raise ValueError(f"'{item}': the device is an index >= 0 and the fraction in (0, 1]")
+        limits[dev] = share
+    return limits
 
 
 def _psutil() -> Any:

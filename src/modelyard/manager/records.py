@@ -40,6 +40,8 @@ class Usage:
     uses: int = 0
     load_seconds: float = 0.0
     inflation: float = 0.0  # GDSF's L at the last use: priority = inflation + value
+    gpu_device: int | None = None  # the GPU a KIND_GPU model runs on
+    gpu_bytes: int = 0  # measured (or predicted) on that GPU
 
 
 @dataclass(slots=True)

@@ -49,6 +49,7 @@ class ModelyardApp:
                 eviction_policy=settings.eviction_policy,
                 cache_dir=settings.model_cache_dir,
                 cache_max_bytes=settings.model_cache_size,
+                gpu_limits=dict(settings.gpu_limits),
             )
         )
         self.v2 = V2Routes(self.manager, settings.max_input_size, settings.model_control_mode)

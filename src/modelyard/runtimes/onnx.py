@@ -87,6 +87,16 @@ def _wants_gpu(config: Any) -> bool:
     return any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in config.instance_group)
 
 
+def _gpu_device(config: Any) -> int:
+    """The device of the first KIND_GPU instance group (Triton's gpus list; 0 when empty)."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    for group in config.instance_group:
+        if group.kind == mc.ModelInstanceGroup.KIND_GPU and group.gpus:
+            return int(group.gpus[0])
+    return 0
+
+
 def _open(model_file: Path, config: Any) -> Any:
     """An onnxruntime session; on the CUDA provider when a KIND_GPU instance group asks.
 
@@ -98,8 +108,11 @@ def _open(model_file: Path, config: Any) -> Any:
     if not model_file.is_file():
         raise ConfigError(f"unable to find model file '{model_file}'")
     gpu = _wants_gpu(config)
-    providers = (
-        ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
+    device = _gpu_device(config)
+    providers: list[Any] = (
+        [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
+        if gpu
+        else ["CPUExecutionProvider"]
     )
     no_gpu = ConfigError(
         f"instance group of model '{config.name}' asks for KIND_GPU, but no GPU is usable "

@@ -85,3 +85,38 @@ def test_shed_evicts_idle_models_for_the_watchdog() -> None:
     _run(m.admission.shed(50 * MiB))
     assert m.unloaded == ["a", "b"]
     assert "host's memory limit" in m.models["a"].versions["1"].reason
+
+
+def test_gpu_books_hold_only_the_models_on_that_gpu() -> None:
+    m = FakeManager({"cpu": 50 * MiB, "gpu_a": 10 * MiB, "gpu_b": 10 * MiB}, budget=1000 * MiB)
+    for name in ("gpu_a", "gpu_b"):
+        m.models[name].usage.gpu_device, m.models[name].usage.gpu_bytes = 0, 40 * MiB
+    gpu0 = Admission(m, 100 * MiB, "lru", device=0)  # type: ignore[arg-type]
+    gpu1 = Admission(m, 100 * MiB, "lru", device=1)  # type: ignore[arg-type]
+    assert gpu0.used() == 80 * MiB and gpu1.used() == 0
+
+    async def main() -> None:
+        async with gpu0.reserve(ModelRecord("x", None), 50 * MiB):
+            pass
+
+    _run(main())
+    assert m.unloaded == ["gpu_a"]  # the CPU model is never a victim for GPU memory
+    with pytest.raises(ModelTooLarge, match="GPU 1, --model-load-gpu-limit"):
+        _run(gpu1.reserve(ModelRecord("y", None), 200 * MiB).__aenter__())
+
+
+def test_gpu_device_of_reads_the_instance_groups(tmp_path: Any) -> None:
+    from modelyard.manager._loading import gpu_device_of
+    from modelyard.repository import scan_model
+
+    cases = {
+        "instance_group [{kind: KIND_GPU, gpus: [2]}]": 2,
+        "instance_group [{kind: KIND_CPU}, {kind: KIND_GPU}]": 0,
+        "instance_group [{kind: KIND_CPU}]": None,
+        "": None,
+    }
+    for i, (groups, device) in enumerate(cases.items()):
+        folder = tmp_path / f"m{i}"
+        (folder / "1").mkdir(parents=True)
+        (folder / "config.pbtxt").write_text(f'name: "m{i}"\n{groups}\n')
+        assert gpu_device_of(scan_model(folder)) == device

@@ -175,3 +175,19 @@ def test_bytes_to_shed_acts_above_the_high_mark_down_to_the_low_one() -> None:
     assert bytes_to_shed(int(limit * 0.9), limit) == 0  # at the mark: still fine
     assert bytes_to_shed(950 * 2**20, limit) == 950 * 2**20 - int(limit * 0.85)
     assert bytes_to_shed(2000, 1000, high=0.5, low=0.25) == 1750
+
+
+def test_parse_gpu_limits_takes_tritons_form() -> None:
+    from modelyard.manager.memory import parse_gpu_limits
+
+    assert parse_gpu_limits(["0:0.5", "1:1"]) == {0: 0.5, 1: 1.0}
+    for bad in ("0", "x:0.5", "0:0", "0:1.5", "-1:0.5"):
+        with pytest.raises(ValueError, match=bad.split(":")[0] if ":" in bad else bad):
+            parse_gpu_limits([bad])
+
+
+def test_gpu_memory_is_none_without_nvml_or_gpu() -> None:
+    from modelyard.manager.memory import gpu_memory_total, gpu_memory_used
+
+    assert gpu_memory_total(99) is None  # no such GPU (or no NVML at all)
+    assert gpu_memory_used(99) is None
