@@ -1,6 +1,6 @@
 """Admission against the memory budget: reserve before loading, evict idle models to fit.
 
-The decision of *which* models to evict is ``eviction.choose_victims``, a pure function of a
+The decision of *which* models to evict is ``eviction.plan_eviction``, a pure function of a
 snapshot; this module only gathers the snapshot, applies the decision and keeps the books:
 what loaded models use (their measured sizes) plus what loads in progress have reserved.
 """

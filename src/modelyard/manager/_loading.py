@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import psutil
 
 from modelyard.datatypes import numpy_dtype
 from modelyard.errors import ConfigError, InvalidArgument
+from modelyard.manager.memory import process_tree_rss
 from modelyard.repository import (
     ModelEntry,
     load_config,
@@ -122,20 +123,6 @@ def _warm_up(runner: ModelRunner) -> None:
         log.debug("warm-up of '%s' skipped: %s", runner.name, exc)
 
 
-def entry_key(entry: ModelEntry) -> tuple[Any, ...]:
-    """What makes a model "changed" for a rescan: its versions and its config file."""
-    stat = None
-    if entry.config_path is not None:
-        with contextlib.suppress(OSError):
-            st = entry.config_path.stat()
-            stat = (st.st_mtime_ns, st.st_size)
-    versions = []
-    for v in entry.versions:
-        with contextlib.suppress(OSError):
-            versions.append((v, (entry.path / str(v)).stat().st_mtime_ns))
-    return (tuple(versions), stat)
-
-
 # per-model overhead beyond its files: session structures, thread pools, Python objects
 _MODEL_OVERHEAD = 8 * 2**20
 
@@ -155,14 +142,15 @@ def estimate_bytes(entry: ModelEntry) -> int:
 
 
 async def measured_load(load: Awaitable[None]) -> int:
-    """Run a load and return how much the process's resident memory grew meanwhile.
+    """Run a load and return how much resident memory grew meanwhile (this process and its
+    children: model worker processes count too).
 
-    Concurrent loads and allocator behaviour blur the figure; the caller keeps the larger
-    of this and its prediction, so errors fall on the safe side.
+    Concurrent loads and allocator behaviour blur the figure; the caller trusts it only for
+    a load that ran alone, and never below its prediction.
     """
-    before = psutil.Process().memory_info().rss
+    before = await asyncio.to_thread(process_tree_rss)
     await load
-    return max(0, psutil.Process().memory_info().rss - before)
+    return max(0, await asyncio.to_thread(process_tree_rss) - before)
 
 
 def trim_heap() -> None:
