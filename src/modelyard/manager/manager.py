@@ -310,7 +310,7 @@ class ModelManager:
         entry = record.entry
         assert entry is not None
         floor = await asyncio.to_thread(estimate_bytes, entry)
-        device = await asyncio.to_thread(gpu_device_of, entry)
+        device = await asyncio.to_thread(gpu_device_of, entry) if self.gpu_admissions else None
         gpu = self.gpu_admissions.get(device) if device is not None else None
         gpu_index = device if device is not None else 0
         usage = record.usage
