@@ -24,6 +24,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelyard.manager")
 
 
+async def _until_one_may_be_idle(waits: list[asyncio.Future[None]], deadline: float) -> bool:
+    """Wait (at most 50 ms at a time) until one busy model may have gone idle.
+
+    False, with the waits cancelled, when nothing can change before ``deadline``: no model
+    is busy (what holds the memory cannot be unloaded), or the time is up.
+    """
+    remaining = deadline - time.monotonic()
+    if not waits or remaining <= 0:
+        for w in waits:
+            w.cancel()
+        return False
+    _, pending = await asyncio.wait(
+        waits, timeout=min(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED
+    )
+    for w in pending:
+        w.cancel()
+    return True
+
+
 def _mib(n: int) -> str:
     return f"{n} bytes ({n / 2**20:.1f} MiB)"
 
@@ -77,24 +96,17 @@ class Admission:
                     break
                 waits = self._busy(record)
             # the rest is held by models serving requests or loading: they will be idle soon
-            remaining = deadline - time.monotonic()
-            if not waits or remaining <= 0:
-                for w in waits:
-                    w.cancel()
+            in_use = bool(waits) or time.monotonic() >= deadline
+            if not await _until_one_may_be_idle(waits, deadline):
                 raise InsufficientMemory(
                     f"cannot load model '{record.name}': it needs about {_mib(needed)} and "
                     f"only {_mib(max(free, 0))} of the {_mib(budget)} budget are free"
                     + (
                         ", the rest held by models in use"
-                        if waits or remaining <= 0
+                        if in_use
                         else ", the rest held by models that cannot be unloaded"
                     )
                 )
-            _, pending = await asyncio.wait(
-                waits, timeout=min(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED
-            )
-            for w in pending:
-                w.cancel()
         try:
             yield
         finally:
@@ -118,17 +130,9 @@ class Admission:
                 if self.used() <= self.budget:
                     return
                 waits = self._busy(record)
-            remaining = deadline - time.monotonic()
-            if not waits or remaining <= 0:
-                for w in waits:
-                    w.cancel()
+            if not await _until_one_may_be_idle(waits, deadline):
                 log.warning("memory books %d bytes over budget: models in use hold it", excess)
                 return
-            _, pending = await asyncio.wait(
-                waits, timeout=min(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED
-            )
-            for w in pending:
-                w.cancel()
 
     async def shed(self, nbytes: int) -> None:
         """Evict idle models holding about ``nbytes`` (the memory watchdog's last resort)."""
