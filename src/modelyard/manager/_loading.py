@@ -24,7 +24,7 @@ from modelyard.repository import (
     normalize_config,
     validate_config,
 )
-from modelyard.runtimes.base import factory_for
+from modelyard.runtimes.base import KNOWN_BACKENDS, factory_for
 from modelyard.scheduling.runner import ModelRunner
 from modelyard.scheduling.stats import ModelStats
 from modelyard.types import Array
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from modelyard.manager.manager import ManagerOptions
 
 log = logging.getLogger("modelyard.manager")
-
-KNOWN_BACKENDS = frozenset({"onnxruntime"})
 
 
 def prepare_config(

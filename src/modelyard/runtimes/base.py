@@ -9,6 +9,7 @@ fails the models that need it.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,19 +52,36 @@ def backend_for(config: Any) -> str:
 def factory_for(config: Any) -> RuntimeFactory:
     """The factory for a config (whose backend fields the repository already filled in)."""
     key = backend_for(config)
-    factories = _factories()
-    if key not in factories:
+    if key not in _REGISTRY:
         if not key:
             raise ConfigError(f"unexpected platform type '{config.platform}' for {config.name}")
         raise ConfigError(
             f"unable to find backend library for backend '{key}', try specifying "
             f"runtime on the model configuration."
         )
-    return factories[key]
+    return _factory(key)
+
+
+# backend key -> "module:FactoryClass"; a module is imported only when a model needs it
+_REGISTRY: dict[str, str] = {
+    "onnxruntime": "modelyard.runtimes.onnx:OnnxFactory",
+}
+
+KNOWN_BACKENDS = frozenset(_REGISTRY)
 
 
 def _factories() -> dict[str, RuntimeFactory]:
-    from modelyard.runtimes.onnx import OnnxFactory
+    """Every registered factory (imports each backend: for tools, not the request path)."""
+    return {key: _factory(key) for key in _REGISTRY}
 
-    onnx = OnnxFactory()
-    return {onnx.backend: onnx}
+
+def _factory(key: str) -> RuntimeFactory:
+    cached = _CACHE.get(key)
+    if cached is None:
+        module_name, _, cls_name = _REGISTRY[key].partition(":")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        cached = _CACHE[key] = cls()
+    return cached
+
+
+_CACHE: dict[str, RuntimeFactory] = {}
