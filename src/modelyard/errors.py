@@ -15,6 +15,7 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     │   └── InsufficientMemory (503) a load that cannot be admitted now: busy models hold the budget
     │       └── ModelTooLarge (400)  a model bigger than the whole budget: retrying cannot help
     ├── ConfigError (400)            a config.pbtxt that Triton would reject; names file:line
+    │   └── EnvironmentUnusable (400) a Python model's environment that cannot run its worker
     ├── MissingDependency (500)      an optional extra is not installed; message has the pip command
     ├── Unsupported (501)            a protocol feature modelyard does not implement (e.g. br bodies)
     └── Internal (500)               a runtime failed while executing
@@ -85,6 +86,11 @@ class ConfigError(ModelyardError):
     """A model configuration Triton would refuse; the message names the file (and line)."""
 
     status = HTTPStatus.BAD_REQUEST
+
+
+class EnvironmentUnusable(ConfigError):
+    """A Python model's environment (EXECUTION_ENV_PATH, embedded, requirements.txt) that
+    cannot run its worker: missing interpreter, wrong Python, no numpy, build switched off."""
 
 
 class MissingDependency(ModelyardError):

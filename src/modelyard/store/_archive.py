@@ -11,7 +11,17 @@ and the member:
 * a corrupt or truncated gzip or tar stream.
 
 File modes are not taken from the archive (no setuid bits), except that an executable file
-stays executable. :func:`extract_artifact` then checks the artifact's layout: either
+stays executable.
+
+Environment archives (conda-pack, venv-pack) hold links, so ``links=True`` admits them, under
+rules that keep every link, and everything written through one, inside ``dest``:
+
+* a symbolic link's target is relative, its ``..`` parts all lead (``../lib/x``, not
+  ``a/../../x``, which a link named ``a`` could turn into a way out) and do not climb above
+  ``dest``; a link that leads out is refused unless ``external_link(name, target)`` says to
+  skip it (a venv's ``bin/python -> /usr/bin/python3``, which the caller re-creates);
+* a hard link names a regular file written earlier from the same archive;
+* no member is written through a link, nor over one. :func:`extract_artifact` then checks the artifact's layout: either
 ``<model>/config.pbtxt`` + ``<model>/<version>/…`` (what ``modelyard package`` writes), or
 the model folder's content at the top, ``config.pbtxt`` + ``<version>/…`` (as SageMaker
 users often pack it, with ``tar -C model_dir .``). Its one version folder must be the
@@ -26,6 +36,7 @@ import os
 import shutil
 import tarfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from modelyard.errors import ConfigError
@@ -102,23 +113,117 @@ def safe_extract(
     *,
     name: str | None = None,
     max_members: int = DEFAULT_MAX_MEMBERS,
+    links: bool = False,
+    external_link: Callable[[str, str], bool] | None = None,
+    keep_mtime: bool = False,
 ) -> int:
     """Unpack ``tar_path`` (gzip or plain tar) into ``dest``; return the bytes written.
 
     ``dest`` must not exist: it is created, and removed again if anything is refused, so it
     is never left half-written. ``name`` is how messages name the archive (its store key or
-    URL); the file's own name by default.
+    URL); the file's own name by default. ``links`` admits symbolic and hard links that stay
+    inside ``dest`` (module docstring); ``external_link(member, target)`` returning True skips
+    a symbolic link that would lead out instead of refusing the archive. ``keep_mtime`` keeps
+    files' modification times (so shipped ``.pyc`` files stay valid).
     """
     archive = name or tar_path.name
     dest.mkdir(parents=True)
+    state = _Links(archive, dest, external_link) if links else None
     try:
-        return _extract(tar_path, dest, max_bytes, archive, max_members)
+        return _extract(tar_path, dest, max_bytes, archive, max_members, state, keep_mtime)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
 
 
-def _extract(tar_path: Path, dest: Path, max_bytes: int, archive: str, max_members: int) -> int:
+class _Links:
+    """The links (and files) written so far, to keep links and writes inside ``dest``."""
+
+    def __init__(
+        self, archive: str, dest: Path, external_link: Callable[[str, str], bool] | None
+    ) -> None:
+        self.archive = archive
+        self.dest = dest
+        self.external_link = external_link
+        self.symlinks: set[tuple[str, ...]] = set()
+        self.files: set[tuple[str, ...]] = set()
+
+    def check_path(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        """Refuse a member written through, or over, a link made from this archive."""
+        for end in range(1, len(parts) + 1):
+            if parts[:end] in self.symlinks:
+                link = "/".join(parts[:end])
+                how = "replaces" if end == len(parts) else "goes through"
+                raise UnsafeArchiveMember(
+                    f"archive '{self.archive}': member '{member.name}' {how} the symbolic "
+                    f"link '{link}'"
+                )
+
+    def symlink(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        target = _link_target(self.archive, member, parts)
+        if target is None:
+            if self.external_link is not None and self.external_link(
+                "/".join(parts), member.linkname
+            ):
+                return
+            raise UnsafeArchiveMember(
+                f"archive '{self.archive}': member '{member.name}' is a symbolic link leading "
+                f"outside the archive's folder (to '{member.linkname}')"
+            )
+        path = self.dest.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, path)
+        self.symlinks.add(parts)
+
+    def hardlink(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        source = _member_path(self.archive, member.linkname)
+        if source not in self.files:
+            raise UnsafeArchiveMember(
+                f"archive '{self.archive}': member '{member.name}' is a hard link to "
+                f"'{member.linkname}', which is not a file earlier in the archive"
+            )
+        path = self.dest.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(self.dest.joinpath(*source), path)
+        except OSError:  # a file system without hard links: a copy does the same job
+            shutil.copy2(self.dest.joinpath(*source), path)
+        self.files.add(parts)
+
+
+def _link_target(archive: str, member: tarfile.TarInfo, parts: tuple[str, ...]) -> str | None:
+    """A symbolic link's target, normalised; None when it leads outside the archive's folder."""
+    link = member.linkname
+    if not link or "\x00" in link:
+        raise UnsafeArchiveMember(
+            f"archive '{archive}': member '{member.name}' is a symbolic link with an empty or "
+            "invalid target"
+        )
+    if link.startswith("/"):
+        return None
+    steps = [p for p in link.split("/") if p not in ("", ".")]
+    ups = 0
+    while ups < len(steps) and steps[ups] == "..":
+        ups += 1
+    if ".." in steps[ups:]:
+        raise UnsafeArchiveMember(
+            f"archive '{archive}': member '{member.name}' is a symbolic link to '{link}', "
+            "which has '..' after a name (only leading '..' parts are allowed)"
+        )
+    if ups > len(parts) - 1:
+        return None
+    return "/".join(steps) or "."
+
+
+def _extract(
+    tar_path: Path,
+    dest: Path,
+    max_bytes: int,
+    archive: str,
+    max_members: int,
+    links: _Links | None,
+    keep_mtime: bool,
+) -> int:
     total = 0
     count = 0
     try:
@@ -130,6 +235,14 @@ def _extract(tar_path: Path, dest: Path, max_bytes: int, archive: str, max_membe
                         f"archive '{archive}' has more than {max_members} members"
                     )
                 parts = _member_path(archive, member.name)
+                if links is not None:
+                    links.check_path(member, parts)
+                    if parts and member.issym():
+                        links.symlink(member, parts)
+                        continue
+                    if parts and member.islnk():
+                        links.hardlink(member, parts)
+                        continue
                 fault = _kind_fault(member)
                 if fault:
                     raise UnsafeArchiveMember(
@@ -148,6 +261,10 @@ def _extract(tar_path: Path, dest: Path, max_bytes: int, archive: str, max_membe
                         f"(at member '{member.name}', {member.size} bytes)"
                     )
                 _write_member(tar, member, target)
+                if keep_mtime:
+                    os.utime(target, (member.mtime, member.mtime))
+                if links is not None:
+                    links.files.add(parts)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise CorruptArchive(f"archive '{archive}' is not a readable .tar.gz: {err}") from err
     except (IsADirectoryError, NotADirectoryError, FileExistsError) as err:
