@@ -65,6 +65,7 @@ def factory_for(config: Any) -> RuntimeFactory:
 # backend key -> "module:FactoryClass"; a module is imported only when a model needs it
 _REGISTRY: dict[str, str] = {
     "onnxruntime": "modelyard.runtimes.onnx:OnnxFactory",
+    "fil": "modelyard.runtimes.fil:FilFactory",
 }
 
 KNOWN_BACKENDS = frozenset(_REGISTRY)

@@ -1,0 +1,227 @@
+"""The libraries that execute tree models for the FIL backend, each imported only when needed.
+
+A :class:`Forest` is one loaded model file behind one small interface: ``predict(x)`` takes
+float32 rows and returns ``(rows, width)`` float32 values with the model's own output
+transform applied (probabilities for classifiers, values for regressors), the same numbers
+Treelite's GTIL, and so Triton's FIL backend, computes before its class post-processing.
+
+A model runs on its own library when installed (XGBoost, LightGBM), else on Treelite, the
+library Triton's FIL backend itself loads every format with. All three predict through C
+calls that release the GIL, and their prediction calls are safe to make from several
+threads at once on one loaded model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelyard.errors import ConfigError, Internal, MissingDependency
+from modelyard.types import Array
+
+log = logging.getLogger("modelyard.runtimes.fil")
+
+# Triton FIL's model_type values and the file each loads when default_model_filename is unset
+DEFAULT_FILENAMES: dict[str, str] = {
+    "xgboost": "xgboost.model",
+    "xgboost_json": "xgboost.json",
+    "xgboost_ubj": "xgboost.ubj",
+    "lightgbm": "model.txt",
+    "treelite_checkpoint": "checkpoint.tl",
+}
+
+# model_type -> the libraries that can run it, best first, with the extra that installs each
+_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "xgboost": ("xgboost", "treelite"),
+    "xgboost_json": ("xgboost", "treelite"),
+    "xgboost_ubj": ("xgboost", "treelite"),
+    "lightgbm": ("lightgbm", "treelite"),
+    "treelite_checkpoint": ("treelite",),
+}
+
+
+class Forest(Protocol):
+    """One loaded tree model. ``predict`` is thread-safe and releases the GIL."""
+
+    library: str  # "xgboost 3.0.5": what executes it, for logs and docs
+    num_features: int
+    width: int  # values per row that predict returns (1, or the class count)
+
+    def predict(self, x: Array) -> Array: ...
+
+
+def _import(name: str) -> ModuleType | None:
+    """The module, or None when it is not installed (or an import hook refuses it)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+    except Exception as exc:  # installed but broken, e.g. LightGBM without libgomp
+        raise Internal(f"{name} is installed but failed to import: {exc}") from exc
+
+
+def open_forest(
+    path: Path,
+    model_type: str,
+    *,
+    nthread: int = -1,
+    allow_unknown_field: bool = False,
+    library: str | None = None,
+) -> Forest:
+    """Load ``path`` as ``model_type`` on the first installed library that can run it.
+
+    ``library`` forces one ("xgboost", "lightgbm", "treelite"): tests use it to check that
+    every route gives the same predictions. A missing library is a :class:`MissingDependency`
+    naming the extra to install, raised here, at load time, never at server start.
+    """
+    candidates = _LIBRARIES[model_type]
+    if library is not None:
+        if library not in candidates:
+            raise ConfigError(f"model_type '{model_type}' cannot run on {library}")
+        candidates = (library,)
+    if not path.is_file():
+        raise ConfigError(f"unable to find model file '{path}'")
+    legacy = model_type == "xgboost" and _is_legacy_binary(path)
+    for name in candidates:
+        module = _import(name)
+        if module is None:
+            continue
+        if name == "xgboost":
+            if legacy and not _xgboost_reads_legacy(module):
+                log.info("xgboost %s cannot read legacy binary %s", module.__version__, path)
+                continue
+            return _XGBoostForest(module, path, nthread)
+        if name == "lightgbm":
+            return _LightGBMForest(module, path, nthread)
+        return _TreeliteForest(module, path, model_type, nthread, legacy, allow_unknown_field)
+    if legacy and "treelite" in candidates:
+        raise MissingDependency(
+            "treelite (XGBoost 3.1 and later cannot read the legacy binary format of "
+            f"'{path.name}'; treelite can, or re-save the model as xgboost.json)",
+            "treelite",
+        )
+    own = candidates[0]
+    alternative = " (or treelite)" if len(candidates) > 1 else ""
+    raise MissingDependency(f"{own}{alternative}, needed by model_type '{model_type}',", own)
+
+
+def _is_legacy_binary(path: Path) -> bool:
+    """XGBoost's JSON and UBJSON files open with '{'; the legacy binary format never does.
+
+    XGBoost 2.1+ writes UBJSON to any file name without a .json suffix, so an
+    ``xgboost.model`` saved by a recent XGBoost is UBJSON: it is read as what it is.
+    """
+    with path.open("rb") as f:
+        return f.read(1) != b"{"
+
+
+def _xgboost_reads_legacy(xgb: ModuleType) -> bool:
+    major, minor = (int(p) for p in str(xgb.__version__).split(".")[:2])
+    return (major, minor) < (3, 1)
+
+
+def _load_quietly(load: Any, *args: Any, **kwargs: Any) -> Any:
+    """Libraries warn about deprecated formats through ``warnings``; log those instead."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = load(*args, **kwargs)
+    for w in caught:
+        log.info("%s", w.message)
+    return result
+
+
+def _failed(path: Path, kind: str, exc: Exception) -> ConfigError:
+    return ConfigError(f"failed to load '{path}' as {kind}: {exc}")
+
+
+class _XGBoostForest:
+    def __init__(self, xgb: ModuleType, path: Path, nthread: int) -> None:
+        try:
+            booster = _load_quietly(xgb.Booster, model_file=str(path))
+        except xgb.core.XGBoostError as exc:
+            raise _failed(path, "an XGBoost model", exc) from None
+        if nthread > 0:
+            booster.set_param({"nthread": nthread})
+        objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+        self._booster = booster
+        # multi:softmax predicts class ids; FIL (Treelite) gives its softmax probabilities
+        self._softmax = objective == "multi:softmax"
+        self.library = f"xgboost {xgb.__version__}"
+        self.num_features = int(booster.num_features())
+        self.width = self._predict(np.zeros((1, self.num_features), np.float32)).shape[1]
+
+    def _predict(self, x: Array) -> Array:
+        if self._softmax:
+            margin = np.asarray(self._booster.inplace_predict(x, predict_type="margin"))
+            margin = margin.reshape(len(x), -1)
+            e = np.exp(margin - margin.max(axis=1, keepdims=True))
+            return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
+        out = np.asarray(self._booster.inplace_predict(x), dtype=np.float32)
+        return out.reshape(len(x), -1)
+
+    def predict(self, x: Array) -> Array:
+        return self._predict(x)
+
+
+class _LightGBMForest:
+    def __init__(self, lgb: ModuleType, path: Path, nthread: int) -> None:
+        try:
+            self._booster = _load_quietly(lgb.Booster, model_file=str(path))
+        except lgb.basic.LightGBMError as exc:
+            raise _failed(path, "a LightGBM model", exc) from None
+        self._kwargs: dict[str, Any] = {"num_threads": nthread} if nthread > 0 else {}
+        self.library = f"lightgbm {lgb.__version__}"
+        self.num_features = int(self._booster.num_feature())
+        self.width = self.predict(np.zeros((1, self.num_features), np.float32)).shape[1]
+
+    def predict(self, x: Array) -> Array:
+        out = self._booster.predict(x, **self._kwargs)
+        return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
+
+
+class _TreeliteForest:
+    def __init__(
+        self,
+        treelite: ModuleType,
+        path: Path,
+        model_type: str,
+        nthread: int,
+        legacy: bool,
+        allow_unknown_field: bool,
+    ) -> None:
+        importlib.import_module("treelite.gtil")
+        frontend = treelite.frontend
+        try:
+            if model_type == "treelite_checkpoint":
+                model = _load_quietly(treelite.Model.deserialize, str(path))
+            elif model_type == "lightgbm":
+                model = _load_quietly(frontend.load_lightgbm_model, str(path))
+            elif legacy:
+                model = _load_quietly(frontend.load_xgboost_model_legacy_binary, str(path))
+            else:
+                model = _load_quietly(
+                    frontend.load_xgboost_model,
+                    str(path),
+                    format_choice="inspect",
+                    allow_unknown_field=allow_unknown_field,
+                )
+        except treelite.TreeliteError as exc:
+            raise _failed(path, f"model_type '{model_type}'", exc) from None
+        self._gtil = treelite.gtil
+        self._model = model
+        self._nthread = nthread if nthread > 0 else -1
+        self.library = f"treelite {treelite.__version__}"
+        self.num_features = int(model.num_feature)
+        self.width = self.predict(np.zeros((1, self.num_features), np.float32)).shape[1]
+
+    def predict(self, x: Array) -> Array:
+        # GTIL answers (rows, targets, classes) in the model's own float type
+        out = self._gtil.predict(self._model, x, nthread=self._nthread)
+        return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
