@@ -26,6 +26,7 @@ whatever their instance group's kind.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from modelyard.errors import ConfigError, InvalidArgument
 from modelyard.runtimes._fil_engines import DEFAULT_FILENAMES, Forest, open_forest
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.types import Array
+
+log = logging.getLogger("modelyard.runtimes.fil")
 
 INPUT = "input__0"
 OUTPUT = "output__0"
@@ -226,6 +229,7 @@ class FilFactory:
         _check_tensors(config)
         forest = _open(config, model_file, params)
         _check_shapes(config, params, forest)
+        log.info("model '%s' (%s) runs on %s", config.name, params.model_type, forest.library)
         return FilRuntime(forest, params, config)
 
 
