@@ -46,6 +46,7 @@ memory, CPU seconds, open files) on the same registry.
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ __all__ = [
     "CONTENT_TYPE",
     "SECONDS_BUCKETS",
     "TRITON_COUNTERS",
+    "CustomMetrics",
     "DurationLike",
     "ManagerCounters",
     "ModelyardCollector",
@@ -349,10 +351,117 @@ def _bound(bound: float) -> str:
 # -- registry and exposition ----------------------------------------------------------------
 
 
-def build_registry(snapshot: Snapshot, counters: ManagerCounters) -> CollectorRegistry:
-    """A fresh registry with the modelyard collector and the process collector on it."""
+class CustomMetrics(Collector):
+    """Metric families that models create themselves (Triton's ``pb_utils.MetricFamily``).
+
+    The registry is server-wide, as Triton's is: a family or a labelled metric created again
+    (another instance of the model, a restarted worker) is the same one, and it lives while
+    any owner holds it. Owners are worker processes; a worker that goes away drops its hold.
+    """
+
+    KINDS = ("counter", "gauge", "histogram")
+
+    def __init__(self) -> None:
+        self._families: dict[str, tuple[str, str]] = {}  # name -> (kind, description)
+        # (family, sorted labels) -> [value, sum, count, buckets, bucket counts, owners]
+        self._metrics: dict[tuple[str, tuple[tuple[str, str], ...]], _CustomValue] = {}
+
+    def family(self, name: str, description: str, kind: str) -> None:
+        known = self._families.get(name)
+        if known is not None and known[0] != kind:
+            raise ValueError(f"metric family '{name}' already exists as a {known[0]}, not a {kind}")
+        if known is None:
+            self._families[name] = (kind, description)
+
+    def metric(
+        self, family: str, labels: Mapping[str, str], buckets: list[float] | None, owner: object
+    ) -> tuple[str, tuple[tuple[str, str], ...]]:
+        key = (family, tuple(sorted(labels.items())))
+        value = self._metrics.get(key)
+        if value is None:
+            value = self._metrics[key] = _CustomValue(buckets)
+        value.owners.add(id(owner))
+        return key
+
+    def update(self, key: tuple[str, tuple[tuple[str, str], ...]], how: str, amount: float) -> None:
+        value = self._metrics.get(key)
+        if value is None:
+            return
+        if how == "inc":
+            value.value += amount
+        elif how == "set":
+            value.value = amount
+        elif how == "obs":
+            value.observe(amount)
+
+    def release(self, owner: object) -> None:
+        for key in list(self._metrics):
+            value = self._metrics[key]
+            value.owners.discard(id(owner))
+            if not value.owners:
+                del self._metrics[key]
+        used = {family for family, _ in self._metrics}
+        for name in list(self._families):
+            if name not in used:
+                del self._families[name]
+
+    def counter_names(self) -> list[str]:
+        return [n for n, (kind, _) in self._families.items() if kind == "counter"]
+
+    def collect(self) -> Iterator[Metric]:
+        by_family: dict[str, list[tuple[tuple[tuple[str, str], ...], _CustomValue]]] = {}
+        for (family, labels), value in self._metrics.items():
+            by_family.setdefault(family, []).append((labels, value))
+        for name, (kind, description) in self._families.items():
+            metric = Metric(name, description, kind)
+            for labels, value in by_family.get(name, ()):
+                lab = dict(labels)
+                if kind == "histogram":
+                    assert value.buckets is not None
+                    for bound, count in zip(
+                        [*value.buckets, float("inf")], value.cumulative(), strict=True
+                    ):
+                        metric.add_sample(f"{name}_bucket", {**lab, "le": _bound(bound)}, count)
+                    metric.add_sample(f"{name}_sum", lab, value.sum)
+                    metric.add_sample(f"{name}_count", lab, value.count)
+                else:
+                    metric.add_sample(name, lab, value.value)
+            yield metric
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class _CustomValue:
+    __slots__ = ("buckets", "count", "counts", "owners", "sum", "value")
+
+    def __init__(self, buckets: list[float] | None) -> None:
+        self.value = 0.0
+        self.sum = 0.0
+        self.count = 0
+        self.buckets = sorted(buckets) if buckets else None
+        self.counts = [0] * (len(self.buckets) + 1) if self.buckets else []
+        self.owners: set[int] = set()
+
+    def observe(self, amount: float) -> None:
+        assert self.buckets is not None
+        self.sum += amount
+        self.count += 1
+        self.counts[bisect_left(self.buckets, amount)] += 1
+
+    def cumulative(self) -> list[int]:
+        return list(itertools.accumulate(self.counts))
+
+
+def build_registry(
+    snapshot: Snapshot, counters: ManagerCounters, custom: CustomMetrics | None = None
+) -> CollectorRegistry:
+    """A fresh registry with the modelyard collector and the process collector on it (and
+    the models' own metrics, when given)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ModelyardCollector(snapshot, counters))
+    if custom is not None:
+        registry.register(custom)
     ProcessCollector(registry=registry)
     return registry
 
@@ -370,9 +479,12 @@ _TOTAL_FIXES = tuple(
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def render(registry: CollectorRegistry) -> tuple[bytes, str]:
+def render(registry: CollectorRegistry, custom: CustomMetrics | None = None) -> tuple[bytes, str]:
     """The Prometheus text exposition (format 0.0.4, as Triton serves) and its content type."""
     body = generate_latest(registry)
     for wrong, right in _TOTAL_FIXES:
         body = body.replace(wrong, right, 1)
+    for name in custom.counter_names() if custom is not None else ():
+        for kind in ("HELP", "TYPE"):
+            body = body.replace(f"# {kind} {name}_total ".encode(), f"# {kind} {name} ".encode(), 1)
     return body, CONTENT_TYPE

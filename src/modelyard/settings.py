@@ -34,3 +34,9 @@ class ServerSettings:
     model_cache_size: int = 20 * 2**30
     allow_sagemaker: bool = False  # SageMaker's container face (/ping, /invocations, /models)
     sagemaker_port: int = 8080  # Triton's default --sagemaker-port
+    python_execute_timeout: float = 0.0  # seconds a Python model may take per request (0: none)
+    python_env_dir: Path | None = None  # None: $XDG_CACHE_HOME/modelyard/envs
+    python_env_build: bool = True  # build environments from requirements.txt
+    python_env_index_url: str | None = None
+    python_env_find_links: tuple[str, ...] = ()
+    python_env_no_index: bool = False

@@ -8,7 +8,7 @@ gRPC and SageMaker) only translate to and from these types.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -77,3 +77,7 @@ class ModelResolver(Protocol):
     """How a runtime (ensemble, Python BLS) reaches other models without importing the manager."""
 
     async def infer(self, request: InferRequest) -> InferResponse: ...
+
+    def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+        """A decoupled model's responses, one by one (a plain model's single response)."""
+        ...

@@ -167,6 +167,44 @@ def serve(
     sagemaker_port: Annotated[
         int, typer.Option("--sagemaker-port", help="Port of SageMaker's container API.")
     ] = 8080,
+    python_execute_timeout: Annotated[
+        float,
+        typer.Option(
+            "--python-execute-timeout",
+            help="Seconds a Python model may take on one request before its worker is "
+            "restarted (0: no limit).",
+        ),
+    ] = 0.0,
+    python_env_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--python-env-dir",
+            help="Where Python model environments are unpacked and built "
+            "[default: $XDG_CACHE_HOME/modelyard/envs].",
+        ),
+    ] = None,
+    python_env_build: Annotated[
+        str,
+        typer.Option(
+            "--python-env-build",
+            help="true: build an environment from a model's requirements.txt; false "
+            "(production): such a model fails to load unless it carries its environment.",
+        ),
+    ] = "true",
+    python_env_index_url: Annotated[
+        str | None,
+        typer.Option("--python-env-index-url", help="Package index for environment builds."),
+    ] = None,
+    python_env_find_links: Annotated[
+        list[str] | None,
+        typer.Option("--python-env-find-links", help="Extra folder or URL of wheels (repeat)."),
+    ] = None,
+    python_env_no_index: Annotated[
+        bool,
+        typer.Option(
+            "--python-env-no-index", help="Build environments from --python-env-find-links only."
+        ),
+    ] = False,
 ) -> None:
     if model_control_mode not in ("none", "explicit", "poll", "on-demand"):
         raise typer.BadParameter(
@@ -222,6 +260,12 @@ def serve(
         allow_metrics=_bool(allow_metrics, "--allow-metrics"),
         metrics_port=metrics_port,
         sagemaker_port=sagemaker_port,
+        python_execute_timeout=python_execute_timeout,
+        python_env_dir=python_env_dir,
+        python_env_build=_bool(python_env_build, "--python-env-build"),
+        python_env_index_url=python_env_index_url,
+        python_env_find_links=tuple(python_env_find_links or ()),
+        python_env_no_index=python_env_no_index,
     )
     if "://" not in model_repository and not Path(model_repository).is_dir():
         typer.echo(f"error: model repository '{model_repository}' is not a folder", err=True)

@@ -25,7 +25,8 @@ import contextlib
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ from modelyard.metrics import ManagerCounters
 from modelyard.repository import scan_model, select_versions
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.scheduling.runner import DEFAULT_INLINE_NS, ModelRunner
+from modelyard.types import InferRequest, InferResponse
 
 log = logging.getLogger("modelyard.manager")
 
@@ -98,6 +100,8 @@ class ModelManager:
     def __init__(self, options: ManagerOptions) -> None:
         if options.control_mode not in MODES:
             raise ValueError(f"unknown model control mode '{options.control_mode}'")
+        # models that call models (Python BLS) reach them through this manager
+        options = replace(options, runtime=replace(options.runtime, resolver=self))
         self.options = options
         self.source = ModelSource(
             options.repository,
@@ -485,6 +489,17 @@ class ModelManager:
         vrec.state, vrec.reason = State.UNAVAILABLE, reason
 
     # -- the request path ------------------------------------------------------------------
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Runs a request a model made (BLS): the target loads on demand like any other."""
+        runner = await self.runner_for(request.model_name, request.model_version)
+        return await runner.infer(request)
+
+    async def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+        """A decoupled model's responses to a request a model made (BLS ``decoupled=True``)."""
+        runner = await self.runner_for(request.model_name, request.model_version)
+        async for response in runner.stream(request):
+            yield response
+
     async def runner_for(self, name: str, version: str = "") -> ModelRunner:
         """The runner that serves a request, loading the model first in on-demand mode."""
         record = self.models.get(name)

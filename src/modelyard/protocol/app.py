@@ -9,17 +9,20 @@ ASGI application too, by any ASGI server.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from modelyard.manager.manager import ManagerOptions, ModelManager
-from modelyard.metrics import VersionSample, build_registry, render
+from modelyard.metrics import CustomMetrics, VersionSample, build_registry, render
 from modelyard.protocol._http import HttpRequest, HttpResponse, too_large
 from modelyard.protocol.errors import sagemaker_error, v2_error
 from modelyard.protocol.sagemaker import SageMakerRoutes
 from modelyard.protocol.v2 import V2Routes
 from modelyard.runtimes.base import RuntimeOptions
+from modelyard.runtimes.python.environments import EnvironmentOptions
 from modelyard.settings import ServerSettings
 
 log = logging.getLogger("modelyard.server")
@@ -35,13 +38,19 @@ class ModelyardApp:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        self.custom_metrics = CustomMetrics()
         self.manager = ModelManager(
             ManagerOptions(
                 repository=settings.model_repository,
                 autocomplete=settings.autocomplete,
                 control_mode=settings.model_control_mode,
                 startup_models=settings.load_models,
-                runtime=RuntimeOptions(default_max_batch_size=settings.default_max_batch_size),
+                runtime=RuntimeOptions(
+                    default_max_batch_size=settings.default_max_batch_size,
+                    custom_metrics=self.custom_metrics,
+                    python_execute_timeout=settings.python_execute_timeout,
+                    python_envs=_environment_options(settings),
+                ),
                 inline_threshold_ns=int(settings.inline_threshold_us * 1000),
                 load_wait_timeout=settings.load_wait_timeout,
                 repository_poll_secs=settings.repository_poll_secs,
@@ -55,7 +64,9 @@ class ModelyardApp:
         self.v2 = V2Routes(self.manager, settings.max_input_size, settings.model_control_mode)
         self.v2.strict_readiness = settings.strict_readiness
         self.sagemaker = SageMakerRoutes(self.manager, settings.max_input_size)
-        self.metrics = build_registry(self._metrics_snapshot, self.manager.counters)
+        self.metrics = build_registry(
+            self._metrics_snapshot, self.manager.counters, self.custom_metrics
+        )
 
     def _metrics_snapshot(self) -> list[VersionSample]:
         samples = []
@@ -111,7 +122,7 @@ class ModelyardApp:
             return HttpResponse(404, b'{"error":"Not Found"}')
         if request.method not in ("GET", "HEAD"):
             return HttpResponse(405, b'{"error":"Method Not Allowed"}')
-        body, content_type = render(self.metrics)
+        body, content_type = render(self.metrics, self.custom_metrics)
         return HttpResponse(200, body, content_type.encode())
 
     # -- ASGI --------------------------------------------------------------------------------
@@ -184,3 +195,15 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 
 def build_app(settings: ServerSettings) -> ModelyardApp:
     return ModelyardApp(settings)
+
+
+def _environment_options(settings: ServerSettings) -> EnvironmentOptions:
+    """Where Python models' environments come from (``--python-env-*``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return EnvironmentOptions(
+        cache_dir=settings.python_env_dir or Path(base) / "modelyard" / "envs",
+        build=settings.python_env_build,
+        index_url=settings.python_env_index_url,
+        find_links=settings.python_env_find_links,
+        no_index=settings.python_env_no_index,
+    )

@@ -12,11 +12,15 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from modelyard.errors import ConfigError
 from modelyard.repository import ENSEMBLE_PLATFORM, PLATFORM_TO_BACKEND
-from modelyard.types import Runtime
+from modelyard.types import ModelResolver, Runtime
+
+if TYPE_CHECKING:
+    from modelyard.metrics import CustomMetrics
+    from modelyard.runtimes.python.environments import EnvironmentOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,14 @@ class RuntimeOptions:
     """
 
     default_max_batch_size: int = 4
+    # Python backend: where model environments come from (None: the server's interpreter
+    # for every model), how other models are reached (BLS), where custom metrics go
+    python_envs: EnvironmentOptions | None = None
+    resolver: ModelResolver | None = None
+    custom_metrics: CustomMetrics | None = None
+    python_execute_timeout: float = 0.0  # seconds; 0 = no limit
+    python_start_timeout: float = 300.0
+    python_arena_bytes: int = 32 * 2**20
 
 
 class RuntimeFactory(Protocol):
@@ -65,6 +77,7 @@ def factory_for(config: Any) -> RuntimeFactory:
 # backend key -> "module:FactoryClass"; a module is imported only when a model needs it
 _REGISTRY: dict[str, str] = {
     "onnxruntime": "modelyard.runtimes.onnx:OnnxFactory",
+    "python": "modelyard.runtimes.python:PythonFactory",
     "fil": "modelyard.runtimes.fil:FilFactory",
 }
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from modelyard.datatypes import wire_datatype
 from modelyard.errors import InvalidArgument
 from modelyard.scheduling.signature import (
     Signature,
@@ -34,6 +36,9 @@ from modelyard.scheduling.stats import ModelStats
 from modelyard.types import Array, InferRequest, InferResponse, Runtime, Tensor
 
 DEFAULT_INLINE_NS = 50_000
+# Triton's answer when plain /infer reaches a decoupled model (several responses cannot
+# travel in one HTTP response): use generate_stream, gRPC streaming or BLS instead
+DECOUPLED_REFUSED = "HTTP end point doesn't support models with decoupled transaction policy"
 _EWMA_WEIGHT = 0.1
 
 
@@ -71,8 +76,14 @@ class ModelRunner:
         self.inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # process-backed runtimes (Python models) are awaited; their outputs carry the
+        # datatype the model produced, as Triton's Python backend sends them
+        self._async: Any = getattr(runtime, "infer_async", None)
+        self.decoupled = bool(config.model_transaction_policy.decoupled)
 
     async def infer(self, request: InferRequest) -> InferResponse:
+        if self.decoupled:
+            raise InvalidArgument(DECOUPLED_REFUSED)
         start = time.perf_counter_ns()
         # as in Triton, a request refused by validation never counts in the statistics
         batch, wanted, feed = self._prepare(request)
@@ -89,6 +100,64 @@ class ModelRunner:
                 self._idle.set()
         self.stats.record_success(*timings)
         return response
+
+    async def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+        """A decoupled model's responses to one request (zero or more), as they come.
+
+        Statistics count the request once, when its last response is sent; a plain model
+        yields its single response.
+        """
+        if not self.decoupled or self._async is None:
+            yield await self.infer(request)
+            return
+        start = time.perf_counter_ns()
+        batch, wanted, feed = self._prepare(request)
+        names = [n for n, _ in wanted]
+        self.inflight += 1
+        self._idle.clear()
+        t_input = time.perf_counter_ns()
+        try:
+            async for result in self.runtime.stream_async(feed, names, request):  # type: ignore[attr-defined]
+                if result.error is not None:
+                    raise result.error
+                yield self._response(request, result.outputs, result.parameters, wanted, batch)
+        except BaseException:
+            self.stats.record_failure(time.perf_counter_ns() - start)
+            raise
+        finally:
+            self.inflight -= 1
+            if not self.inflight:
+                self._idle.set()
+        done = time.perf_counter_ns()
+        self.stats.record_success(
+            batch if self.signature.batched else 1,
+            done - start,
+            0,
+            t_input - start,
+            done - t_input,
+            0,
+        )
+
+    def _response(
+        self,
+        request: InferRequest,
+        results: Mapping[str, Array],
+        parameters: Mapping[str, Any],
+        wanted: list[tuple[str, int]],
+        batch: int,
+    ) -> InferResponse:
+        outputs = [
+            self._output(name, results[name], class_count, batch)
+            for name, class_count in wanted
+            if name in results
+        ]
+        return InferResponse(
+            model_name=self.name,
+            model_version=self.version,
+            outputs=outputs,
+            id=request.id,
+            parameters=dict(parameters),
+        )
 
     def _prepare(
         self, request: InferRequest
@@ -122,6 +191,19 @@ class ModelRunner:
         sig = self.signature
         names = [n for n, _ in wanted]
         t_input = time.perf_counter_ns()
+        if self._async is not None:
+            result = await self._async(feed, names, request)
+            t_infer = time.perf_counter_ns()
+            response = self._response(request, result.outputs, result.parameters, wanted, batch)
+            done = time.perf_counter_ns()
+            return response, (
+                batch if sig.batched else 1,
+                done - start,
+                0,
+                t_input - start,
+                t_infer - t_input,
+                done - t_infer,
+            )
         if self._ewma_ns < self._inline_ns:
             results = self.runtime.infer(feed, names)
             t_begin = t_input
@@ -195,6 +277,10 @@ class ModelRunner:
 
             arr = classify(arr, class_count, spec.labels, batched)
             return Tensor(name, "BYTES", list(arr.shape), arr)
+        if self._async is not None:
+            if arr.dtype.kind in "OSU":
+                return Tensor(name, "BYTES", list(arr.shape), arr)
+            return Tensor(name, wire_datatype(arr.dtype), list(arr.shape), arr)
         return Tensor(name, spec.datatype, list(arr.shape), _as_dtype(arr, spec.datatype))
 
     def close(self) -> None:

@@ -1,0 +1,508 @@
+"""The worker: one model instance in its own process, talking to the server over a socket.
+
+Threads: the main thread runs the model (``execute`` one call at a time, or an asyncio loop
+for ``async def execute``); a reader thread receives frames, so a BLS reply reaches a model
+that is blocked waiting for it, whichever thread made the call. Writes from any thread go
+through one lock. Nothing spins: every wait is a blocking read, a queue or an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import os
+import queue
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+from modelyard_worker._wire import Arena, FrameReader, Outgoing, arena_offsets, tensors_of
+
+_OWN_FILES = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),)
+
+
+class _Reply:
+    """Where the reader thread puts a BLS call's responses (one, or a decoupled stream)."""
+
+    __slots__ = ("future", "items", "loop", "queue")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop | None = None, streaming: bool = False
+    ) -> None:
+        self.items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.loop = loop
+        self.future: asyncio.Future[Any] | None = (
+            loop.create_future() if loop and not streaming else None
+        )
+        self.queue: asyncio.Queue[Any] | None = asyncio.Queue() if loop and streaming else None
+
+    def deliver(self, item: Any) -> None:
+        if self.loop is None:
+            self.items.put(item)
+        elif self.future is not None:
+            self.loop.call_soon_threadsafe(_resolve, self.future, item)
+        else:
+            assert self.queue is not None
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
+def _resolve(future: asyncio.Future[Any], item: Any) -> None:
+    if not future.done():
+        future.set_result(item)
+
+
+class Worker:
+    def __init__(
+        self, sock: socket.socket, arena_in: Arena | None, arena_out: Arena | None
+    ) -> None:
+        self.sock = sock
+        self.arena_in = arena_in  # the server writes, we read
+        self.arena_out = arena_out  # we write, the server reads
+        self._send_lock = threading.Lock()
+        self._consumed: list[int] = []  # server-arena regions we are done with
+        self._replies: dict[int, _Reply] = {}
+        self._next_id = 1
+        self._execs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cancelled: set = set()
+        self._metric_ids = 0
+        self.model: Any = None
+        self.pb: Any = None
+        self.model_name = ""
+        self.instance_name = ""
+        self.decoupled = False
+
+    # --- sending ---------------------------------------------------------------------
+    def send(self, out: Outgoing, tensors: list[tuple[str, Any]] | None = None) -> None:
+        with self._send_lock:
+            if tensors:
+                for name, arr in tensors:
+                    out.add(name, arr, self.arena_out)
+            if self._consumed:
+                out.msg["f"] = self._consumed
+                self._consumed = []
+            self.sock.sendall(b"".join(out.frame())) if out.size < 4096 else self._sendmsg(
+                out.frame()
+            )
+
+    def _sendmsg(self, parts: list[Any]) -> None:
+        views = [memoryview(p).cast("B") for p in parts]
+        while views:
+            sent = self.sock.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            if views and sent:
+                views[0] = views[0][sent:]
+
+    def send_msg(self, msg: dict[str, Any]) -> None:
+        self.send(Outgoing(msg))
+
+    # --- the reader thread ------------------------------------------------------------
+    def read_forever(self) -> None:
+        reader = FrameReader()
+        try:
+            while True:
+                data = self.sock.recv(1 << 18)
+                if not data:
+                    break
+                for msg, payload in reader.feed(data):
+                    self._dispatch(msg, payload)
+        except OSError:
+            pass
+        # the server closed the connection (it is gone, or done with us): stop at once,
+        # even if the model is stuck in execute
+        os._exit(0)
+
+    def _dispatch(self, msg: dict[str, Any], payload: bytearray) -> None:
+        freed = msg.get("f")
+        if freed and self.arena_out is not None:
+            with self._send_lock:
+                for off in freed:
+                    self.arena_out.free(off)
+        op = msg["op"]
+        if op == "exec":
+            item = (msg, payload)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._start_async, item)
+            else:
+                self._execs.put(item)
+        elif op == "bls_r":
+            tensors = tensors_of(msg, payload, self.arena_in, copy=True)
+            self._consume(arena_offsets(msg))
+            reply = self._replies.get(msg["id"])
+            if reply is not None:
+                if msg.get("final", True):
+                    self._replies.pop(msg["id"], None)
+                reply.deliver((msg, tensors))
+        elif op == "cancel":
+            self._cancelled.add(msg["id"])
+        elif op == "fin":
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._execs.put, None)
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            else:
+                self._execs.put(None)
+
+    def _consume(self, offsets: list[int]) -> None:
+        if offsets:
+            with self._send_lock:
+                self._consumed.extend(offsets)
+            if self._loop is None and threading.current_thread() is not threading.main_thread():
+                # nothing may be sent soon: tell the server now so its arena does not fill
+                self.send_msg({"op": "free"})
+
+    # --- model execution ----------------------------------------------------------------
+    def run_sync(self) -> None:
+        while True:
+            item = self._execs.get()
+            if item is None:
+                return
+            self._execute(*item)
+
+    def run_async(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        # frames that arrived before the loop existed
+        while True:
+            try:
+                item = self._execs.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return
+            loop.call_soon(self._start_async, item)
+        loop.run_forever()
+
+    def _start_async(self, item: tuple[dict[str, Any], bytearray]) -> None:
+        assert self._loop is not None
+        self._loop.create_task(self._execute_async(*item))
+
+    def _requests(self, msg: dict[str, Any], payload: bytearray) -> list[Any]:
+        pb = self.pb
+        tensors = tensors_of(msg, payload, self.arena_in)
+        requests = []
+        pos = 0
+        for index, spec in enumerate(msg["reqs"]):
+            n = spec["n"]
+            inputs = [pb.Tensor(name, arr) for name, _, arr in tensors[pos : pos + n]]
+            pos += n
+            req = pb.InferenceRequest(
+                model_name=self.model_name,
+                inputs=inputs,
+                requested_output_names=spec["o"],
+                request_id=spec.get("rid", ""),
+                correlation_id=spec.get("corr", 0),
+                flags=spec.get("fl", 0),
+                timeout=spec.get("to", 0),
+                parameters=spec.get("p") or {},
+            )
+            req._exec_id = msg["id"]
+            req._index = index
+            requests.append(req)
+        return requests
+
+    def _execute(self, msg: dict[str, Any], payload: bytearray) -> None:
+        requests = self._requests(msg, payload)
+        try:
+            result = self.model.execute(requests)
+        except BaseException as exc:
+            self._finish(msg, requests, None, exc)
+            return
+        self._finish(msg, requests, result, None)
+
+    async def _execute_async(self, msg: dict[str, Any], payload: bytearray) -> None:
+        requests = self._requests(msg, payload)
+        try:
+            result = self.model.execute(requests)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:
+            self._finish(msg, requests, None, exc)
+            return
+        self._finish(msg, requests, result, None)
+
+    def _finish(
+        self, msg: dict[str, Any], requests: list[Any], result: Any, exc: BaseException | None
+    ) -> None:
+        exec_id = msg["id"]
+        self._cancelled.discard(exec_id)
+        consumed = arena_offsets(msg)
+        if consumed:
+            with self._send_lock:
+                self._consumed.extend(consumed)
+        if self.decoupled:
+            if exc is not None:
+                error = [self._error_text(exc), 1]
+                for index in range(len(requests)):
+                    self.send_stream_raw(exec_id, index, None, error, final=True)
+            elif result is not None:
+                error = [
+                    "Python model '"
+                    + self.instance_name
+                    + "' is using the decoupled mode and the execute function must return None.",
+                    1,
+                ]
+                for index in range(len(requests)):
+                    self.send_stream_raw(exec_id, index, None, error, final=True)
+            self.send_msg({"op": "done", "id": exec_id})
+            return
+        out = Outgoing({"op": "resp", "id": exec_id})
+        specs: list[dict[str, Any]] = []
+        tensors: list[tuple[str, Any]] = []
+        error = self._check_result(requests, result, exc)
+        if error is not None:
+            specs = [{"n": 0, "e": error} for _ in requests]
+        else:
+            for req, response in zip(requests, result):
+                spec, outs = self._response_parts(req, response)
+                specs.append(spec)
+                tensors.extend(outs)
+        out.msg["rs"] = specs
+        self.send(out, tensors)
+
+    def _check_result(
+        self, requests: list[Any], result: Any, exc: BaseException | None
+    ) -> list[Any] | None:
+        pb = self.pb
+        if exc is not None:
+            return [self._error_text(exc), pb.TritonError.INTERNAL]
+        if not isinstance(result, (list, tuple)):
+            return [
+                f"Failed to process the request(s) for model '{self.instance_name}', message: "
+                f"Expected a list in the execute return, found type '{type(result)}'.",
+                pb.TritonError.INTERNAL,
+            ]
+        if len(result) != len(requests):
+            return [
+                "Number of InferenceResponse objects do not match the number of "
+                f"InferenceRequest objects. InferenceRequest(s) size is:{len(requests)}, and "
+                f"InferenceResponse(s) size is:{len(result)}\n",
+                pb.TritonError.INTERNAL,
+            ]
+        for response in result:
+            if not isinstance(response, pb.InferenceResponse):
+                return [
+                    "Expected an 'InferenceResponse' object in the execute function return "
+                    f"list, found type '{type(response)}'.",
+                    pb.TritonError.INTERNAL,
+                ]
+        return None
+
+    def _response_parts(
+        self, req: Any, response: Any
+    ) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+        if response is None:
+            return {"n": 0}, []
+        if response.has_error():
+            err = response.error()
+            return {"n": 0, "e": [err.message(), err.code()]}, []
+        wanted = req.requested_output_names()
+        outs = [
+            (t.name(), t.as_numpy())
+            for t in response.output_tensors()
+            if not wanted or t.name() in wanted
+        ]
+        spec: dict[str, Any] = {"n": len(outs)}
+        if response._parameters:
+            spec["p"] = response._parameters
+        return spec, outs
+
+    def _error_text(self, exc: BaseException) -> str:
+        """Triton's form: the exception, then the Python frames innermost first."""
+        lines = [f"{type(exc).__name__}: {exc}", "", "At:"]
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if not frame.filename.startswith(_OWN_FILES):  # the model's frames only
+                lines.append(f"  {frame.filename}({frame.lineno}): {frame.name}")
+        return "\n".join(lines) + "\n"
+
+    # --- decoupled responses --------------------------------------------------------------
+    def send_stream(self, exec_id: int, index: int, response: Any, final: bool) -> None:
+        if response is not None and response.has_error():
+            err = response.error()
+            self.send_stream_raw(exec_id, index, None, [err.message(), err.code()], final)
+            return
+        outs = (
+            []
+            if response is None
+            else [(t.name(), t.as_numpy()) for t in response.output_tensors()]
+        )
+        self.send_stream_raw(
+            exec_id, index, outs, None, final, getattr(response, "_parameters", None)
+        )
+
+    def send_stream_raw(
+        self,
+        exec_id: int,
+        index: int,
+        outs: list[tuple[str, Any]] | None,
+        error: list[Any] | None,
+        final: bool,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        msg: dict[str, Any] = {"op": "stream", "id": exec_id, "r": index, "final": final}
+        if error is not None:
+            msg["e"] = error
+        if params:
+            msg["p"] = params
+        self.send(Outgoing(msg), outs)
+
+    def is_cancelled(self, exec_id: int, index: int) -> bool:
+        return exec_id in self._cancelled
+
+    # --- BLS ------------------------------------------------------------------------------
+    def _bls_frame(self, request: Any, decoupled: bool, reply: _Reply) -> int:
+        with self._send_lock:
+            call_id = self._next_id
+            self._next_id += 1
+        self._replies[call_id] = reply
+        msg: dict[str, Any] = {
+            "op": "bls",
+            "id": call_id,
+            "model": request._model_name,
+            "ver": request._model_version,
+            "o": request._requested,
+            "dec": bool(decoupled),
+        }
+        if request._parameters:
+            msg["p"] = request._parameters
+        if request._request_id:
+            msg["rid"] = request._request_id
+        if request._timeout:
+            msg["to"] = request._timeout
+        self.send(Outgoing(msg), [(t.name(), t.as_numpy()) for t in request._inputs])
+        return call_id
+
+    def _response_of(self, item: tuple[dict[str, Any], list[Any]]) -> Any:
+        pb = self.pb
+        msg, tensors = item
+        error = msg.get("e")
+        if error is not None:
+            return pb.InferenceResponse(error=pb.TritonError(error[0], error[1]))
+        return pb.InferenceResponse(
+            [pb.Tensor(name, arr) for name, _, arr in tensors], parameters=msg.get("p")
+        )
+
+    def bls(self, request: Any, decoupled: bool) -> Any:
+        reply = _Reply()
+        self._bls_frame(request, decoupled, reply)
+        if not decoupled:
+            return self._response_of(reply.items.get())
+        return self._bls_stream(reply)
+
+    def _bls_stream(self, reply: _Reply) -> Iterator[Any]:
+        while True:
+            msg, tensors = reply.items.get()
+            if msg.get("final", True) and not msg.get("t") and "e" not in msg:
+                # the final flag alone: Triton hands it out as an empty response
+                yield self.pb.InferenceResponse([])
+                return
+            yield self._response_of((msg, tensors))
+            if msg.get("final", True):
+                return
+
+    async def bls_async(self, request: Any, decoupled: bool) -> Any:
+        loop = asyncio.get_running_loop()
+        reply = _Reply(loop, streaming=decoupled)
+        self._bls_frame(request, decoupled, reply)
+        if not decoupled:
+            assert reply.future is not None
+            return self._response_of(await reply.future)
+        assert reply.queue is not None
+        return _AsyncStream(self, reply.queue)
+
+    # --- logging and metrics --------------------------------------------------------------
+    def log(self, level: int, message: str, where: str) -> None:
+        self.send_msg({"op": "log", "l": level, "m": message, "w": where})
+
+    def _new_metric_id(self) -> int:
+        with self._send_lock:
+            self._metric_ids += 1
+            return self._metric_ids
+
+    def metric_family(self, name: str, description: str, kind: int) -> int:
+        fid = self._new_metric_id()
+        self.send_msg({"op": "mf", "id": fid, "name": name, "desc": description, "kind": kind})
+        return fid
+
+    def metric(self, family: int, labels: dict[str, str], buckets: list[float] | None) -> int:
+        mid = self._new_metric_id()
+        self.send_msg({"op": "m", "id": mid, "fam": family, "labels": labels, "buckets": buckets})
+        return mid
+
+    def metric_update(self, metric: int, how: str, value: float) -> None:
+        self.send_msg({"op": "mv", "id": metric, "how": how, "v": value})
+
+
+class _AsyncStream:
+    """What ``await request.async_exec(decoupled=True)`` returns: an iterator over the
+    responses (Triton's is a plain iterator; this one also supports ``async for``)."""
+
+    def __init__(self, worker: Worker, items: asyncio.Queue[Any]) -> None:
+        self._worker = worker
+        self._items = items
+        self._done = False
+        self._buffer: list[Any] = []
+
+    def __aiter__(self) -> _AsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._done:
+            raise StopAsyncIteration
+        msg, tensors = await self._items.get()
+        if msg.get("final", True):
+            self._done = True
+            if not msg.get("t") and "e" not in msg:
+                return self._worker.pb.InferenceResponse([])
+        return self._worker._response_of((msg, tensors))
+
+    def __iter__(self) -> _AsyncStream:
+        return self
+
+    def __next__(self) -> Any:
+        # Triton lets a model iterate the awaited stream synchronously: it was complete by then
+        if self._done:
+            raise StopIteration
+        try:
+            msg, tensors = self._items.get_nowait()
+        except asyncio.QueueEmpty:
+            raise RuntimeError(
+                "iterate a decoupled async_exec result with 'async for' (its responses are "
+                "still arriving)"
+            ) from None
+        if msg.get("final", True):
+            self._done = True
+            if not msg.get("t") and "e" not in msg:
+                return self._worker.pb.InferenceResponse([])
+        return self._worker._response_of((msg, tensors))
+
+
+def import_model(model_file: str) -> Any:
+    """Imports ``model.py`` as Triton does: its folder first on ``sys.path`` (so sibling
+    modules import), under the module name ``model``."""
+    folder = os.path.dirname(os.path.abspath(model_file))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location("model", model_file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {model_file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["model"] = module
+    spec.loader.exec_module(module)
+    if not hasattr(module, "TritonPythonModel"):
+        raise AttributeError(f"{model_file} defines no class TritonPythonModel")
+    return module.TritonPythonModel
+
+
+def is_async_model(cls: Any) -> bool:
+    return inspect.iscoroutinefunction(getattr(cls, "execute", None))
+
+
+def error_message(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
