@@ -54,7 +54,11 @@ _KEY_FORMAT = 1
 # 1980-01-01: the earliest time zip (wheels) can hold, for tools that repack what they find
 _DEFAULT_EPOCH = 315532800
 _SKIP_DIRS = {"__pycache__", "modelyard-numpy"}
-_SKIP_FILES = {"zz_modelyard_numpy.pth", "CACHEDIR.TAG", ".gitignore"}
+# uv's own bookkeeping (uv_cache.json holds a cache timestamp), and what serving adds
+_SKIP_FILES = {"zz_modelyard_numpy.pth", "CACHEDIR.TAG", ".gitignore", ".lock", "uv_cache.json"}
+# interpreter links are re-made where the archive is unpacked; activation scripts are not used
+# by workers and name the build folder
+_SKIP_BIN = ("python", "activate", "deactivate", "pydoc")
 
 
 class IndexOptions(Protocol):
@@ -298,10 +302,9 @@ def _skipped(rel: str, is_dir: bool) -> bool:
         return name in _SKIP_DIRS
     if name in _SKIP_FILES or name.endswith(".pyc"):
         return True
-    head, _, tail = rel.partition("/")
-    # interpreter links are re-made where the archive is unpacked; activation scripts are not
-    # used by workers and name the build folder
-    return head == "bin" and (tail.startswith("python") or tail.startswith("activate"))
+    return rel.startswith("bin/") and (
+        name.startswith(_SKIP_BIN) or name.endswith((".bat", ".ps1"))
+    )
 
 
 def write_reproducible_tar(root: Path, dest: Path, epoch: int) -> None:

@@ -63,7 +63,7 @@ def unpack(
         archive,
         tmp,
         max_bytes,
-        name=what,
+        name=str(archive),
         max_members=max_members,
         links=True,
         external_link=external_link,

@@ -360,8 +360,8 @@ def _check_and_record(
             )
         if found.numpy is None:
             raise EnvironmentUnusable(
-                f"{what} cannot import numpy, which the worker needs ({found.numpy_error}); "
-                "install numpy into it"
+                f"{what} (Python {version[0]}.{version[1]}) cannot import numpy, which the "
+                f"worker needs ({found.numpy_error}); install numpy into it"
             )
         record = Record(origin, key, str(layout.python), version, set_vars, prepend)
     except TransientProbeError:
