@@ -23,6 +23,7 @@ import ast
 import os
 import re
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -47,8 +48,9 @@ def unpack(
 ) -> Path:
     """Unpack ``archive`` so that ``final`` holds it; return the environment's root in it.
 
-    ``final`` must not exist. ``rebind_home`` (embedded environments) is the interpreter to
-    use when a venv's own ``home`` does not exist here but is the same Python minor version.
+    ``final`` must not exist. ``rebind_home`` (embedded environments) is the server's own
+    interpreter, used when a venv's ``home`` does not exist here and the venv was made for the
+    server's Python minor version.
     """
     tmp = tmp_parent / f"unpack-{final.name}-{uuid.uuid4().hex[:8]}"
     skipped: list[tuple[str, str]] = []
@@ -117,7 +119,7 @@ def _relink_venv(
     try:
         interpreter = check_venv_home(cfg, what)
     except EnvironmentUnusable:
-        if rebind_home is None or version is None or version != _version_of(rebind_home):
+        if rebind_home is None or version != sys.version_info[:2]:
             raise
         interpreter = rebind_home
         _set_home(cfg_path, rebind_home.parent)
@@ -132,11 +134,6 @@ def _relink_venv(
         if link.is_symlink():
             link.unlink()  # dangling: it pointed at a skipped link
         link.symlink_to(interpreter)
-
-
-def _version_of(interpreter: Path) -> tuple[int, int] | None:
-    match = re.fullmatch(r"python(\d+)\.(\d+)", interpreter.name)
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _set_home(cfg_path: Path, home: Path) -> None:
