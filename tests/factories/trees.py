@@ -63,6 +63,7 @@ class TreeCase:
     depth: int = 3
     features: int = FEATURES
     max_batch_size: int = 256
+    train_rows: int = 300
 
     @property
     def classifier(self) -> bool:
@@ -74,7 +75,7 @@ class TreeCase:
 
     def train(self, seed: int = 0) -> Any:
         """The fitted scikit-learn style estimator."""
-        x, y = dataset(self.task, features=self.features, seed=seed)
+        x, y = dataset(self.task, rows=self.train_rows, features=self.features, seed=seed)
         kwargs: dict[str, Any] = {"n_estimators": self.trees, "max_depth": self.depth}
         if self.library == "xgboost":
             import xgboost as xgb

@@ -13,9 +13,11 @@ threads at once on one loaded model.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import logging
+import math
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -77,7 +79,8 @@ def open_forest(
 ) -> Forest:
     """Load ``path`` as ``model_type`` on the first installed library that can run it.
 
-    ``library`` forces one ("xgboost", "lightgbm", "treelite"): tests use it to check that
+    ``nthread`` is the threads each prediction may use (<= 0: the library's default, every
+    core). ``library`` forces one ("xgboost", "lightgbm", "treelite"): tests use it to check that
     every route gives the same predictions. A missing library is a :class:`MissingDependency`
     naming the extra to install, raised here, at load time, never at server start.
     """
@@ -150,24 +153,104 @@ class _XGBoostForest:
         if nthread > 0:
             booster.set_param({"nthread": nthread})
         objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
-        self._booster = booster
         # multi:softmax predicts class ids; FIL (Treelite) gives its softmax probabilities
         self._softmax = objective == "multi:softmax"
+        self._booster = booster
+        self._dense = _DensePredict.bind(xgb, booster, margin=self._softmax)
         self.library = f"xgboost {xgb.__version__}"
         self.num_features = int(booster.num_features())
-        self.width = self._predict(np.zeros((1, self.num_features), np.float32)).shape[1]
-
-    def _predict(self, x: Array) -> Array:
-        if self._softmax:
-            margin = np.asarray(self._booster.inplace_predict(x, predict_type="margin"))
-            margin = margin.reshape(len(x), -1)
-            e = np.exp(margin - margin.max(axis=1, keepdims=True))
-            return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
-        out = np.asarray(self._booster.inplace_predict(x), dtype=np.float32)
-        return out.reshape(len(x), -1)
+        self.width = self.predict(np.zeros((1, self.num_features), np.float32)).shape[1]
 
     def predict(self, x: Array) -> Array:
-        return self._predict(x)
+        if self._dense is not None:
+            out = self._dense(x)
+        else:
+            kind = "margin" if self._softmax else "value"
+            out = np.asarray(self._booster.inplace_predict(x, predict_type=kind))
+        out = out.reshape(len(x), -1)
+        if self._softmax:
+            e = np.exp(out - out.max(axis=1, keepdims=True))
+            out = e / e.sum(axis=1, keepdims=True)
+        return np.asarray(out, dtype=np.float32)
+
+
+_U64P = ctypes.POINTER(ctypes.c_uint64)
+_F32P = ctypes.POINTER(ctypes.c_float)
+_PREDICT_FROM_DENSE = ctypes.CFUNCTYPE(
+    ctypes.c_int,  # 0, or -1 with XGBGetLastError() set
+    ctypes.c_void_p,  # BoosterHandle
+    ctypes.c_char_p,  # the rows, as an __array_interface__ JSON document
+    ctypes.c_char_p,  # the prediction config, JSON
+    ctypes.c_void_p,  # proxy DMatrix (base margin): none
+    ctypes.POINTER(_U64P),  # out: shape
+    ctypes.POINTER(ctypes.c_uint64),  # out: number of dims
+    ctypes.POINTER(_F32P),  # out: values, in a thread-local buffer of the booster
+)
+_LAST_ERROR = ctypes.CFUNCTYPE(ctypes.c_char_p)
+
+
+class _DensePredict:
+    """XGBoost's documented C entry point for dense rows, ``XGBoosterPredictFromDense``.
+
+    ``Booster.inplace_predict`` ends in the same call (thread-safe and lock-free, per
+    XGBoost), after probing its input for pandas, cuDF, Arrow and polars types. Where pandas
+    is not installed, the probes are failed imports that cost ~100 µs per call, several times
+    the prediction itself (``bench/trees.py``); calling the entry point directly on our own
+    contiguous FP32 rows skips them. The GIL is released during the call.
+    """
+
+    def __init__(self, lib: Any, handle: Any, margin: bool) -> None:
+        self._fn = _PREDICT_FROM_DENSE(("XGBoosterPredictFromDense", lib))
+        self._error = _LAST_ERROR(("XGBGetLastError", lib))
+        self._handle = handle
+        config = {
+            "type": 1 if margin else 0,  # 1: raw margins
+            "training": False,
+            "iteration_begin": 0,
+            "iteration_end": 0,  # every tree
+            "missing": float("nan"),
+            "strict_shape": False,
+            "cache_id": 0,
+        }
+        self._config = json.dumps(config).encode()
+
+    @classmethod
+    def bind(cls, xgb: ModuleType, booster: Any, margin: bool) -> _DensePredict | None:
+        """The direct call on the library XGBoost loaded, or None to use inplace_predict."""
+        lib = getattr(getattr(xgb, "core", None), "_LIB", None)
+        handle = getattr(booster, "handle", None)
+        if lib is None or handle is None:
+            return None
+        try:
+            return cls(lib, handle, margin)
+        except (AttributeError, TypeError):  # a build without the symbol
+            return None
+
+    def __call__(self, x: Array) -> Array:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        rows = (
+            f'{{"data":[{x.ctypes.data},true],"shape":[{x.shape[0]},{x.shape[1]}],'
+            '"strides":null,"typestr":"<f4","version":3}'
+        ).encode()
+        shape, ndim, values = _U64P(), ctypes.c_uint64(), _F32P()
+        rc = self._fn(
+            self._handle,
+            rows,
+            self._config,
+            None,
+            ctypes.byref(shape),
+            ctypes.byref(ndim),
+            ctypes.byref(values),
+        )
+        if rc != 0:
+            message = self._error() or b"unknown error"
+            raise Internal(f"xgboost prediction failed: {message.decode(errors='replace')}")
+        dims = [int(shape[i]) for i in range(ndim.value)]
+        size = math.prod(dims)
+        if size == 0:
+            return np.empty(dims, np.float32)
+        # the buffer belongs to XGBoost and is reused by this thread's next call: copy it
+        return np.ctypeslib.as_array(values, shape=(size,)).copy().reshape(dims)
 
 
 class _LightGBMForest:

@@ -14,7 +14,7 @@ import xgboost as xgb
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from modelyard.errors import ConfigError, InvalidArgument
+from modelyard.errors import ConfigError, Internal, InvalidArgument
 from modelyard.runtimes._fil_engines import open_forest
 from modelyard.runtimes.base import RuntimeOptions, factory_for
 from modelyard.runtimes.fil import FilFactory, FilRuntime
@@ -300,3 +300,16 @@ def test_unload_then_the_folder_can_go(binary_folder: Path, tmp_path: Path) -> N
     runtime = _load(folder)
     runtime.unload()
     shutil.rmtree(folder)
+
+
+def test_xgboost_runs_through_its_dense_entry_point(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """The direct C call answers what inplace_predict does, and its errors are typed."""
+    case = next(c for c in CASES if c.name == "xgb_json_proba")
+    model = trained[case.name]
+    forest = open_forest(case.save(model, tmp_path / case.filename), case.model_type)
+    assert getattr(forest, "_dense", None) is not None
+    np.testing.assert_array_equal(forest.predict(X), model.get_booster().inplace_predict(X))
+    with pytest.raises(Internal, match=r"xgboost prediction failed: .*\(5 vs\. 6\)"):
+        forest.predict(np.zeros((2, 5), np.float32))
