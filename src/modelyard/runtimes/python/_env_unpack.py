@@ -20,6 +20,7 @@ temporary folder that is renamed into place when it is complete. Then:
 from __future__ import annotations
 
 import ast
+import mmap
 import os
 import re
 import shutil
@@ -52,6 +53,8 @@ def unpack(
     interpreter, used when a venv's ``home`` does not exist here and the venv was made for the
     server's Python minor version.
     """
+    for stale in tmp_parent.glob(f"unpack-{final.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # a crashed unpack of this key (caller locks it)
     tmp = tmp_parent / f"unpack-{final.name}-{uuid.uuid4().hex[:8]}"
     skipped: list[tuple[str, str]] = []
 
@@ -154,7 +157,7 @@ def _rewrite_prefixes(root: Path, final_root: Path, what: str) -> None:
     real_root = root.resolve()
     for path, placeholder, mode in records:
         target = _record_path(root, real_root, path, what)
-        if target is None:
+        if target is None or not _holds(target, placeholder.encode()):
             continue
         data = target.read_bytes()
         if mode == "text":
@@ -163,6 +166,15 @@ def _rewrite_prefixes(root: Path, final_root: Path, what: str) -> None:
             new = _binary_replace(data, placeholder.encode(), new_prefix.encode(), path, what)
         if new != data:
             target.write_bytes(new)  # same inode: mode and hard links stay
+
+
+def _holds(path: Path, needle: bytes) -> bool:
+    """Whether ``path`` contains ``needle``, without reading a big library into memory."""
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return view.find(needle) != -1
 
 
 def _prefix_records(script: Path, what: str) -> list[tuple[str, str, str]]:
