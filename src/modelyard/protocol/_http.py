@@ -1,6 +1,7 @@
 """The HTTP exchange the handlers see: a whole request in, a whole response out.
 
-Inference requests and responses are small and complete, so handlers never stream: the front
+Inference requests and responses are small and complete, so handlers almost never stream
+(only the generate extension's server-sent events do: ``HttpResponse.stream``): the front
 end (modelyard's own ``_server.py``, or any ASGI server through ``asgi.py``) reads the body
 with the size cap applied, and writes the response in one piece. Content codings are handled
 here, so both front ends behave the same.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,9 @@ class HttpResponse:
     body: bytes = b""
     content_type: bytes = JSON
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # a streamed answer (server-sent events): ``body`` goes first, then each chunk as it
+    # comes, with chunked transfer coding; closing the iterator early cancels the work
+    stream: AsyncIterator[bytes] | None = None
 
 
 def too_large(limit: int) -> PayloadTooLarge:

@@ -20,7 +20,7 @@ import collections
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
@@ -191,6 +191,11 @@ class _Connection(asyncio.Protocol):
     def _write(self, response: HttpResponse, keep_alive: bool, head: bool) -> None:
         transport = self.transport
         if transport is None:
+            if response.stream is not None:
+                self._discard_stream(response.stream)
+            return
+        if response.stream is not None and not head:
+            self._write_stream(response, keep_alive)
             return
         parts = [
             _status_line(response.status),
@@ -214,6 +219,54 @@ class _Connection(asyncio.Protocol):
         else:
             self.pending.clear()
             self.close()
+
+    def _write_stream(self, response: HttpResponse, keep_alive: bool) -> None:
+        """Headers now, then each chunk as the model produces it (chunked coding)."""
+        assert self.transport is not None and response.stream is not None
+        parts = [_status_line(response.status), b"content-type: ", response.content_type]
+        parts.append(b"\r\ntransfer-encoding: chunked\r\n")
+        for name, value in response.headers:
+            parts += [name, b": ", value, b"\r\n"]
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if response.body:
+            parts += [b"%x\r\n" % len(response.body), response.body, b"\r\n"]
+        self.transport.write(b"".join(parts))
+        task = asyncio.get_running_loop().create_task(self._pump(response.stream, keep_alive))
+        self.front.tasks.add(task)
+        task.add_done_callback(self.front.tasks.discard)
+
+    async def _pump(self, stream: AsyncIterator[bytes], keep_alive: bool) -> None:
+        try:
+            async for chunk in stream:
+                if self.transport is None or self.transport.is_closing():
+                    return  # the client left: closing the stream cancels the model's work
+                if chunk:
+                    self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        except Exception:  # the handler turns model errors into events; this is a bug
+            log.exception("streamed response failed")
+            keep_alive = False
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if self.transport is None:
+            return
+        self.transport.write(b"0\r\n\r\n")
+        self.last_active = time.monotonic()
+        if keep_alive:
+            self._next()
+        else:
+            self.pending.clear()
+            self.close()
+
+    def _discard_stream(self, stream: AsyncIterator[bytes]) -> None:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            task = asyncio.get_running_loop().create_task(aclose())
+            self.front.tasks.add(task)
+            task.add_done_callback(self.front.tasks.discard)
 
     def _fail(self, status: int, body: bytes) -> None:
         self.pending.clear()

@@ -144,6 +144,9 @@ class ModelyardApp:
                     body,
                 )
                 response = await self.handle(request)
+            if response.stream is not None:
+                await self._send_stream(response, send)
+                return
             await send(
                 {
                     "type": "http.response.start",
@@ -158,6 +161,21 @@ class ModelyardApp:
             await send({"type": "http.response.body", "body": response.body})
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _send_stream(self, response: HttpResponse, send: Send) -> None:
+        assert response.stream is not None
+        headers = [(b"content-type", response.content_type), *response.headers]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        try:
+            if response.body:
+                await send({"type": "http.response.body", "body": response.body, "more_body": True})
+            async for chunk in response.stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            aclose = getattr(response.stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await send({"type": "http.response.body", "body": b""})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

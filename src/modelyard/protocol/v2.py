@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -32,6 +32,14 @@ from modelyard.protocol._http import (
 from modelyard.protocol.errors import v2_error
 from modelyard.repository import config_to_json
 from modelyard.scheduling.signature import signature_of
+from modelyard.types import InferRequest, InferResponse
+from modelyard.wire.generate import (
+    ONE_RESPONSE_ONLY,
+    SSE_CONTENT_TYPE,
+    decode_generate_request,
+    encode_generate_response,
+    sse_event,
+)
 from modelyard.wire.v2 import decode_infer_request, encode_infer_response
 
 EXTENSIONS = [
@@ -59,6 +67,8 @@ class V2Routes:
         self.strict_readiness = False
         self.table: list[Route] = [
             Route("POST", re.compile(_M + "/infer"), V2Routes.infer),
+            Route("POST", re.compile(_M + "/generate"), V2Routes.generate),
+            Route("POST", re.compile(_M + "/generate_stream"), V2Routes.generate_stream),
             Route("GET", re.compile(r"/v2/health/live"), V2Routes.live),
             Route("GET", re.compile(r"/v2/health/ready"), V2Routes.ready),
             Route("GET", re.compile(r"/v2"), V2Routes.server_metadata),
@@ -112,6 +122,56 @@ class V2Routes:
             out = compress(out, encoding)
             extra.append((b"content-encoding", encoding))
         return HttpResponse(200, out, OCTET if json_len is not None else JSON, extra)
+
+    # -- the generate extension (plain JSON; decoupled models stream) -----------------------
+    async def _generate_request(
+        self, request: HttpRequest, p: dict[str, str]
+    ) -> tuple[Any, InferRequest]:
+        model = p["model"]
+        version = p.get("version", "")
+        runner = await self.manager.runner_for(model, version)
+        sig = runner.signature
+        body = decoded_body(request, self.max_input_size)
+        types = {name: spec.datatype for name, spec in sig.inputs.items()}
+        return runner, decode_generate_request(body, model, version, types, sig.batched)
+
+    async def generate(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        """Exactly one response; a model that sends another number is answered with
+        Triton's error (status 200, as Triton does)."""
+        runner, infer_request = await self._generate_request(request, p)
+        responses = []
+        stream = runner.stream(infer_request)
+        try:
+            async for response in stream:
+                responses.append(response)
+        except Exception:
+            if not responses:
+                raise  # the model's first answer is an error: its own status
+        finally:
+            await stream.aclose()
+        if len(responses) != 1:
+            return HttpResponse(200, orjson.dumps({"error": ONE_RESPONSE_ONLY}))
+        return HttpResponse(200, encode_generate_response(responses[0]))
+
+    async def generate_stream(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        """Server-sent events, one per response. A malformed request is a plain JSON error;
+        a model error before any response sets the status, later ones become an event."""
+        runner, infer_request = await self._generate_request(request, p)
+        stream = runner.stream(infer_request)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            return HttpResponse(200, b"", SSE_CONTENT_TYPE)
+        except Exception as exc:
+            await stream.aclose()
+            status, body = v2_error(exc)
+            return HttpResponse(status, sse_event(body), SSE_CONTENT_TYPE)
+        return HttpResponse(
+            200,
+            sse_event(encode_generate_response(first)),
+            SSE_CONTENT_TYPE,
+            stream=_events(stream),
+        )
 
     # -- health and metadata ---------------------------------------------------------------
     async def live(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
@@ -215,3 +275,17 @@ class V2Routes:
 
 def _meta(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
     return {"name": name, "datatype": datatype, "shape": shape}
+
+
+async def _events(stream: AsyncIterator[InferResponse]) -> AsyncIterator[bytes]:
+    """The rest of a generate stream as events; an error ends it as an ``error`` event."""
+    try:
+        async for response in stream:
+            yield sse_event(encode_generate_response(response))
+    except Exception as exc:
+        _, body = v2_error(exc)
+        yield sse_event(body)
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.datatypes import wire_datatype
-from modelyard.errors import InvalidArgument
+from modelyard.errors import DecoupledModel, InvalidArgument
 from modelyard.scheduling.signature import (
     Signature,
     deduce_raw_input,
@@ -83,7 +83,7 @@ class ModelRunner:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         if self.decoupled:
-            raise InvalidArgument(DECOUPLED_REFUSED)
+            raise DecoupledModel(DECOUPLED_REFUSED, self.name)
         start = time.perf_counter_ns()
         # as in Triton, a request refused by validation never counts in the statistics
         batch, wanted, feed = self._prepare(request)
@@ -101,17 +101,31 @@ class ModelRunner:
         self.stats.record_success(*timings)
         return response
 
-    async def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
-        """A decoupled model's responses to one request (zero or more), as they come.
+    def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+        """A decoupled model's responses to one request (zero or more), as they come; a
+        plain model's single response.
 
-        Statistics count the request once, when its last response is sent; a plain model
-        yields its single response.
+        The request is validated here, before the first response is awaited, so a caller
+        can answer a malformed request differently from a model's own error. Statistics
+        count the request once, when its last response is out.
         """
         if not self.decoupled or self._async is None:
-            yield await self.infer(request)
-            return
+            return self._single(request)
         start = time.perf_counter_ns()
         batch, wanted, feed = self._prepare(request)
+        return self._stream(request, start, batch, wanted, feed)
+
+    async def _single(self, request: InferRequest) -> AsyncIterator[InferResponse]:
+        yield await self.infer(request)
+
+    async def _stream(
+        self,
+        request: InferRequest,
+        start: int,
+        batch: int,
+        wanted: list[tuple[str, int]],
+        feed: dict[str, Array],
+    ) -> AsyncIterator[InferResponse]:
         names = [n for n, _ in wanted]
         self.inflight += 1
         self._idle.clear()

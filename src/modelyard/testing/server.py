@@ -100,6 +100,10 @@ def start_server(
         # each server its own model cache, unless the test is about sharing one
         own_cache = Path(tempfile.mkdtemp(prefix="modelyard-cache-"))
         extra_args += ["--model-cache-dir", str(own_cache)]
+    if not any(a.startswith("--python-env-dir") for a in extra_args):
+        # Python model environments too: built and unpacked where the test can see them
+        env_dir = (own_cache or Path(tempfile.mkdtemp(prefix="modelyard-envs-"))) / "python-envs"
+        extra_args += ["--python-env-dir", str(env_dir)]
     metrics_port = None
     if not any(a.startswith("--metrics-port") for a in extra_args):
         metrics_port = free_port(host)  # Triton's 8002 would clash between servers

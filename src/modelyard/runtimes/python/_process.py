@@ -49,13 +49,16 @@ log = logging.getLogger("modelyard.python")
 
 WORKER_LIB = Path(__file__).parent / "worker_lib"
 
-# TritonError codes (pb_utils.TritonError.*) -> the server's error types
+# TritonError codes (pb_utils.TritonError.*) -> the server's error types, with the statuses
+# Triton's HTTP front end gives them (UNKNOWN, ALREADY_EXISTS and CANCELLED answer 400 there)
 _ERRORS: dict[int, type[ModelyardError]] = {
+    0: InvalidArgument,
     2: NotFound,
     3: InvalidArgument,
     4: Unavailable,
     5: Unsupported,
-    6: AlreadyExists,
+    6: InvalidArgument,
+    7: InvalidArgument,
 }
 _LOG_LEVELS = (logging.INFO, logging.WARNING, logging.ERROR, logging.DEBUG)
 
@@ -128,7 +131,7 @@ def start_worker_process(
             os.ftruncate(fd, spec.arena_bytes)
             fds.append(fd)
             arenas.append(Arena(mmap.mmap(fd, spec.arena_bytes), spec.arena_threshold))
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
         env.update(spec.env)
         path = str(WORKER_LIB)
         if spec.own_interpreter and os.environ.get("PYTHONPATH"):
@@ -147,6 +150,8 @@ def start_worker_process(
             str(fds[1]),
             "--arena-threshold",
             str(spec.arena_threshold),
+            "--instance",  # for ps and top: which model this process serves
+            spec.instance_name,
         ]
         try:
             proc = subprocess.Popen(
@@ -436,7 +441,7 @@ class WorkerProcess:
                 self._free_inputs(entry[1])
                 if not entry[0].done():
                     entry[0].set_result([])
-        elif op == "bls":
+        elif op in ("bls", "ctl"):
             tensors = tensors_of(msg, payload, self._arena_out, copy=True)
             self._consume(arena_offsets(msg))
             task = asyncio.get_running_loop().create_task(self.hooks.bls(msg, tensors, self))
@@ -509,11 +514,19 @@ class WorkerProcess:
         self._write(Outgoing(msg), outputs or ())
 
     def connection_lost(self) -> None:
-        """The socket closed: the process is gone or going. Fail what it held."""
+        """The socket closed: the process is gone or going. Fail what it held, naming the
+        cause (its exit status, reaped off the event loop first)."""
         was_ready = self.ready
         self.ready = False
         self._transport = None
-        code = self.proc.poll() if self.proc is not None else None
+        task = asyncio.get_running_loop().create_task(self._after_exit(was_ready))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+    async def _after_exit(self, was_ready: bool) -> None:
+        code = None
+        if self.proc is not None:
+            code = await asyncio.to_thread(_wait, self.proc, 2.0)
         if self.stopping:
             reason = "was unloaded"
         elif code is None:
@@ -532,8 +545,7 @@ class WorkerProcess:
         self._calls.clear()
         for queues in self._streams.values():
             for queue in queues:
-                result = Result(error=Unavailable(error_text))
-                queue.put_nowait(result)
+                queue.put_nowait(Result(error=Unavailable(error_text)))
                 queue.put_nowait(None)
         self._streams.clear()
         self.hooks.release_metrics(self)
@@ -589,7 +601,14 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
 
 
 def _code_of(error: ModelyardError) -> int:
-    for code, cls in _ERRORS.items():
+    """The TritonError code a model sees for a server error (BLS)."""
+    for code, cls in (
+        (2, NotFound),
+        (3, InvalidArgument),
+        (4, Unavailable),
+        (5, Unsupported),
+        (6, AlreadyExists),
+    ):
         if isinstance(error, cls):
             return code
     return 1  # INTERNAL

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from modelyard.errors import ConfigError, ModelyardError, Unavailable
+from modelyard.errors import (
+    ConfigError,
+    DecoupledModel,
+    Internal,
+    InvalidArgument,
+    ModelyardError,
+    NotFound,
+    Unavailable,
+)
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.runtimes.python._process import (
     WorkerHooks,
@@ -76,7 +85,7 @@ def _spec(config: Any, model_file: Path, options: RuntimeOptions, mode_args: boo
     model_dir = version_dir.parent
     params = {k: v.string_value for k, v in config.parameters.items()}
     env = _environment(model_dir, params, options)
-    config_json = json.dumps(config_to_json(config))
+    config_json = json.dumps(config_to_json(config), separators=(",", ":"))
     args = {
         "model_config": config_json,
         "model_instance_kind": "CPU",
@@ -155,6 +164,9 @@ async def _bls(
         parameters=dict(msg.get("p") or {}),
     )
     call_id = int(msg["id"])
+    if msg.get("op") == "ctl":
+        await _control(resolver, msg, worker)
+        return
     try:
         if msg.get("dec"):
             async for response in resolver.stream(request):
@@ -165,8 +177,45 @@ async def _bls(
             response = await resolver.infer(request)
             outs = [(t.name, t.data) for t in response.outputs]
             await worker.send_bls_reply(call_id, None, outs, True, response.parameters)
+    except NotFound:
+        # Triton's BLS words for a model it cannot run (unknown, or not loaded)
+        error: ModelyardError = Internal(
+            f"Failed for execute the inference request. Model '{request.model_name}' is not ready."
+        )
+        await worker.send_bls_reply(call_id, error, None, True)
+    except DecoupledModel as exc:
+        error = InvalidArgument(
+            f"Model {exc.model} is using the decoupled. The current BLS request call doesn't "
+            "support models using the decoupled transaction policy. Please use "
+            "'decoupled=True' argument to the 'exec' or 'async_exec' calls for decoupled "
+            "models.'"
+        )
+        await worker.send_bls_reply(call_id, error, None, True)
     except ModelyardError as exc:
         await worker.send_bls_reply(call_id, exc, None, True)
     except Exception as exc:
         log.exception("BLS call from model '%s' failed", worker.spec.model_name)
         await worker.send_bls_reply(call_id, Unavailable(f"BLS call failed: {exc}"), None, True)
+
+
+async def _control(resolver: Any, msg: dict[str, Any], worker: WorkerProcess) -> None:
+    """``pb_utils.load_model`` / ``unload_model`` / ``is_model_ready`` from a model."""
+    call_id = int(msg["id"])
+    action = msg.get("action")
+    name = str(msg.get("model", ""))
+    try:
+        if action == "ready":
+            ready = bool(await resolver.is_ready(name, str(msg.get("version") or "")))
+            await worker.send_bls_reply(call_id, None, None, True, {"ready": ready})
+            return
+        if action == "load":
+            files = {k: base64.b64decode(v) for k, v in (msg.get("files") or {}).items()}
+            await resolver.load(name, msg.get("config") or None, files or None)
+        elif action == "unload":
+            await resolver.unload(name)
+        else:
+            raise InvalidArgument(f"unknown model control action '{action}'")
+    except ModelyardError as exc:
+        await worker.send_bls_reply(call_id, exc, None, True)
+        return
+    await worker.send_bls_reply(call_id, None, None, True)

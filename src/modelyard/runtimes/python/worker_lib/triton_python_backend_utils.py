@@ -39,6 +39,8 @@ TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 TRITONSERVER_REQUEST_RELEASE_ALL = 1
 TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
+TRITONSERVER_MEMORY_CPU = 0
+TRITONSERVER_MEMORY_GPU = 2
 
 # TRITONSERVER_DataType values, as triton_dtype() returns them
 _TRITON_DTYPE_CODE = {
@@ -114,14 +116,14 @@ def get_output_tensor_by_name(inference_response: InferenceResponse, name: str) 
 def get_input_config_by_name(model_config: dict[str, Any], name: str) -> dict[str, Any] | None:
     for spec in model_config.get("input", ()):
         if spec["name"] == name:
-            return spec
+            return dict(spec)
     return None
 
 
 def get_output_config_by_name(model_config: dict[str, Any], name: str) -> dict[str, Any] | None:
     for spec in model_config.get("output", ()):
         if spec["name"] == name:
-            return spec
+            return dict(spec)
     return None
 
 
@@ -265,7 +267,7 @@ class InferenceResponse:
         return self._error
 
     def parameters(self) -> str:
-        return json.dumps(self._parameters)
+        return json.dumps(self._parameters, separators=(",", ":"))
 
 
 class ResponseSender:
@@ -289,7 +291,7 @@ class ResponseSender:
         _state.worker().send_stream(self._exec_id, self._index, response, final)
 
     def is_cancelled(self) -> bool:
-        return _state.worker().is_cancelled(self._exec_id, self._index)
+        return bool(_state.worker().is_cancelled(self._exec_id, self._index))
 
 
 class InferenceRequest:
@@ -351,7 +353,7 @@ class InferenceRequest:
         return self._model_version
 
     def parameters(self) -> str:
-        return json.dumps(self._parameters)
+        return json.dumps(self._parameters, separators=(",", ":"))
 
     def get_response_sender(self) -> ResponseSender:
         if self._sender is None:
@@ -370,7 +372,13 @@ class InferenceRequest:
     def is_cancelled(self) -> bool:
         if self._exec_id < 0:
             return False
-        return _state.worker().is_cancelled(self._exec_id, self._index)
+        return bool(_state.worker().is_cancelled(self._exec_id, self._index))
+
+    def set_flags(self, flags: int) -> None:
+        self._flags = int(flags)
+
+    def trace(self) -> Any:
+        return None  # modelyard does not trace requests
 
     def set_release_flags(self, flags: int) -> None:
         raise TritonModelException(
@@ -401,6 +409,12 @@ class LogLevel:
 
 class Logger:
     """Triton's model logger: lines go to the server's log, tagged with the model."""
+
+    LogLevel = LogLevel
+    INFO = LogLevel.INFO
+    WARNING = LogLevel.WARNING
+    ERROR = LogLevel.ERROR
+    VERBOSE = LogLevel.VERBOSE
 
     @staticmethod
     def log(message: str, level: int = LogLevel.INFO) -> None:

@@ -7,7 +7,6 @@ only the folder that holds this package and ``triton_python_backend_utils``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import inspect
 import mmap
 import os
@@ -20,15 +19,6 @@ from typing import Any
 from modelyard_worker import _state
 from modelyard_worker._wire import Arena, FrameReader, Outgoing
 from modelyard_worker._worker import Worker, import_model, is_async_model
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process if the server dies, even if a model hangs."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
 
 
 def _arena(fd: int, threshold: int) -> Arena | None:
@@ -49,15 +39,15 @@ def _first_frame(sock: socket.socket) -> dict[str, Any]:
             return frames[0][0]
 
 
-def main(argv: list | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="modelyard_worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--arena-in", type=int, default=-1)
     parser.add_argument("--arena-out", type=int, default=-1)
     parser.add_argument("--arena-threshold", type=int, default=64 * 1024)
+    parser.add_argument("--instance", default="")  # shown by ps; the init frame is authoritative
     opts = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
-    _die_with_parent()
     sock = socket.socket(fileno=opts.fd)
     worker = Worker(
         sock,
@@ -68,7 +58,7 @@ def main(argv: list | None = None) -> None:
     worker.model_name = init.get("name", "")
     worker.instance_name = init.get("instance", "")
     worker.decoupled = bool(init.get("decoupled", False))
-    _state.install(worker, worker.decoupled)
+    _state.install(worker, worker.decoupled, os.path.dirname(os.path.abspath(init["model_file"])))
     import triton_python_backend_utils as pb
 
     worker.pb = pb
@@ -88,7 +78,7 @@ def main(argv: list | None = None) -> None:
         worker.model = model
         if hasattr(model, "initialize"):
             result = model.initialize(init["args"])
-            if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
                 import asyncio
 
                 asyncio.run(result)

@@ -8,12 +8,18 @@ from typing import Any
 
 _worker: Any | None = None
 _decoupled = False
+_model_dir = ""
 
 
-def install(worker: Any, decoupled: bool) -> None:
-    global _worker, _decoupled
+def install(worker: Any, decoupled: bool, model_dir: str = "") -> None:
+    global _worker, _decoupled, _model_dir
     _worker = worker
     _decoupled = decoupled
+    _model_dir = model_dir
+
+
+def model_dir() -> str:
+    return _model_dir
 
 
 def worker() -> Any:

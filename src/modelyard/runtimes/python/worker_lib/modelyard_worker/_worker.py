@@ -68,7 +68,7 @@ class Worker:
         self._next_id = 1
         self._execs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._cancelled: set = set()
+        self._cancelled: set[int] = set()
         self._metric_ids = 0
         self.model: Any = None
         self.pb: Any = None
@@ -115,7 +115,8 @@ class Worker:
         except OSError:
             pass
         # the server closed the connection (it is gone, or done with us): stop at once,
-        # even if the model is stuck in execute
+        # even if the model is stuck in execute. (Not PR_SET_PDEATHSIG: Linux ties that to
+        # the thread that spawned us, and the server spawns from short-lived threads.)
         os._exit(0)
 
     def _dispatch(self, msg: dict[str, Any], payload: bytearray) -> None:
@@ -238,7 +239,11 @@ class Worker:
                 self._consumed.extend(consumed)
         if self.decoupled:
             if exc is not None:
-                error = [self._error_text(exc), 1]
+                error = [
+                    f"Failed to process the request(s) for model '{self.instance_name}', "
+                    f"message: {self._error_text(exc)}",
+                    1,
+                ]
                 for index in range(len(requests)):
                     self.send_stream_raw(exec_id, index, None, error, final=True)
             elif result is not None:
@@ -255,9 +260,9 @@ class Worker:
         out = Outgoing({"op": "resp", "id": exec_id})
         specs: list[dict[str, Any]] = []
         tensors: list[tuple[str, Any]] = []
-        error = self._check_result(requests, result, exc)
-        if error is not None:
-            specs = [{"n": 0, "e": error} for _ in requests]
+        problem = self._check_result(requests, result, exc)
+        if problem is not None:
+            specs = [{"n": 0, "e": problem} for _ in requests]
         else:
             for req, response in zip(requests, result):
                 spec, outs = self._response_parts(req, response)
@@ -270,17 +275,19 @@ class Worker:
         self, requests: list[Any], result: Any, exc: BaseException | None
     ) -> list[Any] | None:
         pb = self.pb
+        prefix = f"Failed to process the request(s) for model '{self.instance_name}', message: "
         if exc is not None:
-            return [self._error_text(exc), pb.TritonError.INTERNAL]
+            return [prefix + self._error_text(exc), pb.TritonError.INTERNAL]
+        if result is None:
+            result = []
         if not isinstance(result, (list, tuple)):
             return [
-                f"Failed to process the request(s) for model '{self.instance_name}', message: "
-                f"Expected a list in the execute return, found type '{type(result)}'.",
+                prefix + f"Expected a list in the execute return, found type '{type(result)}'.",
                 pb.TritonError.INTERNAL,
             ]
         if len(result) != len(requests):
             return [
-                "Number of InferenceResponse objects do not match the number of "
+                prefix + "Number of InferenceResponse objects do not match the number of "
                 f"InferenceRequest objects. InferenceRequest(s) size is:{len(requests)}, and "
                 f"InferenceResponse(s) size is:{len(result)}\n",
                 pb.TritonError.INTERNAL,
@@ -288,8 +295,8 @@ class Worker:
         for response in result:
             if not isinstance(response, pb.InferenceResponse):
                 return [
-                    "Expected an 'InferenceResponse' object in the execute function return "
-                    f"list, found type '{type(response)}'.",
+                    prefix + "Expected an 'InferenceResponse' object in the execute function "
+                    f"return list, found type '{type(response)}'.",
                     pb.TritonError.INTERNAL,
                 ]
         return None
@@ -415,6 +422,22 @@ class Worker:
             return self._response_of(await reply.future)
         assert reply.queue is not None
         return _AsyncStream(self, reply.queue)
+
+    # --- model control (pb_utils.load_model and friends) ------------------------------------
+    def control(self, action: str, **fields: Any) -> dict[str, Any]:
+        reply = _Reply()
+        with self._send_lock:
+            call_id = self._next_id
+            self._next_id += 1
+        self._replies[call_id] = reply
+        msg: dict[str, Any] = {"op": "ctl", "id": call_id, "action": action}
+        msg.update(fields)
+        self.send_msg(msg)
+        answer, _ = reply.items.get()
+        error = answer.get("e")
+        if error is not None:
+            raise self.pb.TritonModelException(error[0])
+        return answer.get("p") or {}
 
     # --- logging and metrics --------------------------------------------------------------
     def log(self, level: int, message: str, where: str) -> None:
