@@ -1,6 +1,6 @@
 """Tree models through the server beside XGBoost in-process: prints a markdown table.
 
-    python bench/trees.py [--duration 5] [--repeats 1] [--concurrency 1,16]
+    python bench/trees.py [--duration 5] [--repeats 1] [--concurrency 1,16] [--threads 1,-1]
 
 One XGBoost classifier (100 trees, depth 6, 32 features, trained on 5,000 seeded rows) is
 served by ``modelyard serve`` from a Triton FIL repository (``model_type: xgboost_json``,
@@ -8,12 +8,15 @@ served by ``modelyard serve`` from a Triton FIL repository (``model_type: xgboos
 same request over and over, at batch 1 and 64, in both v2 encodings; each cell is a fresh
 load-generator process, closed loop, one request in flight per connection. Beside it, the
 same rows go through XGBoost in this process, on one thread of Python: ``inplace_predict``
-(what modelyard calls) and the scikit-learn style ``predict_proba`` most users call.
+and the scikit-learn style ``predict_proba`` most users call (modelyard calls the C function
+``inplace_predict`` ends in). The server runs once per ``cpu_nthread`` in ``--threads``
+(1, modelyard's default; -1, Triton's: every core).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import os
 import platform
@@ -57,9 +60,10 @@ class TreeServer(Modelyard):
     """modelyard serving the one tree model (the ONNX workloads of bench/run.py are left out)."""
 
     model: Any = None
+    nthread: int = 1
 
     def prepare(self, repo: Path, workloads: list[Any]) -> None:
-        CASE.write(repo, self.model)
+        dataclasses.replace(CASE, cpu_nthread=self.nthread).write(repo, self.model)
 
 
 def body(x: Any, encoding: str) -> tuple[bytes, dict[str, str]]:
@@ -111,6 +115,20 @@ def check(port: int, x: Any, expected: Any) -> None:
         raise RuntimeError("the server's predictions differ from XGBoost's")
 
 
+def fil_runtime(model: Any) -> Any:
+    """The runtime the server builds for the model, loaded here (cpu_nthread 1)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from modelyard.runtimes.base import RuntimeOptions
+    from modelyard.runtimes.fil import FilFactory
+
+    repo = Path(tempfile.mkdtemp(prefix="bench-trees-"))
+    folder = CASE.write(repo, model)
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
+    return FilFactory().load(config, folder / "1" / "model.fil", RuntimeOptions())
+
+
 def p50_us(fn: Callable[[], object], seconds: float) -> float:
     for _ in range(100):
         fn()
@@ -133,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=1, help="runs per cell; the median is shown")
     p.add_argument("--concurrency", default="1,16", help="connections, comma-separated")
+    p.add_argument("--threads", default="1,-1", help="cpu_nthread values, comma-separated")
     args = p.parse_args(argv)
     concurrency = [int(c) for c in args.concurrency.split(",")]
+    threads = [int(t) for t in args.threads.split(",")]
 
     import xgboost
 
@@ -144,42 +164,48 @@ def main(argv: list[str] | None = None) -> int:
     booster = model.get_booster()
     inputs = {b: np.nan_to_num(rows(b, CASE.features, seed=b), nan=0.5) for b in BATCHES}
 
-    inproc: dict[int, tuple[float, float]] = {}
+    runtime = fil_runtime(model)
+    inproc: dict[int, tuple[float, float, float]] = {}
     for b, x in inputs.items():
+        feed = {"input__0": x}
         inproc[b] = (
             p50_us(lambda x=x: booster.inplace_predict(x), 2.0),
             p50_us(lambda x=x: model.predict_proba(x), 2.0),
+            p50_us(lambda feed=feed: runtime.infer(feed, ["output__0"]), 2.0),
         )
         log(
             f"in-process batch {b}: inplace_predict {inproc[b][0]:.1f} µs, "
-            f"predict_proba {inproc[b][1]:.1f} µs"
+            f"predict_proba {inproc[b][1]:.1f} µs, FilRuntime.infer {inproc[b][2]:.1f} µs"
         )
 
-    server = TreeServer()
-    server.model = model
-    cells: dict[tuple[int, str, int], list[CellResult]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-trees-") as tmp:
-        server.start(Path(tmp), [])
-        try:
-            for x in inputs.values():
-                check(server.port, x, CASE.expected(model, x))
-            for _ in range(args.repeats):
-                for b, x in inputs.items():
-                    for enc in ENCODINGS:
-                        request = http_request(x, enc, server.port)
-                        for c in concurrency:
-                            r, err = run_cell(server.port, request, c, args.duration, args.warmup)
-                            if r.errors:
-                                raise RuntimeError(f"batch {b} {enc} c={c}: {err}")
-                            cells.setdefault((b, enc, c), []).append(r)
-                            log(
-                                f"batch {b:>2} {enc:6} c={c:<3} {r.rps:8.0f} req/s "
-                                f"p50 {r.p50_ms:.2f} ms"
-                            )
-        finally:
-            server.stop()
+    cells: dict[tuple[int, int, str, int], list[CellResult]] = {}
+    for nthread in threads:
+        server = TreeServer()
+        server.model, server.nthread = model, nthread
+        with tempfile.TemporaryDirectory(prefix="bench-trees-") as tmp:
+            server.start(Path(tmp), [])
+            try:
+                for x in inputs.values():
+                    check(server.port, x, CASE.expected(model, x))
+                for _ in range(args.repeats):
+                    for b, x in inputs.items():
+                        for enc in ENCODINGS:
+                            request = http_request(x, enc, server.port)
+                            for c in concurrency:
+                                r, err = run_cell(
+                                    server.port, request, c, args.duration, args.warmup
+                                )
+                                if r.errors:
+                                    raise RuntimeError(f"batch {b} {enc} c={c}: {err}")
+                                cells.setdefault((nthread, b, enc, c), []).append(r)
+                                log(
+                                    f"cpu_nthread {nthread:>2} batch {b:>2} {enc:6} c={c:<3} "
+                                    f"{r.rps:8.0f} req/s p50 {r.p50_ms:.2f} ms"
+                                )
+            finally:
+                server.stop()
 
-    print(render(args, inproc, cells, concurrency, xgboost.__version__))
+    print(render(args, inproc, cells, concurrency, threads, xgboost.__version__))
     return 0
 
 
@@ -193,9 +219,10 @@ def _k(v: float) -> str:
 
 def render(
     args: argparse.Namespace,
-    inproc: dict[int, tuple[float, float]],
-    cells: dict[tuple[int, str, int], list[CellResult]],
+    inproc: dict[int, tuple[float, float, float]],
+    cells: dict[tuple[int, int, str, int], list[CellResult]],
     concurrency: list[int],
+    threads: list[int],
     xgb_version: str,
 ) -> str:
     cpu = platform.machine()
@@ -207,34 +234,37 @@ def render(
     except OSError:
         pass
     head = [
-        "| batch | encoding | "
+        "| batch | `cpu_nthread` | encoding | "
         + " | ".join(f"server c={c} req/s (rows/s) | c={c} p50 ms" for c in concurrency)
-        + " | in-process `inplace_predict` calls/s (p50 µs) | in-process `predict_proba`"
-        " calls/s (p50 µs) |",
-        "| --- | --- | " + " | ".join("--- | ---" for _ in concurrency) + " | --- | --- |",
+        + " | in-process XGBoost `inplace_predict` calls/s (p50 µs) | in-process XGBoost"
+        " `predict_proba` calls/s (p50 µs) | in-process modelyard `FilRuntime.infer` calls/s"
+        " (p50 µs) |",
+        "| --- | --- | --- | "
+        + " | ".join("--- | ---" for _ in concurrency)
+        + " | --- | --- | --- |",
     ]
     lines = []
     for b in BATCHES:
-        ip, pp = inproc[b]
-        for enc in ENCODINGS:
-            row = [str(b), enc]
-            for c in concurrency:
-                rps = _median(cells[(b, enc, c)], "rps")
-                row += [
-                    f"{_k(rps)} ({_k(rps * b)})",
-                    f"{_median(cells[(b, enc, c)], 'p50_ms'):.2f}",
-                ]
-            row += [f"{_k(1e6 / ip)} ({ip:.0f})", f"{_k(1e6 / pp)} ({pp:.0f})"]
-            lines.append("| " + " | ".join(row) + " |")
+        ip, pp, rt = inproc[b]
+        for nthread in threads:
+            for enc in ENCODINGS:
+                row = [str(b), f"{nthread}" + (" (default)" if nthread == 1 else ""), enc]
+                for c in concurrency:
+                    got = cells[(nthread, b, enc, c)]
+                    rps = _median(got, "rps")
+                    row += [f"{_k(rps)} ({_k(rps * b)})", f"{_median(got, 'p50_ms'):.2f}"]
+                row += [f"{_k(1e6 / t)} ({t:.0f})" for t in (ip, pp, rt)]
+                lines.append("| " + " | ".join(row) + " |")
     intro = (
         f"{os.cpu_count()} CPUs ({cpu}), shared with the load generator; Python "
-        f"{platform.python_version()}, XGBoost {xgb_version} (its default threads). "
+        f"{platform.python_version()}, XGBoost {xgb_version}. "
         f"Model: {CASE.trees} trees, depth {CASE.depth}, {CASE.features} features, binary "
         f"classifier served as `xgboost_json` with `predict_proba: true` (output `[batch, 2]`). "
         f"Closed loop, HTTP/1.1 keep-alive, one request in flight per connection; "
         f"{args.warmup:g} s warm-up + {args.duration:g} s measured, median of {args.repeats} "
-        "run(s). In-process columns: one Python thread calling XGBoost back to back on the "
-        "same rows (p50 of 2 s)."
+        "run(s). In-process columns: one Python thread calling back to back on the same "
+        "rows, p50 of 2 s: XGBoost with its default threads, and the runtime the server "
+        "executes (FIL post-processing included, `cpu_nthread` 1)."
     )
     return intro + "\n\n" + "\n".join(head + lines) + "\n"
 

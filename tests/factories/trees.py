@@ -64,6 +64,7 @@ class TreeCase:
     features: int = FEATURES
     max_batch_size: int = 256
     train_rows: int = 300
+    cpu_nthread: int | None = None
 
     @property
     def classifier(self) -> bool:
@@ -127,6 +128,8 @@ class TreeCase:
         }
         if self.threshold is not None:
             params["threshold"] = str(self.threshold)
+        if self.cpu_nthread is not None:
+            params["cpu_nthread"] = str(self.cpu_nthread)
         body = ",\n".join(
             f'  {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items()
         )

@@ -18,7 +18,7 @@ model's own library (or Treelite, see ``_fil_engines.py``):
 * ``cpu_nthread``: threads per prediction. Unset, modelyard uses 1 where Triton uses every
   core: a server runs many requests and models at once, and on batches of up to ~100 rows a
   team of OpenMP threads saves nothing while its spinning threads take the cores the HTTP
-  front end needs (``bench/trees.py``: 2x the requests per second at 16 connections).
+  front end needs (``bench/trees.py``: 1.5x the requests per second at 16 connections).
   ``-1`` (Triton's default) gives the library its default, all cores, which halves the time
   of batches of thousands of rows on two cores.
 
