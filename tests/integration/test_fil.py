@@ -153,12 +153,12 @@ def test_the_config_is_served_as_written(client: triton.InferenceServerClient) -
 # -- optional libraries that are not installed ------------------------------------------------
 
 
-def _blocked_server(repo: Path, tmp_path: Path, blocked: str) -> Any:
+def _blocked_server(repo: Path, tmp_path: Path, blocked: str, args: list[str]) -> Any:
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(BLOCKER)
     env = {"PYTHONPATH": str(hook), "FIL_TEST_BLOCK": blocked}
-    return running_server(repo, env=env)
+    return running_server(repo, args, env=env)
 
 
 def _subset(repo: Path, trained: dict[str, Any], names: list[str]) -> Path:
@@ -174,7 +174,7 @@ def test_a_missing_extra_is_a_load_error_naming_the_pip_install(
     names = ["xgb_json_multiclass", "xgb_legacy_binary", "skl_rf_multiclass", "lgb_binary"]
     repo = _subset(tmp_path / "repo", trained, names)
     with (
-        _blocked_server(repo, tmp_path, "xgboost,treelite") as server,
+        _blocked_server(repo, tmp_path, "xgboost,treelite", []) as server,
         httpx.Client(base_url=server.base_url, timeout=30) as http,
     ):
         body = {
@@ -218,12 +218,28 @@ def test_a_missing_extra_is_a_load_error_naming_the_pip_install(
         assert "Traceback" not in server.output()
 
 
+def test_a_missing_extra_does_not_stop_a_server_that_loads_everything_at_start(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    repo = _subset(tmp_path / "repo", trained, ["xgb_json_multiclass", "lgb_binary"])
+    args = ["--model-control-mode=none"]
+    with (
+        _blocked_server(repo, tmp_path, "xgboost,treelite", args) as server,
+        httpx.Client(base_url=server.base_url, timeout=30) as http,
+    ):
+        index = {row["name"]: row for row in http.post("/v2/repository/index").json()}
+        assert index["lgb_binary"]["state"] == "READY"
+        assert index["xgb_json_multiclass"]["state"] == "UNAVAILABLE"
+        assert "pip install 'modelyard[xgboost]'" in index["xgb_json_multiclass"]["reason"]
+        assert http.get("/v2/models/xgb_json_multiclass/ready").status_code == 400
+
+
 def test_without_xgboost_its_models_run_on_treelite(
     trained: dict[str, Any], tmp_path: Path
 ) -> None:
     names = ["xgb_legacy_binary", "xgb_json_proba", "xgb_ubj_threshold", "lgb_multiclass_proba"]
     repo = _subset(tmp_path / "repo", trained, names)
-    with _blocked_server(repo, tmp_path, "xgboost,lightgbm") as server:
+    with _blocked_server(repo, tmp_path, "xgboost,lightgbm", []) as server:
         client = triton.InferenceServerClient(server.url)
         try:
             for name in names:

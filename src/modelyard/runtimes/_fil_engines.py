@@ -18,7 +18,7 @@ import importlib
 import json
 import logging
 import math
-import warnings
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -80,9 +80,10 @@ def open_forest(
     """Load ``path`` as ``model_type`` on the first installed library that can run it.
 
     ``nthread`` is the threads each prediction may use (<= 0: the library's default, every
-    core). ``library`` forces one ("xgboost", "lightgbm", "treelite"): tests use it to check that
-    every route gives the same predictions. A missing library is a :class:`MissingDependency`
-    naming the extra to install, raised here, at load time, never at server start.
+    core). ``library`` forces one ("xgboost", "lightgbm", "treelite"): tests use it to check
+    that every route gives the same predictions. A missing library is a
+    :class:`MissingDependency` naming the extra to install, raised here, at load time, never
+    at server start.
     """
     candidates = _LIBRARIES[model_type]
     if library is not None:
@@ -126,18 +127,9 @@ def _is_legacy_binary(path: Path) -> bool:
 
 
 def _xgboost_reads_legacy(xgb: ModuleType) -> bool:
-    major, minor = (int(p) for p in str(xgb.__version__).split(".")[:2])
-    return (major, minor) < (3, 1)
-
-
-def _load_quietly(load: Any, *args: Any, **kwargs: Any) -> Any:
-    """Libraries warn about deprecated formats through ``warnings``; log those instead."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = load(*args, **kwargs)
-    for w in caught:
-        log.info("%s", w.message)
-    return result
+    """XGBoost removed the legacy binary reader in 3.1."""
+    found = re.match(r"(\d+)\.(\d+)", str(getattr(xgb, "__version__", "")))
+    return found is not None and (int(found[1]), int(found[2])) < (3, 1)
 
 
 def _failed(path: Path, kind: str, exc: Exception) -> ConfigError:
@@ -147,7 +139,7 @@ def _failed(path: Path, kind: str, exc: Exception) -> ConfigError:
 class _XGBoostForest:
     def __init__(self, xgb: ModuleType, path: Path, nthread: int) -> None:
         try:
-            booster = _load_quietly(xgb.Booster, model_file=str(path))
+            booster = xgb.Booster(model_file=str(path))
         except xgb.core.XGBoostError as exc:
             raise _failed(path, "an XGBoost model", exc) from None
         if nthread > 0:
@@ -256,7 +248,7 @@ class _DensePredict:
 class _LightGBMForest:
     def __init__(self, lgb: ModuleType, path: Path, nthread: int) -> None:
         try:
-            self._booster = _load_quietly(lgb.Booster, model_file=str(path))
+            self._booster = lgb.Booster(model_file=str(path))
         except lgb.basic.LightGBMError as exc:
             raise _failed(path, "a LightGBM model", exc) from None
         self._kwargs: dict[str, Any] = {"num_threads": nthread} if nthread > 0 else {}
@@ -283,14 +275,13 @@ class _TreeliteForest:
         frontend = treelite.frontend
         try:
             if model_type == "treelite_checkpoint":
-                model = _load_quietly(treelite.Model.deserialize, str(path))
+                model = treelite.Model.deserialize(str(path))
             elif model_type == "lightgbm":
-                model = _load_quietly(frontend.load_lightgbm_model, str(path))
+                model = frontend.load_lightgbm_model(str(path))
             elif legacy:
-                model = _load_quietly(frontend.load_xgboost_model_legacy_binary, str(path))
+                model = frontend.load_xgboost_model_legacy_binary(str(path))
             else:
-                model = _load_quietly(
-                    frontend.load_xgboost_model,
+                model = frontend.load_xgboost_model(
                     str(path),
                     format_choice="inspect",
                     allow_unknown_field=allow_unknown_field,
