@@ -204,6 +204,18 @@ class Triton(Server):
 
 
 @dataclass
+class ModelyardPython(Modelyard):
+    """modelyard serving Triton's repository as is: the same ``model.py`` in the Python
+    backend, in a worker process per instance (the like-for-like comparison with Triton)."""
+
+    name: str = "modelyard-python"
+    label: str = "modelyard (Python backend)"
+
+    def prepare(self, repo: Path, workloads: list[Workload]) -> None:
+        Triton.prepare(self, repo, workloads)  # type: ignore[arg-type]
+
+
+@dataclass
 class MLServer(Server):
     """Seldon MLServer in its own venv, parallel_workers=0 (inference on the event loop)."""
 
@@ -290,6 +302,7 @@ def _mkparent(path: Path) -> Path:
 
 SERVERS: dict[str, type[Server]] = {
     "modelyard": Modelyard,
+    "modelyard-python": ModelyardPython,
     "triton": Triton,
     "mlserver": MLServer,
     "floor": Floor,

@@ -66,15 +66,6 @@ class VersionNotFound(NotFound):
         self.version = version
 
 
-class DecoupledModel(InvalidArgument):
-    """A single-response path (HTTP /infer, SageMaker, BLS without ``decoupled=True``)
-    reached a decoupled model; ``model`` names it so each caller can say it its own way."""
-
-    def __init__(self, message: str, model: str = "") -> None:
-        super().__init__(message)
-        self.model = model
-
-
 class AlreadyExists(ModelyardError):
     status = HTTPStatus.CONFLICT
 
@@ -111,6 +102,15 @@ class MissingDependency(ModelyardError):
 
 class Unsupported(ModelyardError):
     status = HTTPStatus.NOT_IMPLEMENTED
+
+
+class DecoupledModel(Unsupported):
+    """A single-response path (HTTP /infer, SageMaker, BLS without ``decoupled=True``)
+    reached a decoupled model; ``model`` names it so each caller can say it its own way."""
+
+    def __init__(self, message: str, model: str = "") -> None:
+        super().__init__(message)
+        self.model = model
 
 
 class Internal(ModelyardError):

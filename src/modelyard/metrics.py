@@ -405,6 +405,18 @@ class CustomMetrics(Collector):
             if name not in used:
                 del self._families[name]
 
+    def integral_values(self, body: bytes) -> bytes:
+        """Writes whole values of the models' own metrics as integers (``3``, not ``3.0``),
+        as Triton's exporter does: scripts that read these lines see what Triton shows."""
+        if not self._families:
+            return body
+        names = tuple(n.encode() for n in self._families)
+        lines = body.split(b"\n")
+        for i, line in enumerate(lines):
+            if line.endswith(b".0") and line.startswith(names):
+                lines[i] = line[:-2]
+        return b"\n".join(lines)
+
     def counter_names(self) -> list[str]:
         return [n for n, (kind, _) in self._families.items() if kind == "counter"]
 
@@ -484,7 +496,11 @@ def render(registry: CollectorRegistry, custom: CustomMetrics | None = None) -> 
     body = generate_latest(registry)
     for wrong, right in _TOTAL_FIXES:
         body = body.replace(wrong, right, 1)
-    for name in custom.counter_names() if custom is not None else ():
-        for kind in ("HELP", "TYPE"):
-            body = body.replace(f"# {kind} {name}_total ".encode(), f"# {kind} {name} ".encode(), 1)
+    if custom is not None:
+        for name in custom.counter_names():
+            for kind in ("HELP", "TYPE"):
+                body = body.replace(
+                    f"# {kind} {name}_total ".encode(), f"# {kind} {name} ".encode(), 1
+                )
+        body = custom.integral_values(body)
     return body, CONTENT_TYPE

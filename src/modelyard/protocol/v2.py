@@ -144,9 +144,10 @@ class V2Routes:
         try:
             async for response in stream:
                 responses.append(response)
-        except Exception:
+        except Exception as exc:
             if not responses:
-                raise  # the model's first answer is an error: its own status
+                status, body = _generate_error(exc)
+                return HttpResponse(status, body)
         finally:
             await stream.aclose()
         if len(responses) != 1:
@@ -164,7 +165,7 @@ class V2Routes:
             return HttpResponse(200, b"", SSE_CONTENT_TYPE)
         except Exception as exc:
             await stream.aclose()
-            status, body = v2_error(exc)
+            status, body = _generate_error(exc)
             return HttpResponse(status, sse_event(body), SSE_CONTENT_TYPE)
         return HttpResponse(
             200,
@@ -275,6 +276,13 @@ class V2Routes:
 
 def _meta(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
     return {"name": name, "datatype": datatype, "shape": shape}
+
+
+def _generate_error(exc: BaseException) -> tuple[int, bytes]:
+    """Triton's generate extension answers a model's own error (its first response) with
+    400, whatever the error's code; the server's errors keep their status."""
+    status, body = v2_error(exc)
+    return (400 if getattr(exc, "from_model", False) else status), body
 
 
 async def _events(stream: AsyncIterator[InferResponse]) -> AsyncIterator[bytes]:

@@ -91,8 +91,9 @@ class ModelRunner:
         self._idle.clear()
         try:
             response, timings = await self._execute(request, start, batch, wanted, feed)
-        except Exception:
-            self.stats.record_failure(time.perf_counter_ns() - start)
+        except Exception as exc:
+            if not getattr(exc, "stats_recorded", False):
+                self.stats.record_failure(time.perf_counter_ns() - start)
             raise
         finally:
             self.inflight -= 1
@@ -208,10 +209,25 @@ class ModelRunner:
         if self._async is not None:
             result = await self._async(feed, names, request)
             t_infer = time.perf_counter_ns()
+            size = batch if sig.batched else 1
+            if result.error is not None:
+                # as Triton counts them: an error response is a successful request, an
+                # execution that raised is a failed one that still executed
+                done = time.perf_counter_ns()
+                if result.failed_execution:
+                    self.stats.record_failed_execution(
+                        size, done - start, t_input - start, t_infer - t_input, done - t_infer
+                    )
+                else:
+                    self.stats.record_success(
+                        size, done - start, 0, t_input - start, t_infer - t_input, done - t_infer
+                    )
+                result.error.stats_recorded = True  # type: ignore[attr-defined,unused-ignore]
+                raise result.error
             response = self._response(request, result.outputs, result.parameters, wanted, batch)
             done = time.perf_counter_ns()
             return response, (
-                batch if sig.batched else 1,
+                size,
                 done - start,
                 0,
                 t_input - start,

@@ -64,8 +64,11 @@ _LOG_LEVELS = (logging.INFO, logging.WARNING, logging.ERROR, logging.DEBUG)
 
 
 def model_error(message: str, code: int) -> ModelyardError:
-    """A model's own error (``TritonError``) as the server's typed error."""
-    return _ERRORS.get(code, Internal)(message)
+    """A model's own error (``TritonError``) as the server's typed error, marked as the
+    model's (``from_model``): some answers depend on who failed (the generate extension)."""
+    error = _ERRORS.get(code, Internal)(message)
+    error.from_model = True  # type: ignore[attr-defined]
+    return error
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class Result:
     outputs: dict[str, Array] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
     error: ModelyardError | None = None
+    failed_execution: bool = False  # execute raised (vs. an error response)
 
 
 class WorkerHooks:
@@ -414,6 +418,7 @@ class WorkerProcess:
                 result = Result(parameters=spec.get("p") or {})
                 if error is not None:
                     result.error = model_error(error[0], error[1])
+                    result.failed_execution = bool(spec.get("x"))
                 for name, _, arr in tensors[pos : pos + n]:
                     result.outputs[name] = arr
                 pos += n

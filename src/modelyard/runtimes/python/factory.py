@@ -179,20 +179,23 @@ async def _bls(
             await worker.send_bls_reply(call_id, None, outs, True, response.parameters)
     except NotFound:
         # Triton's BLS words for a model it cannot run (unknown, or not loaded)
-        error: ModelyardError = Internal(
+        not_ready = Internal(
             f"Failed for execute the inference request. Model '{request.model_name}' is not ready."
         )
-        await worker.send_bls_reply(call_id, error, None, True)
+        await worker.send_bls_reply(
+            call_id, _bls_failure(request.model_name, not_ready), None, True
+        )
     except DecoupledModel as exc:
-        error = InvalidArgument(
+        refused = InvalidArgument(
             f"Model {exc.model} is using the decoupled. The current BLS request call doesn't "
             "support models using the decoupled transaction policy. Please use "
             "'decoupled=True' argument to the 'exec' or 'async_exec' calls for decoupled "
             "models.'"
         )
-        await worker.send_bls_reply(call_id, error, None, True)
+        await worker.send_bls_reply(call_id, _bls_failure(request.model_name, refused), None, True)
     except ModelyardError as exc:
-        await worker.send_bls_reply(call_id, exc, None, True)
+        error = exc if getattr(exc, "from_model", False) else _bls_failure(request.model_name, exc)
+        await worker.send_bls_reply(call_id, error, None, True)
     except Exception as exc:
         log.exception("BLS call from model '%s' failed", worker.spec.model_name)
         await worker.send_bls_reply(call_id, Unavailable(f"BLS call failed: {exc}"), None, True)
@@ -219,3 +222,9 @@ async def _control(resolver: Any, msg: dict[str, Any], worker: WorkerProcess) ->
         await worker.send_bls_reply(call_id, exc, None, True)
         return
     await worker.send_bls_reply(call_id, None, None, True)
+
+
+def _bls_failure(model: str, error: ModelyardError) -> ModelyardError:
+    """Triton's framing of a BLS request the server could not run: its text, and the
+    INTERNAL code whatever went wrong (a model's own error response travels as it is)."""
+    return Internal(f"Model {model} - Error when running inference: {error}")

@@ -117,10 +117,7 @@ class PythonRuntime:
                 f"model '{self.model_name}' did not answer within {self._timeout:g} s: its "
                 "worker was stopped and is being restarted"
             ) from None
-        result = results[0]
-        if result.error is not None:
-            raise result.error
-        return result
+        return results[0]  # an error in it is raised by the scheduler, after its statistics
 
     async def stream_async(
         self, inputs: Mapping[str, Array], outputs: Sequence[str], request: InferRequest

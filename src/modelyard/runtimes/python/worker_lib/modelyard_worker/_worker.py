@@ -28,7 +28,7 @@ _OWN_FILES = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),)
 class _Reply:
     """Where the reader thread puts a BLS call's responses (one, or a decoupled stream)."""
 
-    __slots__ = ("future", "items", "loop", "queue")
+    __slots__ = ("arrived", "future", "items", "loop")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop | None = None, streaming: bool = False
@@ -38,16 +38,19 @@ class _Reply:
         self.future: asyncio.Future[Any] | None = (
             loop.create_future() if loop and not streaming else None
         )
-        self.queue: asyncio.Queue[Any] | None = asyncio.Queue() if loop and streaming else None
+        # a stream's items always land in the thread-safe queue (a model may iterate the
+        # awaited result with a plain `for`, which blocks); `async for` waits on the event
+        self.arrived: asyncio.Event | None = asyncio.Event() if loop and streaming else None
 
     def deliver(self, item: Any) -> None:
-        if self.loop is None:
-            self.items.put(item)
-        elif self.future is not None:
+        if self.future is not None:
+            assert self.loop is not None
             self.loop.call_soon_threadsafe(_resolve, self.future, item)
-        else:
-            assert self.queue is not None
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+            return
+        self.items.put(item)
+        if self.arrived is not None:
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(self.arrived.set)
 
 
 def _resolve(future: asyncio.Future[Any], item: Any) -> None:
@@ -262,7 +265,9 @@ class Worker:
         tensors: list[tuple[str, Any]] = []
         problem = self._check_result(requests, result, exc)
         if problem is not None:
-            specs = [{"n": 0, "e": problem} for _ in requests]
+            # "x": the execution itself failed (Triton counts these requests as failures;
+            # an error *response* counts as a success in its statistics)
+            specs = [{"n": 0, "e": problem, "x": 1} for _ in requests]
         else:
             for req, response in zip(requests, result):
                 spec, outs = self._response_parts(req, response)
@@ -420,8 +425,7 @@ class Worker:
         if not decoupled:
             assert reply.future is not None
             return self._response_of(await reply.future)
-        assert reply.queue is not None
-        return _AsyncStream(self, reply.queue)
+        return _AsyncStream(self, reply)
 
     # --- model control (pb_utils.load_model and friends) ------------------------------------
     def control(self, action: str, **fields: Any) -> dict[str, Any]:
@@ -463,14 +467,21 @@ class Worker:
 
 
 class _AsyncStream:
-    """What ``await request.async_exec(decoupled=True)`` returns: an iterator over the
-    responses (Triton's is a plain iterator; this one also supports ``async for``)."""
+    """What ``await request.async_exec(decoupled=True)`` returns: the responses, for a
+    plain ``for`` (as in Triton: it blocks until each arrives) or ``async for``."""
 
-    def __init__(self, worker: Worker, items: asyncio.Queue[Any]) -> None:
+    def __init__(self, worker: Worker, reply: _Reply) -> None:
         self._worker = worker
-        self._items = items
+        self._reply = reply
         self._done = False
-        self._buffer: list[Any] = []
+
+    def _next_item(self, item: Any) -> Any:
+        msg, tensors = item
+        if msg.get("final", True):
+            self._done = True
+            if not msg.get("t") and "e" not in msg:
+                return self._worker.pb.InferenceResponse([])
+        return self._worker._response_of((msg, tensors))
 
     def __aiter__(self) -> _AsyncStream:
         return self
@@ -478,32 +489,25 @@ class _AsyncStream:
     async def __anext__(self) -> Any:
         if self._done:
             raise StopAsyncIteration
-        msg, tensors = await self._items.get()
-        if msg.get("final", True):
-            self._done = True
-            if not msg.get("t") and "e" not in msg:
-                return self._worker.pb.InferenceResponse([])
-        return self._worker._response_of((msg, tensors))
+        arrived = self._reply.arrived
+        assert arrived is not None
+        while True:
+            try:
+                item = self._reply.items.get_nowait()
+            except queue.Empty:
+                arrived.clear()
+                if self._reply.items.empty():
+                    await arrived.wait()
+                continue
+            return self._next_item(item)
 
     def __iter__(self) -> _AsyncStream:
         return self
 
     def __next__(self) -> Any:
-        # Triton lets a model iterate the awaited stream synchronously: it was complete by then
         if self._done:
             raise StopIteration
-        try:
-            msg, tensors = self._items.get_nowait()
-        except asyncio.QueueEmpty:
-            raise RuntimeError(
-                "iterate a decoupled async_exec result with 'async for' (its responses are "
-                "still arriving)"
-            ) from None
-        if msg.get("final", True):
-            self._done = True
-            if not msg.get("t") and "e" not in msg:
-                return self._worker.pb.InferenceResponse([])
-        return self._worker._response_of((msg, tensors))
+        return self._next_item(self._reply.items.get())
 
 
 def import_model(model_file: str) -> Any:
