@@ -7,6 +7,7 @@ only the folder that holds this package and ``triton_python_backend_utils``.
 from __future__ import annotations
 
 import argparse
+import gc
 import inspect
 import mmap
 import os
@@ -73,7 +74,12 @@ def main(argv: list[str] | None = None) -> None:
                     config = result
             worker.send_msg({"op": "auto", "config": config.as_dict()})
             return
-        threading.Thread(target=worker.read_forever, name="modelyard-reader", daemon=True).start()
+        if is_async_model(cls):
+            # the asyncio loop cannot block in recv: a reader thread feeds it
+            worker.threaded = True
+            threading.Thread(
+                target=worker.read_forever, name="modelyard-reader", daemon=True
+            ).start()
         model = cls()
         worker.model = model
         if hasattr(model, "initialize"):
@@ -85,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     except BaseException as exc:
         worker.send(Outgoing({"op": "init_err", "e": worker._error_text(exc)}))
         return
+    # what initialize built lives as long as the process: keep it out of the collector's
+    # full passes, which otherwise walk the model's objects every few thousand requests
+    gc.collect()
+    gc.freeze()
     worker.send_msg({"op": "ready", "pid": os.getpid(), "async": is_async_model(cls)})
     if is_async_model(cls):
         worker.run_async()

@@ -1,14 +1,18 @@
 """The worker: one model instance in its own process, talking to the server over a socket.
 
-Threads: the main thread runs the model (``execute`` one call at a time, or an asyncio loop
-for ``async def execute``); a reader thread receives frames, so a BLS reply reaches a model
-that is blocked waiting for it, whichever thread made the call. Writes from any thread go
-through one lock. Nothing spins: every wait is a blocking read, a queue or an event.
+Reading: for a plain ``execute``, whichever thread needs a frame reads the socket itself
+("leader reads"): the idle main thread blocks in ``recv`` and runs the request it gets on
+the same thread, with no hand-off (a thread switch costs more than a small model); a
+thread waiting for a BLS reply reads until its reply arrives, queueing anything else for
+its owner, and wakes the other waiters when it stops so one of them takes over. For
+``async def execute`` a reader thread feeds the asyncio loop instead. Writes from any
+thread go through one lock. Nothing spins: every wait is a blocking read, lock or queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.util
 import inspect
 import os
@@ -16,12 +20,14 @@ import queue
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
 
 from modelyard_worker._wire import Arena, FrameReader, Outgoing, arena_offsets, tensors_of
 
+_WAKE = object()  # "stop waiting and try to read the socket yourself"
 _OWN_FILES = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),)
 
 
@@ -69,7 +75,18 @@ class Worker:
         self._consumed: list[int] = []  # server-arena regions we are done with
         self._replies: dict[int, _Reply] = {}
         self._next_id = 1
-        self._execs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._execs: queue.SimpleQueue[Any] = queue.SimpleQueue()  # threaded mode
+        self._pending: collections.deque[Any] = collections.deque()  # leader-reads mode
+        self._read_lock = threading.Lock()
+        self._frames = FrameReader()
+        self._inbox = bytearray(1 << 18)
+        self._inbox_view = memoryview(self._inbox)
+        self._waiting: set[_Reply] = set()
+        self.threaded = False  # True: a reader thread reads (async models)
+        # under load, answers to a queue of quick requests leave in one write
+        self._hold_output = False
+        self._outbox: list[Any] = []
+        self._outbox_bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cancelled: set[int] = set()
         self._metric_ids = 0
@@ -88,9 +105,30 @@ class Worker:
             if self._consumed:
                 out.msg["f"] = self._consumed
                 self._consumed = []
-            self.sock.sendall(b"".join(out.frame())) if out.size < 4096 else self._sendmsg(
-                out.frame()
-            )
+            parts = out.frame()
+            if self._hold_output and out.size < 4096:
+                # more requests are queued: answer them together, a moment later
+                self._outbox.extend(parts)
+                self._outbox_bytes += sum(len(p) for p in parts)
+                if self._outbox_bytes < 1 << 16:
+                    return
+                parts = self._take_outbox()
+            elif self._outbox:
+                parts = self._take_outbox() + parts
+            if out.size < 4096:
+                self.sock.sendall(b"".join(parts))
+            else:
+                self._sendmsg(parts)
+
+    def _take_outbox(self) -> list[Any]:
+        parts, self._outbox, self._outbox_bytes = self._outbox, [], 0
+        return parts
+
+    def flush(self) -> None:
+        """Sends the answers held back while a queue of requests was being worked off."""
+        with self._send_lock:
+            if self._outbox:
+                self.sock.sendall(b"".join(self._take_outbox()))
 
     def _sendmsg(self, parts: list[Any]) -> None:
         views = [memoryview(p).cast("B") for p in parts]
@@ -105,22 +143,63 @@ class Worker:
     def send_msg(self, msg: dict[str, Any]) -> None:
         self.send(Outgoing(msg))
 
-    # --- the reader thread ------------------------------------------------------------
+    # --- reading ------------------------------------------------------------------------
     def read_forever(self) -> None:
-        reader = FrameReader()
+        """The reader thread of threaded mode."""
+        while True:
+            self._read_once()
+
+    def _read_once(self) -> None:
+        """One blocking read, its frames dispatched (caller holds the read role)."""
+        try:
+            # into a buffer kept for the purpose: recv(256 KiB) would allocate (and, past
+            # malloc's mmap threshold, map and unmap) that much on every call
+            n = self.sock.recv_into(self._inbox)
+        except OSError:
+            n = 0
+        if not n:
+            # the server closed the connection (it is gone, or done with us): stop at
+            # once, even if the model is stuck in execute. (Not PR_SET_PDEATHSIG: Linux
+            # ties that to the thread that spawned us, and the server spawns from
+            # short-lived threads.)
+            os._exit(0)
+        for msg, payload in self._frames.feed(self._inbox_view[:n]):
+            self._dispatch(msg, payload)
+
+    def _release_reading(self) -> None:
+        self._read_lock.release()
+        for reply in list(self._waiting):
+            reply.items.put(_WAKE)
+
+    def _wait(self, reply: _Reply) -> Any:
+        """The next item for ``reply``, reading the socket ourselves if nobody else is."""
+        if self.threaded:
+            return reply.items.get()
+        self._waiting.add(reply)
         try:
             while True:
-                data = self.sock.recv(1 << 18)
-                if not data:
-                    break
-                for msg, payload in reader.feed(data):
-                    self._dispatch(msg, payload)
-        except OSError:
-            pass
-        # the server closed the connection (it is gone, or done with us): stop at once,
-        # even if the model is stuck in execute. (Not PR_SET_PDEATHSIG: Linux ties that to
-        # the thread that spawned us, and the server spawns from short-lived threads.)
-        os._exit(0)
+                try:
+                    item = reply.items.get_nowait()
+                except queue.Empty:
+                    pass
+                else:
+                    if item is not _WAKE:
+                        return item
+                    continue
+                if self._read_lock.acquire(blocking=False):
+                    self._waiting.discard(reply)
+                    try:
+                        while reply.items.empty():
+                            self._read_once()
+                    finally:
+                        self._release_reading()
+                        self._waiting.add(reply)
+                    continue
+                item = reply.items.get()  # the reader hands it over, or wakes us
+                if item is not _WAKE:
+                    return item
+        finally:
+            self._waiting.discard(reply)
 
     def _dispatch(self, msg: dict[str, Any], payload: bytearray) -> None:
         freed = msg.get("f")
@@ -133,8 +212,10 @@ class Worker:
             item = (msg, payload)
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._start_async, item)
-            else:
+            elif self.threaded:
                 self._execs.put(item)
+            else:
+                self._pending.append(item)
         elif op == "bls_r":
             tensors = tensors_of(msg, payload, self.arena_in, copy=True)
             self._consume(arena_offsets(msg))
@@ -149,24 +230,46 @@ class Worker:
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._execs.put, None)
                 self._loop.call_soon_threadsafe(self._loop.stop)
-            else:
+            elif self.threaded:
                 self._execs.put(None)
+            else:
+                self._pending.append(None)
 
     def _consume(self, offsets: list[int]) -> None:
         if offsets:
             with self._send_lock:
                 self._consumed.extend(offsets)
-            if self._loop is None and threading.current_thread() is not threading.main_thread():
+            if threading.current_thread() is not threading.main_thread():
                 # nothing may be sent soon: tell the server now so its arena does not fill
                 self.send_msg({"op": "free"})
 
     # --- model execution ----------------------------------------------------------------
     def run_sync(self) -> None:
+        pending = self._pending
+        lock = self._read_lock
         while True:
-            item = self._execs.get()
+            while not pending:
+                self.flush()
+                # another thread may be reading for its BLS reply: it queues our requests
+                # in `pending`, so look again now and then instead of waiting it out
+                if lock.acquire(timeout=0.05):
+                    try:
+                        if not pending:
+                            self._read_once()
+                    finally:
+                        self._release_reading()
+            item = pending.popleft()
             if item is None:
+                self.flush()
                 return
+            started = time.perf_counter()
+            # hold the answer back only while more requests wait and this one was quick:
+            # a slow model's answers go out at once
+            self._hold_output = bool(pending)
             self._execute(*item)
+            self._hold_output = False
+            if not pending or time.perf_counter() - started > 0.0002:
+                self.flush()
 
     def run_async(self) -> None:
         loop = asyncio.new_event_loop()
@@ -404,12 +507,12 @@ class Worker:
         reply = _Reply()
         self._bls_frame(request, decoupled, reply)
         if not decoupled:
-            return self._response_of(reply.items.get())
+            return self._response_of(self._wait(reply))
         return self._bls_stream(reply)
 
     def _bls_stream(self, reply: _Reply) -> Iterator[Any]:
         while True:
-            msg, tensors = reply.items.get()
+            msg, tensors = self._wait(reply)
             if msg.get("final", True) and not msg.get("t") and "e" not in msg:
                 # the final flag alone: Triton hands it out as an empty response
                 yield self.pb.InferenceResponse([])
@@ -437,7 +540,7 @@ class Worker:
         msg: dict[str, Any] = {"op": "ctl", "id": call_id, "action": action}
         msg.update(fields)
         self.send_msg(msg)
-        answer, _ = reply.items.get()
+        answer, _ = self._wait(reply)
         error = answer.get("e")
         if error is not None:
             raise self.pb.TritonModelException(error[0])
@@ -507,7 +610,7 @@ class _AsyncStream:
     def __next__(self) -> Any:
         if self._done:
             raise StopIteration
-        return self._next_item(self._reply.items.get())
+        return self._next_item(self._worker._wait(self._reply))
 
 
 def import_model(model_file: str) -> Any:
