@@ -402,6 +402,7 @@ class ModelManager:
             ),
             return_exceptions=True,
         )
+        results = [await _warmed(r) for r in results]
         errors = []
         for version, result in zip(wanted, results, strict=True):
             vrec = record.versions[version]
@@ -685,6 +686,19 @@ def _remove_override(folder: Path | None) -> None:
     """Delete the private folder files sent with a load were written to (write_override)."""
     if folder is not None:
         shutil.rmtree(folder.parent, ignore_errors=True)
+
+
+async def _warmed(result: ModelRunner | BaseException) -> ModelRunner | BaseException:
+    """A loaded version after its ``model_warmup`` samples ran (Triton: before it is
+    ready); a failing sample fails the load and closes the version."""
+    if isinstance(result, BaseException) or not result.config.model_warmup:
+        return result
+    try:
+        await result.warm_up()
+    except Exception as exc:
+        await asyncio.to_thread(result.close)
+        return ConfigError(f"model '{result.name}' failed its warm-up: {exc}")
+    return result
 
 
 def _consume_exception(task: asyncio.Task[None]) -> None:

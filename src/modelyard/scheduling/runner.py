@@ -25,6 +25,8 @@ import numpy as np
 
 from modelyard.datatypes import wire_datatype
 from modelyard.errors import DecoupledModel, InvalidArgument
+from modelyard.scheduling.batcher import Batcher, Job
+from modelyard.scheduling.batching import policy_from_config
 from modelyard.scheduling.signature import (
     Signature,
     deduce_raw_input,
@@ -64,6 +66,7 @@ class ModelRunner:
         self.version = version
         self.runtime = runtime
         self.signature: Signature = signature_of(config, model_dir)
+        self.model_dir = model_dir
         # the manager passes the version's lasting statistics, so they survive reloads
         self.stats = stats if stats is not None else ModelStats(self.name, version)
         self._instances = instance_count(config)
@@ -80,6 +83,12 @@ class ModelRunner:
         # datatype the model produced, as Triton's Python backend sends them
         self._async: Any = getattr(runtime, "infer_async", None)
         self.decoupled = bool(config.model_transaction_policy.decoupled)
+        # dynamic batching: requests queue and run together (scheduling/batching.py)
+        self._policy = None if self.decoupled else policy_from_config(config)
+        self._batcher: Batcher | None = None
+        # Python models take a batch as a list of requests (Triton); this parameter makes
+        # it one request of stacked tensors instead
+        self._stacked = _flag(config, "modelyard.stacked_batch")
 
     async def infer(self, request: InferRequest) -> InferResponse:
         if self.decoupled:
@@ -89,6 +98,13 @@ class ModelRunner:
         batch, wanted, feed = self._prepare(request)
         self.inflight += 1
         self._idle.clear()
+        if self._policy is not None:
+            try:
+                return await self._queued(request, start, batch, wanted, feed)
+            finally:
+                self.inflight -= 1
+                if not self.inflight:
+                    self._idle.set()
         try:
             response, timings = await self._execute(request, start, batch, wanted, feed)
         except Exception as exc:
@@ -101,6 +117,104 @@ class ModelRunner:
                 self._idle.set()
         self.stats.record_success(*timings)
         return response
+
+    # -- dynamic batching ------------------------------------------------------------------
+    async def _queued(
+        self,
+        request: InferRequest,
+        start: int,
+        batch: int,
+        wanted: list[tuple[str, int]],
+        feed: dict[str, Array],
+    ) -> InferResponse:
+        if self._batcher is None:
+            assert self._policy is not None
+            self._batcher = Batcher(self._policy, self._instances, self._run_batch)
+        try:
+            return await self._batcher.submit(request, wanted, feed, batch, start)
+        except Exception as exc:
+            if not getattr(exc, "stats_recorded", False):
+                self.stats.record_failure(time.perf_counter_ns() - start)
+            raise
+
+    async def _run_batch(self, jobs: list[Job]) -> None:
+        """One execution for a batch of queued requests; each gets its slice back."""
+        assert self._batcher is not None
+        batcher = self._batcher
+        t0 = time.perf_counter_ns()
+        total = sum(j.size for j in jobs)
+        names: list[str] = []
+        for job in jobs:
+            for name, _ in job.wanted:
+                if name not in names:
+                    names.append(name)
+        try:
+            if self._async is not None and not self._stacked:
+                t_in = time.perf_counter_ns()
+                results = await self.runtime.infer_batch(  # type: ignore[attr-defined]
+                    [(j.feed, [n for n, _ in j.wanted], j.request) for j in jobs]
+                )
+                t_infer = time.perf_counter_ns()
+                per_job = [(r.outputs, r.parameters, r.error) for r in results]
+            else:
+                merged = _merge([j.feed for j in jobs])
+                t_in = time.perf_counter_ns()
+                if self._async is not None:
+                    result = await self._async(merged, names, jobs[0].request)
+                    if result.error is not None:
+                        raise result.error
+                    outputs = result.outputs
+                elif self._ewma_ns < self._inline_ns:
+                    outputs = self.runtime.infer(merged, names)
+                    self._ewma_ns += _EWMA_WEIGHT * (time.perf_counter_ns() - t_in - self._ewma_ns)
+                else:
+                    loop = asyncio.get_running_loop()
+                    outputs, _, _, cost = await loop.run_in_executor(
+                        self._executor, self._timed_infer, merged, names
+                    )
+                    self._ewma_ns += _EWMA_WEIGHT * (cost - self._ewma_ns)
+                t_infer = time.perf_counter_ns()
+                per_job = []
+                offset = 0
+                for job in jobs:
+                    sliced = {k: v[offset : offset + job.size] for k, v in outputs.items()}
+                    per_job.append((sliced, {}, None))
+                    offset += job.size
+        except Exception as exc:
+            for job in jobs:
+                batcher.finish(job, exc)
+            return
+        responses: list[InferResponse | BaseException] = []
+        for job, (outs, params, error) in zip(jobs, per_job, strict=True):
+            if error is not None:
+                responses.append(error)
+                continue
+            try:
+                responses.append(self._response(job.request, outs, params, job.wanted, job.size))
+            except Exception as exc:
+                responses.append(exc)
+        done = time.perf_counter_ns()
+        self.stats.record_execution(total, t_in - t0, t_infer - t_in, done - t_infer)
+        for job, outcome in zip(jobs, responses, strict=True):
+            if not isinstance(outcome, BaseException):
+                self.stats.record_request(
+                    job.size,
+                    done - job.start_ns,
+                    job.queued_ns,
+                    t_in - t0,
+                    t_infer - t_in,
+                    done - t_infer,
+                )
+            batcher.finish(job, outcome)
+
+    async def warm_up(self) -> None:
+        """Runs the config's ``model_warmup`` samples (Triton runs them before a model
+        reports ready; a sample that fails fails the load)."""
+        from modelyard.scheduling.warmup import warmup_requests
+
+        for request, count in warmup_requests(self.config, self.signature, self.model_dir):
+            for _ in range(count):
+                await self.infer(request)
 
     def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
         """A decoupled model's responses to one request (zero or more), as they come; a
@@ -325,3 +439,15 @@ def _as_dtype(arr: Array, datatype: str) -> Array:
 
     dtype = numpy_dtype(datatype)
     return arr if arr.dtype == dtype else np.asarray(arr, dtype=dtype)
+
+
+def _merge(feeds: list[dict[str, Array]]) -> dict[str, Array]:
+    if len(feeds) == 1:
+        return feeds[0]
+    return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+
+
+def _flag(config: Any, key: str) -> bool:
+    if key not in config.parameters:
+        return False
+    return str(config.parameters[key].string_value).strip().lower() in ("1", "true", "yes", "on")

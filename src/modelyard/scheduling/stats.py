@@ -66,6 +66,21 @@ class ModelStats:
         infer_ns: int,
         output_ns: int,
     ) -> None:
+        """One request that was one execution of its own."""
+        self.record_request(batch_size, total_ns, queue_ns, input_ns, infer_ns, output_ns)
+        self.record_execution(batch_size, input_ns, infer_ns, output_ns)
+
+    def record_request(
+        self,
+        batch_size: int,
+        total_ns: int,
+        queue_ns: int,
+        input_ns: int,
+        infer_ns: int,
+        output_ns: int,
+    ) -> None:
+        """A successful request (``inference_stats``; ``inference_count`` counts its
+        batch size). Under dynamic batching, several requests share one execution."""
         d = self.durations
         d["success"].add(total_ns)
         d["queue"].add(queue_ns)
@@ -73,8 +88,13 @@ class ModelStats:
         d["compute_infer"].add(infer_ns)
         d["compute_output"].add(output_ns)
         self.inference_count += batch_size
-        self.execution_count += 1
         self.last_inference = time.time_ns() // 1_000_000
+
+    def record_execution(
+        self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
+        """One model execution of ``batch_size`` (``batch_stats``, ``execution_count``)."""
+        self.execution_count += 1
         b = self.batches.get(batch_size)
         if b is None:
             b = self.batches[batch_size] = BatchStats()

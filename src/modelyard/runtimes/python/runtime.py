@@ -119,6 +119,22 @@ class PythonRuntime:
             ) from None
         return results[0]  # an error in it is raised by the scheduler, after its statistics
 
+    async def infer_batch(
+        self, calls: Sequence[tuple[Mapping[str, Array], Sequence[str], InferRequest]]
+    ) -> list[Result]:
+        """Several requests in one ``execute`` (dynamic batching), one result each."""
+        worker = await self._pick()
+        specs = [_request_spec(outputs, request) for _, outputs, request in calls]
+        call = worker.call(specs, [list(inputs.items()) for inputs, _, _ in calls])
+        try:
+            return await asyncio.wait_for(call, self._timeout) if self._timeout else await call
+        except TimeoutError:
+            self._hung(worker)
+            raise Unavailable(
+                f"model '{self.model_name}' did not answer within {self._timeout:g} s: its "
+                "worker was stopped and is being restarted"
+            ) from None
+
     async def stream_async(
         self, inputs: Mapping[str, Array], outputs: Sequence[str], request: InferRequest
     ) -> AsyncIterator[Result]:
