@@ -39,6 +39,7 @@ from tests.integration.conftest import ADD_SUB
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pyrepo")
     add_sub_model(root)
+    add_sub_model(root, "py_big", dim=-1)
     sleep_model(root, "sleeper", count=1)
     sleep_model(root, "sleeper2", count=2)
     sleep_model(root, "victim", count=1)
@@ -90,6 +91,28 @@ def test_add_sub_through_tritonclient(server: RunningServer) -> None:
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), np.arange(16) + 1)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), np.arange(16) - 1)
     assert client.is_model_ready("py_add_sub")
+
+
+def test_large_tensors_cross_the_process_boundary_intact(server: RunningServer) -> None:
+    """8 MB per tensor, through the shared-memory arenas both ways, many times over (more
+    than the arenas hold, so freed space must be reused), several requests at once."""
+    def call(seed: int) -> None:
+        client = triton_http.InferenceServerClient(server.url)  # gevent: one per thread
+        a = np.random.default_rng(seed).standard_normal(2_000_000).astype(np.float32)
+        b = np.full(2_000_000, seed, dtype=np.float32)
+        i0 = triton_http.InferInput("INPUT0", [a.size], "FP32")
+        i0.set_data_from_numpy(a, binary_data=True)
+        i1 = triton_http.InferInput("INPUT1", [b.size], "FP32")
+        i1.set_data_from_numpy(b, binary_data=True)
+        outs = [
+            triton_http.InferRequestedOutput(n, binary_data=True) for n in ("OUTPUT0", "OUTPUT1")
+        ]
+        result = client.infer("py_big", [i0, i1], outputs=outs)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+
+    with cf.ThreadPoolExecutor(3) as pool:
+        list(pool.map(call, range(12)))
 
 
 def test_bls_reaches_an_onnx_model_loaded_on_demand(server: RunningServer) -> None:
