@@ -19,13 +19,24 @@ from modelyard.store._archive import (
     CorruptArchive,
     UnsafeArchiveMember,
 )
-from modelyard.store.base import Store, StoreError, StoreObject, open_store
+from modelyard.store.base import (
+    RESERVED_FOLDER,
+    ObjectExists,
+    Progress,
+    Store,
+    StoreError,
+    StoreObject,
+    WritableStore,
+    open_store,
+    open_writable_store,
+)
 from modelyard.store.cache import CacheStats, ModelCache
 from modelyard.store.catalog import StoreModel, VersionSource, catalog, parse_artifact_name
 from modelyard.store.local import LocalStore
 from modelyard.store.memory import MemoryStore
 
 __all__ = [
+    "RESERVED_FOLDER",
     "ArchiveError",
     "ArchiveLayoutError",
     "ArchiveTooLarge",
@@ -34,13 +45,17 @@ __all__ = [
     "LocalStore",
     "MemoryStore",
     "ModelCache",
+    "ObjectExists",
+    "Progress",
     "Store",
     "StoreError",
     "StoreModel",
     "StoreObject",
     "UnsafeArchiveMember",
     "VersionSource",
+    "WritableStore",
     "catalog",
     "open_store",
+    "open_writable_store",
     "parse_artifact_name",
 ]

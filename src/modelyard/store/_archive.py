@@ -25,7 +25,8 @@ rules that keep every link, and everything written through one, inside ``dest``:
 ``<model>/config.pbtxt`` + ``<model>/<version>/…`` (what ``modelyard package`` writes), or
 the model folder's content at the top, ``config.pbtxt`` + ``<version>/…`` (as SageMaker
 users often pack it, with ``tar -C model_dir .``). Its one version folder must be the
-version the file name says.
+version the file name says. A top-level ``.modelyard/`` folder beside ``<model>/`` (the
+manifest and test cases ``modelyard package`` adds) is not served.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelyard.errors import ConfigError
+from modelyard.store.base import RESERVED_FOLDER as ARTIFACT_METADATA_FOLDER
 from modelyard.store.catalog import parse_version
 
 __all__ = [
@@ -323,7 +325,8 @@ def _model_folder(raw: Path, model: str, archive: str) -> Path:
         parse_version(n) is not None and p.is_dir() for n, p in top.items() if n != model
     )
     if nested is not None and nested.is_dir() and not at_top:
-        others = sorted(n for n in top if n != model)
+        # .modelyard/ holds the artifact's manifest and test cases (docs/deploy.md)
+        others = sorted(n for n in top if n not in (model, ARTIFACT_METADATA_FOLDER))
         if others:  # an ensemble's composing models (planned: namespaced per artifact)
             logger.warning("archive '%s': ignoring %s beside '%s/'", archive, others, model)
         return nested

@@ -4,6 +4,12 @@ A store knows nothing about Triton: keys are '/'-separated paths relative to the
 root (``add_sub/config.pbtxt``, ``mlp_3.tar.gz``). ``catalog.py`` turns a listing into
 models; ``cache.py`` turns a model into a local folder.
 
+Servers only read. The deploy loop (``modelyard push``, ``promote``, ``rollback``) also
+writes, through :class:`WritableStore`: every store modelyard opens is one. Publishing is
+atomic and exclusive (a reader never sees half an object, and an existing key is never
+overwritten); the top-level folder ``.modelyard/`` (:data:`RESERVED_FOLDER`) is the deploy
+loop's bookkeeping (retired versions), which no server serves.
+
 ``open_store(url)`` picks the implementation from the URL, with Triton's forms:
 
 * ``/models``, ``./models``, ``file:///models``: :class:`~modelyard.store.local.LocalStore`;
@@ -16,14 +22,30 @@ models; ``cache.py`` turns a model into a local folder.
 from __future__ import annotations
 
 import builtins
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
-from modelyard.errors import ConfigError, Unavailable, Unsupported
+from modelyard.errors import AlreadyExists, ConfigError, Unavailable, Unsupported
 
-__all__ = ["Store", "StoreError", "StoreObject", "open_store"]
+__all__ = [
+    "RESERVED_FOLDER",
+    "ObjectExists",
+    "Progress",
+    "Store",
+    "StoreError",
+    "StoreObject",
+    "WritableStore",
+    "open_store",
+    "open_writable_store",
+]
+
+# the deploy loop's bookkeeping at the top of a store; never a model (catalog.py skips it)
+RESERVED_FOLDER = ".modelyard"
+
+Progress = Callable[[int], None]  # called with the bytes moved since the last call
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +54,22 @@ class StoreObject:
 
     The ETag changes whenever the content does: S3's own ETag (quotes stripped), or for a
     local file its modification time and size. The cache keys what it downloads by it.
+    ``modified`` (seconds since the epoch; None where the store cannot tell) is for people
+    (``modelyard ls``); it takes no part in comparisons.
     """
 
     key: str
     size: int
     etag: str
+    modified: float | None = field(default=None, compare=False)
 
 
 class StoreError(Unavailable):
     """A store could not be listed or read (missing bucket, no credentials, network)."""
+
+
+class ObjectExists(AlreadyExists):
+    """Publishing a key that already exists: stored objects are never overwritten."""
 
 
 @runtime_checkable
@@ -58,6 +87,50 @@ class Store(Protocol):
     def fetch(self, key: str, dest: Path) -> None:
         """Download one object to the file ``dest`` (its parent folder exists)."""
         ...
+
+
+@runtime_checkable
+class WritableStore(Store, Protocol):
+    """A store the deploy loop writes to. Keys are checked like any other (no ``..``)."""
+
+    def stat(self, key: str) -> StoreObject | None:
+        """The object at ``key``, or None when there is none."""
+        ...
+
+    def read_bytes(self, key: str) -> bytes:
+        """A small object's bytes (a checksum file, a record)."""
+        ...
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Create or replace a small object, atomically."""
+        ...
+
+    def publish(
+        self, key: str, source: Path, *, sha256: str, progress: Progress | None = None
+    ) -> None:
+        """Store the file ``source`` as ``key``, atomically and only if ``key`` is absent.
+
+        Readers see the whole object or none of it; when ``key`` exists (or appears
+        meanwhile), nothing is written and :class:`ObjectExists` is raised. ``sha256`` is the
+        file's hex digest: stores that can (S3) check the bytes they received against it.
+        """
+        ...
+
+    def move(self, key: str, dest: str) -> None:
+        """Move an object to another key of the same store (replacing ``dest``)."""
+        ...
+
+    def download(self, key: str, dest: Path, progress: Progress | None = None) -> None:
+        """:meth:`fetch`, reporting bytes as they arrive."""
+        ...
+
+
+def open_writable_store(url: str) -> WritableStore:
+    """:func:`open_store` for the deploy loop: a store it can publish to."""
+    store = open_store(url)
+    if not isinstance(store, WritableStore):  # pragma: no cover - every store writes today
+        raise Unsupported(f"model store '{url}' cannot be written to")
+    return store
 
 
 def open_store(url: str) -> Store:

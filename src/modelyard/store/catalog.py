@@ -17,7 +17,9 @@ From a flat listing (:func:`catalog`):
   model's (an artifact's own, or the folder's shared files).
 
 Keys that could lead outside a folder once on disk (``..``, empty parts) are skipped with a
-warning, and S3 folder markers (keys ending in ``/``) never reach here.
+warning, and S3 folder markers (keys ending in ``/``) never reach here. The top-level folder
+``.modelyard/`` is the deploy loop's bookkeeping (retired versions, docs/deploy.md), never
+a model.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from modelyard.store.base import StoreObject, is_safe_key
+from modelyard.store.base import RESERVED_FOLDER, StoreObject, is_safe_key
 
 __all__ = ["ARTIFACT_SUFFIX", "StoreModel", "VersionSource", "catalog", "parse_artifact_name"]
 
@@ -115,6 +117,8 @@ def catalog(objects: list[StoreObject]) -> dict[str, StoreModel]:
             logger.warning("ignoring store object '%s': its key is not a plain path", obj.key)
             continue
         parts = obj.key.split("/")
+        if parts[0] == RESERVED_FOLDER:
+            continue  # retired versions and other bookkeeping of the deploy loop
         if len(parts) == 1:
             if not obj.key.endswith(ARTIFACT_SUFFIX):
                 continue  # Triton ignores files at the repository's root

@@ -7,19 +7,29 @@ form) the endpoint come from the usual AWS configuration: ``AWS_ACCESS_KEY_ID`` 
 files, ``AWS_DEFAULT_REGION`` or ``AWS_REGION``, ``AWS_ENDPOINT_URL`` (or
 ``AWS_ENDPOINT_URL_S3``), instance and container roles. An endpoint in the URL uses
 path-style addressing, which every S3-compatible server understands.
+
+Writes (the deploy loop): an object becomes visible only once S3 has all of it (a PUT, or
+the completion of a multipart upload), so readers never see half an artifact. Publishing
+sends ``If-None-Match: *``, so S3 itself refuses to overwrite an existing key, and a SHA-256
+checksum with every part, so S3 refuses bytes that changed on the way; the object also
+carries its hex digest as ``x-amz-meta-sha256``, checked after the upload.
 """
 
 from __future__ import annotations
 
+import base64
 import builtins
+import contextlib
+import hashlib
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import ConfigError, MissingDependency
-from modelyard.store.base import StoreError, StoreObject
+from modelyard.store.base import ObjectExists, Progress, StoreError, StoreObject, is_safe_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -27,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["S3Location", "S3Store", "parse_s3_url"]
 
 _HOST_PORT = re.compile(r"[0-9A-Za-z.\-]+(:[0-9]{1,5})?")
+PART_BYTES = 16 << 20  # multipart part size; smaller files go up in one PUT
+_UPLOAD_THREADS = 4
+_COPY_LIMIT = 5 << 30  # CopyObject's limit; larger objects are copied in parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +134,15 @@ class S3Store:
                     if not key or key.endswith("/"):  # the prefix itself, or a folder marker
                         continue
                     etag = item.get("ETag", "").strip('"')
-                    objects.append(StoreObject(key=key, size=item.get("Size", 0), etag=etag))
+                    modified = item.get("LastModified")
+                    objects.append(
+                        StoreObject(
+                            key=key,
+                            size=item.get("Size", 0),
+                            etag=etag,
+                            modified=modified.timestamp() if modified else None,
+                        )
+                    )
         except (BotoCoreError, ClientError) as err:
             raise StoreError(f"cannot list model store '{self.describe()}': {err}") from err
         return objects
@@ -135,3 +156,210 @@ class S3Store:
             raise StoreError(
                 f"cannot download '{key}' from model store '{self.describe()}': {err}"
             ) from err
+
+    # ---- writing (the deploy loop) -------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        if not is_safe_key(key):
+            raise StoreError(f"model store '{self.describe()}': unsafe key '{key}'")
+        return self._prefix + key
+
+    def stat(self, key: str) -> StoreObject | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self._client.head_object(Bucket=self.location.bucket, Key=self._key(key))
+        except ClientError as err:
+            if _code(err) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StoreError(
+                f"cannot read '{key}' from model store '{self.describe()}': {err}"
+            ) from err
+        except BotoCoreError as err:
+            raise StoreError(
+                f"cannot read '{key}' from model store '{self.describe()}': {err}"
+            ) from err
+        modified = head.get("LastModified")
+        return StoreObject(
+            key=key,
+            size=head.get("ContentLength", 0),
+            etag=head.get("ETag", "").strip('"'),
+            modified=modified.timestamp() if modified else None,
+        )
+
+    def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            body = self._client.get_object(Bucket=self.location.bucket, Key=self._key(key))
+            return body["Body"].read()
+        except (BotoCoreError, ClientError) as err:
+            raise StoreError(
+                f"cannot read '{key}' from model store '{self.describe()}': {err}"
+            ) from err
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.put_object(
+                Bucket=self.location.bucket,
+                Key=self._key(key),
+                Body=data,
+                ChecksumSHA256=_b64_sha256(data),
+            )
+        except (BotoCoreError, ClientError) as err:
+            raise StoreError(
+                f"cannot write '{key}' to model store '{self.describe()}': {err}"
+            ) from err
+
+    def publish(
+        self, key: str, source: Path, *, sha256: str, progress: Progress | None = None
+    ) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = self._key(key)
+        size = source.stat().st_size
+        try:
+            if size <= PART_BYTES:
+                data = source.read_bytes()
+                _check_sha256(source, hashlib.sha256(data).hexdigest(), sha256)
+                self._client.put_object(
+                    Bucket=self.location.bucket,
+                    Key=full,
+                    Body=data,
+                    ChecksumSHA256=_b64_sha256(data),
+                    Metadata={"sha256": sha256},
+                    IfNoneMatch="*",
+                )
+                if progress is not None:
+                    progress(len(data))
+            else:
+                _check_sha256(source, _file_sha256(source), sha256)
+                self._multipart(full, source, size, sha256, progress)
+        except ClientError as err:
+            if _code(err) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise ObjectExists(
+                    f"'{key}' already exists in model store '{self.describe()}'"
+                ) from None
+            raise StoreError(
+                f"cannot upload '{key}' to model store '{self.describe()}': {err}"
+            ) from err
+        except BotoCoreError as err:
+            raise StoreError(
+                f"cannot upload '{key}' to model store '{self.describe()}': {err}"
+            ) from err
+        stored = self._client.head_object(Bucket=self.location.bucket, Key=full)
+        recorded = stored.get("Metadata", {}).get("sha256")
+        if stored.get("ContentLength") != size or recorded != sha256:
+            raise StoreError(
+                f"'{key}' in model store '{self.describe()}' does not hold what was uploaded "
+                f"({stored.get('ContentLength')} bytes, sha256 {recorded}; sent {size} bytes, "
+                f"sha256 {sha256})"
+            )
+
+    def _multipart(
+        self, full: str, source: Path, size: int, sha256: str, progress: Progress | None
+    ) -> None:
+        bucket = self.location.bucket
+        upload = self._client.create_multipart_upload(
+            Bucket=bucket, Key=full, ChecksumAlgorithm="SHA256", Metadata={"sha256": sha256}
+        )
+        upload_id = upload["UploadId"]
+
+        def send(number: int) -> dict[str, Any]:
+            with open(source, "rb") as f:
+                f.seek((number - 1) * PART_BYTES)
+                data = f.read(PART_BYTES)
+            checksum = _b64_sha256(data)
+            part = self._client.upload_part(
+                Bucket=bucket,
+                Key=full,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+            )
+            if progress is not None:
+                progress(len(data))
+            return {"PartNumber": number, "ETag": part["ETag"], "ChecksumSHA256": checksum}
+
+        count = (size + PART_BYTES - 1) // PART_BYTES
+        try:
+            with ThreadPoolExecutor(_UPLOAD_THREADS) as pool:
+                parts = list(pool.map(send, range(1, count + 1)))
+            self._client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=full,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                IfNoneMatch="*",
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):  # the upload's own error is the one to report
+                self._client.abort_multipart_upload(Bucket=bucket, Key=full, UploadId=upload_id)
+            raise
+
+    def move(self, key: str, dest: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, source, target = self.location.bucket, self._key(key), self._key(dest)
+        try:
+            head = self._client.head_object(Bucket=bucket, Key=source)
+            if head.get("ContentLength", 0) < _COPY_LIMIT:
+                self._client.copy_object(
+                    Bucket=bucket,
+                    Key=target,
+                    CopySource={"Bucket": bucket, "Key": source},
+                    MetadataDirective="COPY",
+                )
+            else:  # multipart copy; the metadata is given again
+                self._client.copy(
+                    {"Bucket": bucket, "Key": source},
+                    bucket,
+                    target,
+                    ExtraArgs={
+                        "Metadata": head.get("Metadata", {}),
+                        "MetadataDirective": "REPLACE",
+                    },
+                )
+            self._client.delete_object(Bucket=bucket, Key=source)
+        except (BotoCoreError, ClientError) as err:
+            raise StoreError(
+                f"cannot move '{key}' to '{dest}' in model store '{self.describe()}': {err}"
+            ) from err
+
+    def download(self, key: str, dest: Path, progress: Progress | None = None) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.download_file(
+                self.location.bucket, self._key(key), str(dest), Callback=progress
+            )
+        except (BotoCoreError, ClientError) as err:
+            raise StoreError(
+                f"cannot download '{key}' from model store '{self.describe()}': {err}"
+            ) from err
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_sha256(source: Path, found: str, claimed: str) -> None:
+    if found != claimed:
+        raise StoreError(f"'{source}' has the sha256 {found}, not {claimed}: it changed")
+
+
+def _b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _code(err: Exception) -> str:
+    response = getattr(err, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
