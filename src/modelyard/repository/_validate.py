@@ -7,8 +7,10 @@ check) and ``src/backend_model.cc`` (unknown backend), and checked against a rea
 in ``tests/unit/repository/fixtures/triton_rejections.json``. Checks run in Triton's order so
 that a config with several faults reports the one Triton reports.
 
-Not covered yet: the ensemble graph (``ValidateEnsembleSchedulingConfig`` beyond the
-platform rules), sequence-batching control inputs, and model_metrics.
+The ensemble graph (``ValidateEnsembleSchedulingConfig``) is checked in ``ensemble.py``; the
+checks that need the composing models' configs run when those are loaded
+(``ensemble.composing_fault``). Not covered yet: sequence-batching control inputs and
+model_metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from modelyard.repository._common import (
     ModelConfigError,
 )
 from modelyard.repository._versions import no_version_reason, select_versions
+from modelyard.repository.ensemble import ensemble_scheduling_fault
 
 WILDCARD_DIM = -1
 _KNOWN_BACKEND_TYPES = frozenset(PLATFORM_TO_BACKEND.values())
@@ -77,7 +80,7 @@ def validate_config(
 
 
 def model_config_fault(config: mc.ModelConfig) -> str | None:
-    """Triton's ``ValidateModelConfig``, minus the ensemble graph and sequence controls."""
+    """Triton's ``ValidateModelConfig``, minus sequence controls."""
     name = config.name
     if not name:
         return "model configuration must specify 'name'"
@@ -106,11 +109,9 @@ def model_config_fault(config: mc.ModelConfig) -> str | None:
         if fault is not None:
             return fault
     if config.HasField("ensemble_scheduling"):
-        if config.platform != ENSEMBLE_PLATFORM:
-            return (
-                f"ensemble scheduling cannot be set for model '{name}' whose platform "
-                f"is not {ENSEMBLE_PLATFORM}"
-            )
+        fault = ensemble_scheduling_fault(config)
+        if fault is not None:
+            return fault
     elif config.platform == ENSEMBLE_PLATFORM:
         return (
             f"ensemble scheduling must be set for ensemble {name} whose platform is "

@@ -129,10 +129,11 @@ def model_file_path(model_dir: Path, version: int, config: mc.ModelConfig) -> Pa
 
     Refuses a file name that leads out of the version folder (``../x``, an absolute path):
     Triton passes it through to the backend, but a served repository must not reach outside.
+    An ensemble has no model file: its path is the version folder itself.
     """
-    if config.platform == ENSEMBLE_PLATFORM:
-        raise ModelConfigError(f"ensemble '{config.name}' has no model file")
     version_dir = model_dir / str(version)
+    if config.platform == ENSEMBLE_PLATFORM:
+        return version_dir
     path = version_dir / default_model_filename(config)
     if not path.resolve().is_relative_to(version_dir.resolve()):
         raise ModelConfigError(

@@ -137,9 +137,10 @@ def test_no_file_name_without_backend() -> None:
         default_model_filename(config('name: "m"'))
 
 
-def test_ensembles_have_no_model_file() -> None:
-    with pytest.raises(ModelConfigError, match="has no model file"):
-        model_file_path(Path("/r/e"), 1, config('name: "e" platform: "ensemble"'))
+def test_an_ensembles_model_file_is_its_version_folder() -> None:
+    assert model_file_path(Path("/r/e"), 1, config('name: "e" platform: "ensemble"')) == Path(
+        "/r/e/1"
+    )
 
 
 @pytest.mark.parametrize("filename", ["../../etc/passwd", "/etc/passwd"])

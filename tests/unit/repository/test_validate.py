@@ -305,7 +305,12 @@ def test_known_backends() -> None:
 
 
 def test_ensembles_need_no_backend_and_no_instance_groups() -> None:
-    text = 'name: "e" platform: "ensemble" ensemble_scheduling { step [ { model_name: "a" } ] }'
+    text = (
+        'name: "e" platform: "ensemble" input [ { name: "x" data_type: TYPE_FP32 dims: [ 1 ] } ] '
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ] ensemble_scheduling { step [ '
+        '{ model_name: "a" input_map { key: "i" value: "x" } output_map { key: "o" value: "y" } '
+        "} ] }"
+    )
     assert reason_for(text, known_backends={"python"}) is None
 
 
