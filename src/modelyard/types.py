@@ -8,7 +8,8 @@ gRPC and SageMaker) only translate to and from these types.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,4 +81,8 @@ class ModelResolver(Protocol):
 
     def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
         """A decoupled model's responses, one by one (a plain model's single response)."""
+        ...
+
+    def hold(self, names: Iterable[str]) -> AbstractContextManager[None]:
+        """Keeps these models loaded (not evicted) while the caller's pipeline runs."""
         ...

@@ -147,7 +147,7 @@ class Admission:
                 continue
             if r.load_task is not None and not r.load_task.done():  # holds a reservation
                 waits.append(asyncio.ensure_future(asyncio.shield(r.load_task)))
-            elif (r.lock.locked() or r.waiters) and r.loaded:  # loaded for waiters, or locked
+            elif (r.lock.locked() or r.waiters or r.holds) and r.loaded:  # pinned, or locked
                 waits.append(asyncio.ensure_future(asyncio.sleep(0.05)))
             for v in r.versions.values():
                 if v.runner is not None and v.runner.inflight:

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -427,6 +427,7 @@ class ModelManager:
         if errors:
             err = errors[0]
             raise err if isinstance(err, ModelyardError) else ConfigError(str(err))
+        await self._load_steps(config)
 
     async def register(self, name: str, model_dir: Path) -> None:
         """Serve a model folder from outside the repository under ``name`` and load it now.
@@ -494,6 +495,40 @@ class ModelManager:
         """Runs a request a model made (BLS): the target loads on demand like any other."""
         runner = await self.runner_for(request.model_name, request.model_version)
         return await runner.infer(request)
+
+    @contextlib.contextmanager
+    def hold(self, names: Iterable[str]) -> Iterator[None]:
+        """Keeps these models from eviction while a pipeline that uses them runs (an
+        ensemble's steps stay loaded between one step and the next)."""
+        held = [self.models[n] for n in set(names) if n in self.models]
+        for record in held:
+            record.holds += 1
+        try:
+            yield
+        finally:
+            for record in held:
+                record.holds -= 1
+
+    async def _load_steps(self, config: Any) -> None:
+        """An ensemble's composing models load with it, as in Triton (on demand: now, not
+        at its first request); a step that cannot load fails the ensemble's load."""
+        if not config.HasField("ensemble_scheduling") or self.options.control_mode in (
+            "none",
+            "poll",
+        ):
+            return  # there, every model of the repository loads anyway
+        steps = {(s.model_name, s.model_version) for s in config.ensemble_scheduling.step}
+        for name, version in sorted(steps):
+            wanted = "" if version < 0 else str(version)
+            try:
+                if self.on_demand:
+                    await self.runner_for(name, wanted)
+                elif not self.models.get(name) or not self.models[name].loaded:
+                    await self.load(name)
+            except ModelyardError as exc:
+                raise ConfigError(
+                    f"ensemble '{config.name}' failed to load its step '{name}': {exc}"
+                ) from None
 
     async def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
         """A decoupled model's responses to a request a model made (BLS ``decoupled=True``)."""

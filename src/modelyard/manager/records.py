@@ -58,6 +58,7 @@ class ModelRecord:
     config: Any = None  # last prepared config (served while not loaded), with its key
     config_key: tuple[Any, ...] = ()
     waiters: int = 0  # requests waiting for this model's load
+    holds: int = 0  # pipelines (ensembles) running with this model as a step
     view: Path | None = None  # the pinned cache folder the loaded versions came from
     override: Path | None = None  # files sent with a load request (Triton's file: params)
     registered: bool = False  # served from a folder outside the repository (register())
@@ -105,7 +106,7 @@ class ModelRecord:
     @property
     def busy(self) -> bool:
         """Requests in flight or waiting, or a load under way: never evicted."""
-        if self.waiters:
+        if self.waiters or self.holds:
             return True
         return (self.load_task is not None and not self.load_task.done()) or any(
             v.runner is not None and v.runner.inflight for v in self.versions.values()
