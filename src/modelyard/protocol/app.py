@@ -219,9 +219,13 @@ def _environment_options(settings: ServerSettings) -> EnvironmentOptions:
     """Where Python models' environments come from (``--python-env-*``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return EnvironmentOptions(
-        cache_dir=settings.python_env_dir or Path(base) / "modelyard" / "envs",
+        cache_dir=(settings.python_env_dir or Path(base) / "modelyard" / "envs").resolve(),
         build=settings.python_env_build,
         index_url=settings.python_env_index_url,
-        find_links=settings.python_env_find_links,
+        # a local folder is taken from where the server started, not from the model's folder
+        find_links=tuple(
+            link if "://" in link else str(Path(link).resolve())
+            for link in settings.python_env_find_links
+        ),
         no_index=settings.python_env_no_index,
     )
