@@ -79,6 +79,7 @@ _REGISTRY: dict[str, str] = {
     "onnxruntime": "modelyard.runtimes.onnx:OnnxFactory",
     "python": "modelyard.runtimes.python:PythonFactory",
     "fil": "modelyard.runtimes.fil:FilFactory",
+    "ensemble": "modelyard.runtimes.ensemble:EnsembleFactory",
 }
 
 KNOWN_BACKENDS = frozenset(_REGISTRY)
