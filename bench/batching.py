@@ -97,20 +97,24 @@ def _stats(port: int) -> dict[str, object]:
         return dict(json.loads(r.read())["model_stats"][0])
 
 
-def _inprocess(w: Workload, batch: int, seconds: float = 2.0) -> float:
-    """Rows per second of session.run at this batch size (one intra-op thread per core)."""
+def _inprocess(w: Workload, batch: int, seconds: float = 1.0) -> float:
+    """Rows per second of session.run at this batch size, with the server's session
+    settings (onnxruntime's default threads); best of three runs, the machine is shared."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(w.onnx_bytes, providers=["CPUExecutionProvider"])
     x = np.repeat(w.inputs["INPUT"], batch, axis=0)
     for _ in range(3):
         sess.run(None, {"INPUT": x})
-    n = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        sess.run(None, {"INPUT": x})
-        n += 1
-    return n * batch / (time.perf_counter() - start)
+    best = 0.0
+    for _ in range(3):
+        n = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            sess.run(None, {"INPUT": x})
+            n += 1
+        best = max(best, n * batch / (time.perf_counter() - start))
+    return best
 
 
 def main(argv: list[str] | None = None) -> None:
