@@ -47,6 +47,12 @@ _INT64_AS_NUMBER: Final[frozenset[tuple[str, ...]]] = frozenset(
     }
 )
 
+# Fields our protobuf has and Triton 2.51's does not: left out while at their default, as
+# Triton 2.51 cannot print them.
+_NEWER_THAN_TRITON: Final[frozenset[tuple[str, ...]]] = frozenset(
+    {("ensemble_scheduling", "max_inflight_requests")}
+)
+
 _INT64_TYPES: Final = frozenset(
     {
         FieldDescriptor.TYPE_INT64,
@@ -85,7 +91,7 @@ def _message(message: Message, path: tuple[str, ...]) -> dict[str, Any]:
         elif field.has_presence:
             if message.HasField(field.name):
                 out[field.name] = _value(field, value, here)
-        else:
+        elif here not in _NEWER_THAN_TRITON or value:
             out[field.name] = _value(field, value, here)
     return out
 

@@ -173,7 +173,11 @@ def _normalize_model_config(config: mc.ModelConfig) -> None:
             oldest = sequence.oldest
             if not oldest.preferred_batch_size and config.max_batch_size > 0:
                 oldest.preferred_batch_size.append(config.max_batch_size)
-    if not config.HasField("ensemble_scheduling"):
+    if config.HasField("ensemble_scheduling"):
+        # Triton sets an ensemble's transaction policy when it checks the composing models
+        # (decoupled if one of them is): the field is always present on an ensemble
+        config.model_transaction_policy.SetInParent()
+    else:
         optimization = config.optimization
         if not optimization.HasField("input_pinned_memory"):
             optimization.input_pinned_memory.enable = True

@@ -81,6 +81,7 @@ class EnsembleRuntime:
             t.name: config_to_wire(mc.DataType.Name(t.data_type)) for t in config.input
         }
         self._output_dims = {t.name: tuple(t.dims) for t in config.output}
+        self._composing = sorted({step.model for step in self.steps})
 
     def infer(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         raise Unsupported(
@@ -130,8 +131,11 @@ class EnsembleRuntime:
             batch = int(arr.shape[0]) if self._batching and arr.ndim else 0
             feed[name] = Value(Tensor(name, datatype, list(arr.shape), arr), batch)
         run = Run(self.model_name, self.steps, self._resolver, targets, request, outputs, decoupled)
-        async for answer in run.answers(feed):
-            yield self._result(answer)
+        # the composing models stay loaded from the first step to the last (not evicted
+        # between one step and the next)
+        with self._resolver.hold(self._composing):
+            async for answer in run.answers(feed):
+                yield self._result(answer)
 
     async def _targets(self) -> dict[int, Target]:
         """What each step's model config says now (it may have been reloaded since)."""

@@ -4,7 +4,8 @@ steps, batch reshapes, and the ensemble's own statistics through the real ModelR
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,19 @@ class FakeResolver:
     requests: list[InferRequest] = field(default_factory=list)
     delays: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def hold(self, names: Iterable[str]) -> Iterator[None]:
+        names = list(names)
+        self.held += names
+        self.log.append(f"hold {','.join(names)}")
+        try:
+            yield
+        finally:
+            for name in names:
+                self.held.remove(name)
+            self.log.append("release")
 
     def add(self, config: mc.ModelConfig, fn: Fn, version: str = "") -> None:
         self.configs[config.name] = config
@@ -179,6 +193,13 @@ def test_a_tensor_feeds_two_steps_and_versions_are_pinned_or_newest() -> None:
     assert add_sub.outputs == [RequestedOutput("OUTPUT0"), RequestedOutput("OUTPUT1")]
 
 
+def test_composing_models_are_held_from_the_first_step_to_the_last() -> None:
+    resolver = FakeResolver()
+    run(fanout(resolver), {"X": X})
+    assert resolver.log[0] == "hold add_sub,scale" and resolver.log[-1] == "release"
+    assert resolver.held == []
+
+
 def test_only_the_requested_outputs_come_back_but_every_step_runs() -> None:
     resolver = FakeResolver()
     out = run(fanout(resolver), {"X": X}, ["SUM"])
@@ -226,7 +247,7 @@ def test_independent_steps_run_concurrently_and_a_step_starts_once_its_inputs_ex
     np.testing.assert_array_equal(out["C"], (X + 1) * 2)
     # 'after' ran to its end while 'slow' (started first) was still running
     assert resolver.log.index("end after") < resolver.log.index("end slow")
-    assert resolver.log[:2] == ["start slow", "start fast"]
+    assert resolver.log[1:3] == ["start slow", "start fast"]
 
 
 def test_request_id_and_parameters_reach_every_step_and_responses_parameters_merge() -> None:
@@ -294,6 +315,7 @@ def test_cancelling_the_request_cancels_the_steps_in_flight() -> None:
         return sum(1 for t in asyncio.all_tasks() if t is not asyncio.current_task())
 
     assert asyncio.run(main()) == 0
+    assert resolver.held == []
 
 
 def decoupled_pipeline(resolver: FakeResolver, declared: bool = True) -> EnsembleRuntime:
