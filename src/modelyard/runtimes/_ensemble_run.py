@@ -98,6 +98,7 @@ class Run:
         self.batches: dict[tuple[Scope, int], int] = {}  # (scope, step) -> its request's batch
         self.answered: set[Scope] = set()
         self.events: asyncio.Queue[_Event] = asyncio.Queue()
+        self.ready: list[tuple[EnsembleStep, Scope, InferRequest, bool]] = []  # not started
         self.tasks: set[asyncio.Task[None]] = set()
         self.error: BaseException | None = None
 
@@ -108,8 +109,8 @@ class Run:
         self.values[()].update(inputs)
         try:
             self._schedule((), list(inputs))
-            while self.tasks:
-                event = await self.events.get()
+            while self.ready or self.tasks:
+                event = await self._next_event()
                 scope = self._consume(event)
                 if scope is not None and self.decoupled and self.error is None:
                     for complete in self._complete_scopes(scope):
@@ -121,6 +122,25 @@ class Run:
         finally:
             for task in self.tasks:  # only when the caller went away: cancel what still runs
                 task.cancel()
+
+    async def _next_event(self) -> _Event:
+        """The next step event. A lone ready step with nothing else in flight (the links of a
+        chain) runs right here: a task and a queue round trip per step would cost more than
+        the bookkeeping of a whole request."""
+        if self.error is not None:
+            self.ready.clear()  # nothing new starts after an error
+        elif len(self.ready) == 1 and not self.tasks and not self.ready[0][3]:
+            step, scope, request, _ = self.ready.pop()
+            try:
+                return _Event(step, scope, await self.resolver.infer(request))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the step's error, framed by the ensemble
+                return _Event(step, scope, error=exc)
+        for step, scope, request, decoupled in self.ready:
+            self.tasks.add(asyncio.create_task(self._call(step, scope, request, decoupled)))
+        self.ready.clear()
+        return await self.events.get()
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _visible(self, scope: Scope, tensor: str) -> tuple[Scope, Value] | None:
@@ -203,8 +223,7 @@ class Run:
             outputs=[RequestedOutput(key) for key, _ in step.outputs],
             parameters=dict(self.request.parameters),
         )
-        task = asyncio.create_task(self._call(step, scope, request, target.decoupled))
-        self.tasks.add(task)
+        self.ready.append((step, scope, request, target.decoupled))
 
     async def _call(
         self, step: EnsembleStep, scope: Scope, request: InferRequest, decoupled: bool

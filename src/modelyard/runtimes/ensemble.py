@@ -82,6 +82,7 @@ class EnsembleRuntime:
         }
         self._output_dims = {t.name: tuple(t.dims) for t in config.output}
         self._composing = sorted({step.model for step in self.steps})
+        self._target_cache: dict[int, tuple[Any, Target]] = {}  # step -> (its config, target)
 
     def infer(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         raise Unsupported(
@@ -148,11 +149,15 @@ class EnsembleRuntime:
             except ModelyardError:
                 targets[step.index] = Target()  # the step's request reports why, in order
                 continue
-            targets[step.index] = Target(
-                batching=config.max_batch_size > 0,
-                decoupled=bool(config.model_transaction_policy.decoupled),
-                dims={t.name: tuple(t.dims) for t in config.input},
-            )
+            cached = self._target_cache.get(step.index)
+            if cached is None or cached[0] is not config:
+                target = Target(
+                    batching=config.max_batch_size > 0,
+                    decoupled=bool(config.model_transaction_policy.decoupled),
+                    dims={t.name: tuple(t.dims) for t in config.input},
+                )
+                cached = self._target_cache[step.index] = (config, target)
+            targets[step.index] = cached[1]
         return targets
 
     def _result(self, answer: Mapping[str, Value]) -> Result:

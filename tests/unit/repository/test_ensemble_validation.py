@@ -24,6 +24,7 @@ from modelyard.repository import (
     ModelConfigError,
     composing_fault,
     composing_models,
+    config_to_json,
     ensemble_steps,
     failed_model_reason,
     is_decoupled_over,
@@ -191,3 +192,11 @@ def test_an_optional_input_may_stay_unmapped() -> None:
     )
     config = _config(ENSEMBLE.replace("max_batch_size: 8", "max_batch_size: 0"))
     assert composing_fault(config, {("m", ""): model}) is None
+
+
+@pytest.mark.parametrize("name", ["fanout", "checked"])
+def test_the_served_config_is_tritons(name: str) -> None:
+    """Triton serves an ensemble's transaction policy (it sets it when it checks the steps)
+    and no field newer than 2.51."""
+    served = next(c for c in RECORDING["cases"] if c["name"] == f"{name}_config")
+    assert config_to_json(entry_config(name)) == served["response"]["body"]
