@@ -17,7 +17,6 @@ different decoupled origins, so every step and every answer has one well-defined
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -299,6 +298,5 @@ def _in_ensemble(name: str, exc: BaseException) -> ModelyardError:
     error.__dict__.update(state)  # its own statistics were recorded; the ensemble's are not
     Exception.__init__(error, message)
     error.message = message
-    with contextlib.suppress(AttributeError):
-        error.__cause__ = exc.__cause__
+    error.__cause__ = exc  # logs show the step's own error beneath
     return error
