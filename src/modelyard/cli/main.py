@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from modelyard.cli.init import init
+from modelyard.cli.package import package
+from modelyard.cli.publish import ls, promote, push, rollback
 from modelyard.cli.serve import serve
+from modelyard.cli.testrun import test
 
 app = typer.Typer(
     name="modelyard",
@@ -17,6 +21,14 @@ app.command(
     "serve",
     help="Serve a Triton model repository over KServe v2 HTTP (tritonserver's flags).",
 )(serve)
+# the deploy loop (docs/deploy.md): init -> package -> test -> push -> promote (-> rollback)
+app.command("init")(init)
+app.command("package")(package)
+app.command("test")(test)
+app.command("push")(push)
+app.command("promote")(promote)
+app.command("rollback")(rollback)
+app.command("ls")(ls)
 
 
 @app.callback()
