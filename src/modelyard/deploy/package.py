@@ -279,8 +279,9 @@ class _Builder:
                     )
         except PackageError:
             raise
-        except ConfigError as err:
-            raise PackageError(f"{where}: its config does not load: {err}") from None
+        except ConfigError as err:  # name the user's files, not the view's links
+            reason = str(err).replace(str(view), str(model_dir))
+            raise PackageError(f"{where}: its config does not load: {reason}") from None
         finally:
             shutil.rmtree(view_root, ignore_errors=True)
         return config

@@ -56,8 +56,8 @@ def scaffold(root: Path, *, name: str | None = None, git: bool = True) -> Scaffo
 
 def _copy(source: Traversable, dest: Path, rel: str, project: str, written: list[str]) -> None:
     for item in sorted(source.iterdir(), key=lambda t: t.name):
-        if item.name == "__pycache__":
-            continue
+        if item.name.startswith(".") or item.name == "__pycache__":
+            continue  # tool caches (a template's own dotfiles are named dot-*)
         name = "." + item.name.removeprefix("dot-") if item.name.startswith("dot-") else item.name
         target = dest / name
         child_rel = f"{rel}/{name}" if rel else name
