@@ -343,3 +343,35 @@ def test_two_builds_in_different_folders_are_byte_identical(
             check=True,
         ).stdout
     )
+
+
+@pytest.mark.skipif(
+    shutil.which("dvc") is None or shutil.which("git") is None,
+    reason="needs dvc (pip install 'modelyard[dvc]') and git",
+)
+def test_weights_through_the_scaffolds_local_dvc_remote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # pragma: no cover - where DVC is installed
+    monkeypatch.chdir(tmp_path)
+    cli("init", "repo")
+    project = tmp_path / "repo"
+    for key, value in (("user.email", "ci@example.com"), ("user.name", "ci")):
+        subprocess.run(["git", "config", key, value], cwd=project, check=True)
+    weights = project / "models" / "add_sub" / "1" / "weights.bin"
+    weights.write_bytes(os.urandom(1000))
+    for command in (["dvc", "add", str(weights)], ["dvc", "push"]):
+        subprocess.run(command, cwd=project, check=True, capture_output=True)
+    assert (tmp_path / "repo-dvc-remote").is_dir()  # the local remote beside the repository
+    weights.unlink()
+    out = cli("package", str(project / "models" / "add_sub"), ok=False)
+    assert "run `dvc pull`" in out
+    done = pipeline(project, "pull", "package")
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = subprocess.run(
+        ["tar", "tzf", str(project / "dist" / "add_sub_1.tar.gz")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "add_sub/1/weights.bin" in names
+    assert not [n for n in names if n.endswith((".dvc", ".gitignore"))]
