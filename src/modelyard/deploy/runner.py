@@ -342,7 +342,7 @@ def _load_result(
         f"{target.model} {target.version} loads",
         "load",
         False,
-        message=reason or "not ready",
+        message=(reason or "not ready").strip().splitlines()[0],  # the log has the rest
         detail=_tail(server.output()),
     )
 
