@@ -96,6 +96,7 @@ def test_add_sub_through_tritonclient(server: RunningServer) -> None:
 def test_large_tensors_cross_the_process_boundary_intact(server: RunningServer) -> None:
     """8 MB per tensor, through the shared-memory arenas both ways, many times over (more
     than the arenas hold, so freed space must be reused), several requests at once."""
+
     def call(seed: int) -> None:
         client = triton_http.InferenceServerClient(server.url)  # gevent: one per thread
         a = np.random.default_rng(seed).standard_normal(2_000_000).astype(np.float32)
