@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -41,6 +40,7 @@ from modelyard.errors import (
     VersionNotFound,
 )
 from modelyard.manager._admission import Admission
+from modelyard.manager._ensembles import mark_decoupled, prepare_ensemble
 from modelyard.manager._loading import (
     estimate_bytes,
     gpu_device_of,
@@ -66,16 +66,7 @@ from modelyard.manager.records import (
     versions_with_stats,
 )
 from modelyard.metrics import ManagerCounters
-from modelyard.repository import (
-    composing_fault,
-    composing_models,
-    failed_model_reason,
-    is_decoupled_over,
-    missing_models_reason,
-    missing_version_reason,
-    scan_model,
-    select_versions,
-)
+from modelyard.repository import scan_model, select_versions
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.scheduling.runner import DEFAULT_INLINE_NS, ModelRunner
 from modelyard.types import InferRequest, InferResponse
@@ -389,7 +380,7 @@ class ModelManager:
             raise
         if config.HasField("ensemble_scheduling"):
             try:
-                await self._prepare_ensemble(config)
+                await prepare_ensemble(self, config)
             except ModelyardError as exc:
                 if record.default is None:
                     record.reason = str(exc)
@@ -526,78 +517,6 @@ class ModelManager:
         finally:
             for record in held:
                 record.holds -= 1
-
-    async def _prepare_ensemble(self, config: Any) -> None:
-        """Loads an ensemble's composing models first (or joins their loads), checks the
-        ensemble against their configs and marks it decoupled when a step is, as Triton
-        does when it loads an ensemble; refusals use Triton's texts."""
-        pairs = composing_models(config)
-        missing = sorted({name for name, _ in pairs if name not in self.models})
-        if missing and self.on_demand:
-            await self.refresh()  # stored since the last listing?
-            missing = sorted({name for name, _ in pairs if name not in self.models})
-        if missing:
-            raise ConfigError(missing_models_reason(config.name, missing))
-        configs: dict[tuple[str, str], Any] = {}
-        for name, version in pairs:
-            record = self.models[name]
-            try:
-                await self._step_loaded(record, version)
-            except ModelyardError as exc:
-                if version and version not in record.versions:
-                    raise ConfigError(missing_version_reason(config.name, name, version)) from None
-                vrec = record.versions.get(version) if version else None
-                why = (vrec.reason if vrec is not None else "") or record.reason or str(exc)
-                why = _WHERE.sub("", why)  # Triton's reason names no file
-                shown = version or (max(record.versions, key=int) if record.versions else "1")
-                raise ConfigError(
-                    failed_model_reason(
-                        config.name,
-                        name,
-                        f"version {shown} is at UNAVAILABLE state: Invalid argument: {why};",
-                    )
-                ) from None
-            runner = record.lookup(version)
-            if runner is None:
-                raise ConfigError(missing_version_reason(config.name, name, version or "-1"))
-            configs[(name, version)] = runner.config
-        fault = composing_fault(config, configs)
-        if fault:
-            raise ConfigError(fault)
-        config.model_transaction_policy.decoupled = is_decoupled_over(config, configs)
-
-    async def _mark_decoupled(self, config: Any) -> None:
-        """An ensemble's served config says decoupled when a step is (Triton's), read from
-        the steps' configs without loading anything."""
-        configs: dict[tuple[str, str], Any] = {}
-        for name, version in composing_models(config):
-            try:
-                configs[(name, version)] = await self.config_for(name, version)
-            except ModelyardError:
-                return  # the load will say what is wrong
-        if composing_fault(config, configs) is None:
-            config.model_transaction_policy.decoupled = is_decoupled_over(config, configs)
-
-    async def _step_loaded(self, record: ModelRecord, version: str) -> None:
-        """Returns once a composing model serves ``version`` (newest when ""), loading it
-        or joining the load under way; raises its load error."""
-        if record.lookup(version) is not None:
-            return
-        if self.on_demand:
-            await self.runner_for(record.name, version)
-            return
-        if self.options.control_mode == "explicit":
-            await self.load(record.name)
-            return
-        # none / poll: every model loads at start, in no particular order; wait for it
-        deadline = time.monotonic() + self.options.load_wait_timeout
-        while record.lookup(version) is None:
-            failed = record.reason or any(
-                v.state == State.UNAVAILABLE and v.reason for v in record.versions.values()
-            )
-            if failed or time.monotonic() > deadline:
-                raise ConfigError(record.reason or "not loaded")
-            await asyncio.sleep(0.05)
 
     async def stream(self, request: InferRequest) -> AsyncIterator[InferResponse]:
         """A decoupled model's responses to a request a model made (BLS ``decoupled=True``)."""
@@ -741,7 +660,7 @@ class ModelManager:
                 raise
             record.config_key, record.reason = key, ""
             if record.config.HasField("ensemble_scheduling"):
-                await self._mark_decoupled(record.config)
+                await mark_decoupled(self, record.config)
         versions = list(record.source.versions)
         if version and int(version) not in select_versions(record.config, versions):
             raise VersionNotFound(name, version)
@@ -792,10 +711,6 @@ def _remove_override(folder: Path | None) -> None:
     """Delete the private folder files sent with a load were written to (write_override)."""
     if folder is not None:
         shutil.rmtree(folder.parent, ignore_errors=True)
-
-
-# the "<path>/config.pbtxt[:line]: " modelyard puts before a config error
-_WHERE = re.compile(r"^\S*config\.pbtxt(?::\d+)?: ")
 
 
 async def _warmed(result: ModelRunner | BaseException) -> ModelRunner | BaseException:
