@@ -97,5 +97,11 @@ def package(
             f"{OK} {result.artifact}  {size(result.size)}  {result.files} files  "
             f"sha256 {result.sha256}"
         )
+        if len(result.models) > 1:
+            steps = ", ".join(result.models[1:])
+            console.print(
+                f"  [dim]an ensemble with its composing models ({steps}): `modelyard push` "
+                "publishes each as its own artifact too[/]"
+            )
     if failures:
         raise typer.Exit(1)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from modelyard.cli._ui import FAIL, OK, console, err_console, fail, short, size, transfers
+
+if TYPE_CHECKING:
+    from modelyard.deploy.publish import PublishResult
 
 Store = Annotated[str, typer.Option(help="A folder, or s3://bucket/prefix.")]
 Sha256 = Annotated[
@@ -23,7 +26,10 @@ def push(
     to: Annotated[str, typer.Option("--to", help="The store: a folder, or s3://bucket/prefix.")],
     sha256: Sha256 = None,
 ) -> None:
-    """Publish artifacts to a store: checked, atomic, and never over another version's bytes."""
+    """Publish artifacts to a store: checked, atomic, and never over another version's bytes.
+
+    An ensemble's artifact also publishes each of its composing models as its own artifact
+    (first), all or nothing."""
     from modelyard.deploy.publish import push as publish
     from modelyard.errors import ModelyardError
 
@@ -42,19 +48,25 @@ def push(
             err_console.print(f"{FAIL} {artifact.name}: {err}")
             failures += 1
             continue
-        _published(result.key, result.store, result.sha256, result.status)
+        _published(result)
     if failures:
         raise typer.Exit(1)
 
 
-def _published(key: str, store: str, sha256: str, status: str) -> None:
-    if status == "unchanged":
+def _published(result: PublishResult) -> None:
+    _line(result, "")
+    for step in result.steps:  # an ensemble's composing models (published before it)
+        _line(step, "  ")
+
+
+def _line(result: PublishResult, indent: str) -> None:
+    if result.status == "unchanged":
         console.print(
-            f"{OK} {key} is already in {store} with the same bytes (sha256 {short(sha256)}): "
-            "nothing to do"
+            f"{indent}{OK} {result.key} is already in {result.store} with the same bytes "
+            f"(sha256 {short(result.sha256)}): nothing to do"
         )
     else:
-        console.print(f"{OK} {key} -> {store}  sha256 {sha256}")
+        console.print(f"{indent}{OK} {result.key} -> {result.store}  sha256 {result.sha256}")
 
 
 def promote(
@@ -73,7 +85,7 @@ def promote(
             result = copy(model, version, source, dest, expected_sha256=sha256, transfer=start)
     except ModelyardError as err:
         fail(str(err))
-    _published(result.key, result.store, result.sha256, result.status)
+    _published(result)
 
 
 def rollback(
@@ -86,7 +98,9 @@ def rollback(
         ),
     ] = None,
 ) -> None:
-    """Serve an older version again: newer ones move to .modelyard/retired/ (never deleted)."""
+    """Serve an older version again: newer ones move to .modelyard/retired/ (never deleted).
+
+    An ensemble's composing models are left as they are."""
     from modelyard.deploy.publish import RETIRED
     from modelyard.deploy.publish import rollback as roll_back
     from modelyard.errors import ModelyardError

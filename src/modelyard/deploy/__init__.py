@@ -3,6 +3,7 @@
     package(Path("models/add_sub"), PackageOptions(output=Path("dist")))  # -> add_sub_1.tar.gz
     run_tests([Path("dist/add_sub_1.tar.gz")], TestOptions())             # a real server
     push(Path("dist/add_sub_1.tar.gz"), "s3://bucket/staging")            # atomic, immutable
+    push(Path("dist/pipeline_1.tar.gz"), "s3://bucket/staging")           # + each step's own
     promote("add_sub", 1, "s3://bucket/staging", "s3://bucket/production")
     rollback("add_sub", "s3://bucket/production")                          # retire, never delete
     scaffold(Path("my-models"))                                           # `modelyard init`
@@ -14,6 +15,7 @@ docs/deploy.md describes the loop, the test-case schema and the store layout.
 """
 
 from modelyard.deploy.artifact import ArtifactError, Manifest, read_manifest, verify_artifact
+from modelyard.deploy.bundle import BundlePart, composing_models, split_bundle
 from modelyard.deploy.package import PackageError, PackageOptions, PackageResult, package
 from modelyard.deploy.publish import (
     ChecksumMismatch,
@@ -31,6 +33,7 @@ from modelyard.deploy.runner import CaseResult, TargetResult, TestOptions, run_t
 
 __all__ = [
     "ArtifactError",
+    "BundlePart",
     "CaseResult",
     "ChecksumMismatch",
     "Manifest",
@@ -44,6 +47,7 @@ __all__ = [
     "TargetResult",
     "TestOptions",
     "VersionExists",
+    "composing_models",
     "list_store",
     "package",
     "promote",
@@ -51,5 +55,6 @@ __all__ = [
     "read_manifest",
     "rollback",
     "run_tests",
+    "split_bundle",
     "verify_artifact",
 ]

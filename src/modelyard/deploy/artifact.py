@@ -6,7 +6,8 @@ Layout (docs/deploy.md), every member below one of these top-level folders::
     .modelyard/tests/<model>/...     the model's test cases (not served: the server skips them)
     <model>/config.pbtxt             the model folder, exactly as a server loads it from a store
     <model>/<version>/...
-    <step>/config.pbtxt ...          an ensemble's composing models, beside it (issue 5)
+    <step>/config.pbtxt ...          an ensemble's composing models, beside it (a bundle:
+                                     bundle.py splits it into one artifact per model)
 
 The bytes depend only on the members' names and contents: members sorted by name, folders
 included, times fixed (``SOURCE_DATE_EPOCH``, else 1980-01-01), owners root with no names,
@@ -43,6 +44,7 @@ __all__ = [
     "read_manifest",
     "sha256_file",
     "split_artifact_name",
+    "unpack_artifact",
     "verify_artifact",
     "write_artifact",
 ]
@@ -144,15 +146,21 @@ def _epoch() -> int:
     return int(raw) if raw.isdigit() else DEFAULT_EPOCH
 
 
-def write_artifact(members: Iterable[Member], manifest: Manifest, dest: Path) -> None:
-    """Write the artifact to ``dest`` atomically (a temporary file renamed into place)."""
+def write_artifact(
+    members: Iterable[Member], manifest: Manifest, dest: Path, *, epoch: int | None = None
+) -> None:
+    """Write the artifact to ``dest`` atomically (a temporary file renamed into place).
+
+    ``epoch`` is the members' time (default: ``SOURCE_DATE_EPOCH``, else 1980-01-01).
+    """
     everything = {m.name: m for m in members}
     everything[MANIFEST] = Member(MANIFEST, data=manifest.to_json())
     for name in list(everything):  # every parent folder is a member too
         parts = name.split("/")
         for end in range(1, len(parts)):
             everything.setdefault("/".join(parts[:end]), Member("/".join(parts[:end])))
-    epoch = _epoch()
+    if epoch is None:
+        epoch = _epoch()
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     tmp = Path(tmp_name)
@@ -268,6 +276,44 @@ def _hash_stream(f: IO[bytes]) -> tuple[str, int]:
         digest.update(chunk)
         size += len(chunk)
     return digest.hexdigest(), size
+
+
+def unpack_artifact(path: Path, dest: Path) -> tuple[dict[str, Member], int]:
+    """Unpack every member but the manifest into ``dest``; the members as ``write_artifact``
+    takes them (files' ``source`` in ``dest``), and the artifact's time (its manifest's).
+
+    For an artifact ``verify_artifact`` passed: members are checked again only as far as
+    staying inside ``dest`` and being files or folders.
+    """
+    members: dict[str, Member] = {}
+    epoch: int | None = None
+    with _open(path) as tar:
+        try:
+            for info, parts in _members(tar, str(path)):
+                if not parts:
+                    continue
+                name = "/".join(parts)
+                if name == MANIFEST:
+                    epoch = int(info.mtime)
+                    continue
+                target = dest.joinpath(*parts)
+                if info.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    members[name] = Member(name)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(info)
+                assert source is not None
+                with source, open(target, "wb") as out:
+                    shutil.copyfileobj(source, out, _CHUNK)
+                members[name] = Member(name, source=target, executable=bool(info.mode & 0o100))
+        except (tarfile.TarError, EOFError, OSError) as err:
+            raise ArtifactError(f"'{path}' is not a readable .tar.gz: {err}") from None
+    if epoch is None:
+        raise ArtifactError(
+            f"'{path}' has no {MANIFEST}: it was not written by `modelyard package`"
+        )
+    return members, epoch
 
 
 def extract_tests(path: Path, dest: Path) -> list[str]:

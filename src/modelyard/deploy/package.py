@@ -16,6 +16,10 @@ What goes in, for the model and (for an ensemble) each composing model found bes
   back into the model folder, to be committed.
 * ``tests/`` (the model's test cases, docs/deploy.md) as ``.modelyard/tests/<model>/``.
 
+An ensemble's artifact is a bundle: the manifest lists every model version inside, and an
+ensemble's entry the versions its steps run (``steps``), from which bundle.py writes each
+composing model's own artifact, the same bytes this module writes for that model alone.
+
 Left out: ``__pycache__/``, ``*.pyc``, VCS and tool folders, DVC's ``*.dvc`` pointers and
 ``.gitignore`` files, and what a ``.modelyardignore`` in the model folder lists (one glob a
 line, matched against paths relative to the model folder and against base names). A DVC
@@ -184,6 +188,7 @@ class _Builder:
         self.names: list[str] = []
         self.notes: list[str] = []
         self._versions: dict[str, set[int]] = {}  # composing model -> versions added
+        self._environments: dict[str, bool] = {}  # model -> its environment is packed
         self._stack: list[str] = []
 
     def add_model(self, model_dir: Path, version: int | None, *, primary: bool) -> tuple[str, int]:
@@ -207,9 +212,8 @@ class _Builder:
         if first_time:
             self.names.append(name)
         ignore = _ignore_patterns(model_dir)
-        env_built = False
         if first_time:
-            env_built = self._environment(model_dir, name, config)
+            self._environments[name] = env_built = self._environment(model_dir, name, config)
             skip_top = {TESTS} | ({EMBEDDED_ARCHIVE, EMBEDDED_LOCK} if env_built else set())
             self._add_tree(model_dir, name, ignore, skip_top=skip_top, versions=versions)
             tests = model_dir / TESTS
@@ -218,20 +222,23 @@ class _Builder:
         version_dir = model_dir / str(source_version)
         self._add_tree(version_dir, f"{name}/{shipped}", ignore, rel_base=str(source_version))
         self.members.setdefault(f"{name}/{shipped}", Member(f"{name}/{shipped}"))
-        self.described.append(
-            {
-                "name": name,
-                "version": shipped,
-                "backend": config.backend,
-                "platform": config.platform,
-                "role": "model" if primary else "composing",
-                "environment": f"{name}/{EMBEDDED_ARCHIVE}" if env_built else None,
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": name,
+            "version": shipped,
+            "backend": config.backend,
+            "platform": config.platform,
+            "role": "model" if primary else "composing",
+            "environment": f"{name}/{EMBEDDED_ARCHIVE}" if self._environments[name] else None,
+        }
+        self.described.append(entry)
         if config.platform == ENSEMBLE_PLATFORM:
             self._stack.append(name)
             try:
-                self._add_steps(model_dir, config)
+                # the model versions its steps run, in the order they were added (bundle.py
+                # rebuilds each composing ensemble's own artifact from them)
+                entry["steps"] = [
+                    {"name": step, "version": v} for step, v in self._add_steps(model_dir, config)
+                ]
             finally:
                 self._stack.pop()
         return name, shipped
@@ -286,8 +293,10 @@ class _Builder:
             shutil.rmtree(view_root, ignore_errors=True)
         return config
 
-    def _add_steps(self, model_dir: Path, config: ModelConfig) -> None:
+    def _add_steps(self, model_dir: Path, config: ModelConfig) -> list[tuple[str, int]]:
+        """Add the models an ensemble's steps run; returns them (name, version), in order."""
         repository = model_dir.parent
+        added: list[tuple[str, int]] = []
         for step in config.ensemble_scheduling.step:
             step_dir = repository / step.model_name
             if not step_dir.is_dir():
@@ -302,7 +311,7 @@ class _Builder:
                         f"ensemble '{model_dir.name}': step model '{step.model_name}' has no "
                         f"version folder {pinned}/"
                     )
-                self.add_model(step_dir, pinned, primary=False)
+                added.append(self.add_model(step_dir, pinned, primary=False))
                 continue
             step_versions = _version_folders(step_dir)
             if not step_versions:
@@ -313,7 +322,8 @@ class _Builder:
             newest = step_versions[-1]
             step_config = self._validated_config(step_dir, step_dir.name, newest, newest)
             for v in select_versions(step_config, list(step_versions)):
-                self.add_model(step_dir, v, primary=False)
+                added.append(self.add_model(step_dir, v, primary=False))
+        return list(dict.fromkeys(added))
 
     # ---- files -------------------------------------------------------------------------
 

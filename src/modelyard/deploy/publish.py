@@ -21,6 +21,13 @@ Rules:
   newer ones to ``.modelyard/retired/`` (and moving a retired target back); servers see
   the newest live version disappear on their next listing and switch to the one now
   newest, the old one serving until the new one is ready.
+* **Ensembles: every model its own artifact.** An ensemble's artifact is a bundle
+  (bundle.py): ``push`` and ``promote`` publish each composing model version as its own
+  ``<step>_<version>.tar.gz`` (split from the bundle, reproducibly), then the bundle itself,
+  unchanged (the tested bytes), last: a server never sees the ensemble before its steps.
+  Every key is checked before anything is published: a step whose version the store has
+  (or had) with other bytes refuses the whole push. ``rollback`` of an ensemble moves the
+  ensemble's versions only: its steps may serve other ensembles, or traffic of their own.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from modelyard.deploy.artifact import (
     split_artifact_name,
     verify_artifact,
 )
+from modelyard.deploy.bundle import BundlePart, split_bundle
 from modelyard.errors import AlreadyExists, ModelyardError, NotFound, VersionNotFound
 from modelyard.store import (
     RESERVED_FOLDER,
@@ -94,6 +102,8 @@ class PublishResult:
     sha256: str
     size: int
     status: Literal["published", "unchanged"]
+    # an ensemble's composing models, each its own artifact, published before it (leaves first)
+    steps: tuple[PublishResult, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,16 +142,22 @@ def push(
     transfer: StartTransfer | None = None,
     log: Log = _no_log,
 ) -> PublishResult:
-    """Publish an artifact file (``<model>_<version>.tar.gz``) to a store."""
+    """Publish an artifact file (``<model>_<version>.tar.gz``) to a store; an ensemble's
+    bundle with each of its composing models as its own artifact, all or nothing."""
     model, version = split_artifact_name(artifact)
-    verify_artifact(artifact)
+    manifest = verify_artifact(artifact)
     digest = sha256_file(artifact)
     if expected_sha256 and expected_sha256.lower() != digest:
         raise ChecksumMismatch(
             f"'{artifact}' has the sha256 {digest}, not the expected {expected_sha256}: it is "
             "not the artifact that was tested"
         )
-    return _publish(_open(store), artifact, artifact_name(model, version), digest, transfer, log)
+    st = _open(store)
+    with tempfile.TemporaryDirectory(prefix="modelyard-push-") as tmp:
+        steps = split_bundle(artifact, manifest, Path(tmp))
+        return _publish_all(
+            st, _Item(artifact, artifact_name(model, version), digest), steps, transfer, log
+        )
 
 
 def promote(
@@ -182,31 +198,82 @@ def promote(
                     f"({what}): not promoted"
                 )
         try:
-            verify_artifact(local)
+            manifest = verify_artifact(local)
         except ArtifactError as err:
             raise ChecksumMismatch(f"'{key}' from '{src.describe()}': {err}") from None
-        return _publish(dst, local, key, digest, transfer, log)
+        steps = split_bundle(local, manifest, Path(tmp) / "steps")
+        return _publish_all(dst, _Item(local, key, digest), steps, transfer, log)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    path: Path
+    key: str
+    digest: str
+    step_of: str = ""  # where a bundle's composing model comes from, for messages
+
+
+def _publish_all(
+    store: WritableStore,
+    main: _Item,
+    steps: list[BundlePart],
+    transfer: StartTransfer | None,
+    log: Log,
+) -> PublishResult:
+    """Publish a bundle's composing models (leaves first), then the artifact itself.
+
+    Every key is checked first, so a refusal (a version held by other bytes, or retired)
+    publishes nothing. Were another push to take one of the keys meanwhile, the ones before
+    it stay (each a valid artifact of its own) and the ensemble, last, is not published.
+    """
+    items = [
+        _Item(p.path, p.key, p.sha256, f"in {main.key}, run by ensemble '{p.used_by}'")
+        for p in steps
+    ]
+    items.append(main)
+    stored = {item.key: _stored_state(store, item) for item in items}  # raises: nothing sent
+    results = [_publish(store, item, transfer, log, already=stored[item.key]) for item in items]
+    return PublishResult(
+        main.key,
+        results[-1].store,
+        results[-1].sha256,
+        results[-1].size,
+        results[-1].status,
+        tuple(results[:-1]),
+    )
+
+
+def _stored_state(store: WritableStore, item: _Item) -> bool:
+    """True: these bytes are in the store already; False: the key is free. Raises
+    VersionExists for other bytes under the key, or a retired version."""
+    where = store.describe()
+    context = f" ({item.step_of}; nothing was published)" if item.step_of else ""
+    if _same_as_stored(store, item.key, item.digest, context):
+        return True
+    if store.stat(f"{RETIRED}/{item.key}") is not None:
+        model, _, version = item.key.removesuffix(".tar.gz").rpartition("_")
+        raise VersionExists(
+            f"'{item.key}' was retired from '{where}' (a rollback){context}: a version is "
+            f"never reused; bring it back with `modelyard rollback {model} --store {where} "
+            f"--to {version}`, or push a new version"
+        )
+    return False
 
 
 def _publish(
     store: WritableStore,
-    path: Path,
-    key: str,
-    digest: str,
+    item: _Item,
     transfer: StartTransfer | None,
     log: Log,
+    *,
+    already: bool,
 ) -> PublishResult:
+    path, key, digest = item.path, item.key, item.digest
     size = path.stat().st_size
     where = store.describe()
     unchanged = PublishResult(key, where, digest, size, "unchanged")
-    if _same_as_stored(store, key, digest):
+    if already:
         return unchanged
-    if store.stat(f"{RETIRED}/{key}") is not None:
-        raise VersionExists(
-            f"'{key}' was retired from '{where}' (a rollback): a version is never reused; "
-            f"bring it back with `modelyard rollback {key.rsplit('_', 1)[0]} --store {where} "
-            f"--to {key.rsplit('_', 1)[1].removesuffix('.tar.gz')}`, or push a new version"
-        )
     progress = transfer(f"upload {key}", size) if transfer else None
     try:
         store.publish(key, path, sha256=digest, progress=progress)
@@ -226,7 +293,7 @@ def _sidecar(digest: str, key: str) -> bytes:
     return f"{digest}  {key.rsplit('/', 1)[-1]}\n".encode()
 
 
-def _same_as_stored(store: WritableStore, key: str, digest: str) -> bool:
+def _same_as_stored(store: WritableStore, key: str, digest: str, context: str = "") -> bool:
     """False when nothing is stored at ``key``; raises VersionExists for other bytes."""
     if store.stat(key) is None:
         return False
@@ -234,8 +301,8 @@ def _same_as_stored(store: WritableStore, key: str, digest: str) -> bool:
     if stored == digest:
         return True
     raise VersionExists(
-        f"'{key}' already exists in '{store.describe()}' with other bytes (sha256 {stored}, "
-        f"this one {digest}): versions are immutable; give the model a new version"
+        f"'{key}'{context} already exists in '{store.describe()}' with other bytes (sha256 "
+        f"{stored}, this one {digest}): versions are immutable; give the model a new version"
     )
 
 
@@ -274,7 +341,10 @@ def rollback(
     to: int | None = None,
     log: Log = _no_log,
 ) -> RollbackResult:
-    """Make ``to`` (default: the newest live version below the newest) the newest live one."""
+    """Make ``to`` (default: the newest live version below the newest) the newest live one.
+
+    Only ``model``'s versions move: an ensemble's composing models stay as they are.
+    """
     st = _open(store)
     where = st.describe()
     objects = st.list()

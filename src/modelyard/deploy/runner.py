@@ -4,9 +4,12 @@ For each target (an artifact, or a model folder, packaged first into a temporary
 exactly as ``modelyard package`` does), the artifacts are put in a fresh store folder and one
 ``modelyard serve`` process (``modelyard.testing``) loads them all at start on a free port of
 127.0.0.1, with environment building off (``--python-env-build false``), as in production:
-what passes here is what a production server will run. Then, per artifact:
+what passes here is what a production server will run. An ensemble's artifact (a bundle)
+is split as ``push`` splits it (bundle.py): each composing model goes into the store as its
+own artifact beside the ensemble's, as it will be in a real store. Then, per artifact:
 
-1. **load**: the repository index must say READY for the artifact's model and version;
+1. **load**: the repository index must say READY for the artifact's model and version (and
+   for each composing model version of a bundle);
 2. **cases**: every case of ``.modelyard/tests/<model>/*.yaml|yml|json`` (testcases.py)
    through KServe v2 inference, outputs compared by compare.py;
 3. **pytest**: ``.modelyard/tests/<model>/test_*.py``, when present, run by pytest in a child
@@ -36,10 +39,12 @@ from modelyard.deploy._client import InferFailed, V2Client
 from modelyard.deploy.artifact import (
     ArtifactError,
     extract_tests,
+    read_manifest,
     sha256_file,
     split_artifact_name,
     verify_artifact,
 )
+from modelyard.deploy.bundle import BundlePart, split_bundle
 from modelyard.deploy.compare import Mismatch, compare
 from modelyard.deploy.package import PackageOptions, package
 from modelyard.deploy.testcases import CaseError, TestCase, load_cases, to_array
@@ -79,6 +84,7 @@ class TargetResult:
     version: int
     sha256: str
     results: list[CaseResult] = field(default_factory=list)
+    steps: list[BundlePart] = field(default_factory=list)  # a bundle's composing models
 
     @property
     def suite(self) -> str:
@@ -145,29 +151,42 @@ def run_tests(
         store.mkdir()
         prepared: list[TargetResult] = []
         failed_early: list[TargetResult] = []
-        for path in find_targets(paths):
-            target = _prepare(path, work, options, say)
+        placed: dict[str, tuple[Path, str, str]] = {}  # key -> file, sha256, where from
+        for index, path in enumerate(find_targets(paths)):
+            target = _prepare(path, work / "targets" / str(index), options, say)
             if target.results:  # could not even be packaged or verified
                 failed_early.append(target)
                 continue
-            if (store / target.artifact.name).exists():
-                target.results.append(
-                    CaseResult(
-                        "load",
-                        "load",
-                        False,
-                        message="the same model and version is named twice; test one at a time",
-                    )
-                )
+            clash = _clash(target, placed)
+            if clash:
+                target.results.append(CaseResult("load", "load", False, message=clash))
                 failed_early.append(target)
                 continue
-            _place(target.artifact, store / target.artifact.name)
+            placed.setdefault(target.artifact.name, (target.artifact, target.sha256, ""))
+            for step in target.steps:
+                placed.setdefault(step.key, (step.path, step.sha256, target.artifact.name))
             prepared.append(target)
+        for key, (file, _, _) in placed.items():
+            _place(file, store / key)
         for target in failed_early:
             _emit(target, None, on_target, on_result)
         if prepared:
             _run_against_server(prepared, store, work, options, on_target, on_result, say)
         return failed_early + prepared
+
+
+def _clash(target: TargetResult, placed: dict[str, tuple[Path, str, str]]) -> str:
+    """Why the target's artifacts cannot join the test store ("" when they can)."""
+    own = target.artifact.name
+    if own in placed and not placed[own][2]:
+        return "the same model and version is named twice; test one at a time"
+    for key, sha256 in ((own, target.sha256), *((s.key, s.sha256) for s in target.steps)):
+        if key in placed and placed[key][1] != sha256:
+            mine = f"'{own}'" if key == own else f"the '{key}' split from {own}"
+            source = placed[key][2]
+            theirs = f"the '{key}' split from {source}" if source else f"the '{key}' under test"
+            return f"{mine} has other bytes than {theirs}: one store cannot hold both"
+    return ""
 
 
 def _place(artifact: Path, dest: Path) -> None:
@@ -203,14 +222,15 @@ def _prepare(
         try:
             model, version = split_artifact_name(path)
             target = TargetResult(str(path), path, model, version, "")
-            verify_artifact(path)
+            manifest = verify_artifact(path)
             target.sha256 = sha256_file(path)
+            target.steps = split_bundle(path, manifest, work / "steps")
         except ArtifactError as err:
             parsed = parse_artifact_name(path.name) or (path.name, 0)
             target = TargetResult(str(path), path, parsed[0], parsed[1], "")
             target.results.append(CaseResult("artifact", "load", False, message=str(err)))
         return target
-    out = work / "packages" / path.name
+    out = work / "package"
     say(f"packaging {path} (as it would ship)")
     pkg_options = PackageOptions(
         output=out,
@@ -223,12 +243,15 @@ def _prepare(
     )
     try:
         result = package(path, pkg_options, log=say)
+        assert result.artifact is not None
+        steps = split_bundle(result.artifact, read_manifest(result.artifact), work / "steps")
     except ModelyardError as err:
         target = TargetResult(str(path), path, path.name, options.package.version or 0, "")
         target.results.append(CaseResult("package", "load", False, message=str(err)))
         return target
-    assert result.artifact is not None
-    return TargetResult(str(path), result.artifact, result.model, result.version, result.sha256)
+    return TargetResult(
+        str(path), result.artifact, result.model, result.version, result.sha256, steps=steps
+    )
 
 
 def _run_against_server(
@@ -287,8 +310,18 @@ def _test_target(
     def emit(result: CaseResult) -> None:
         _emit(target, result, None, on_result)
 
-    load = _load_result(target, index, server)
+    load = _load_result(index, server, target.model, target.version)
     emit(load)
+    loaded = {target.model: load.passed}
+    versions: dict[str, set[int]] = {}  # a bundle's composing models: the versions inside
+    for step in target.steps:
+        step_load = _load_result(index, server, step.model, step.version)
+        step_load.name += f" (in {target.artifact.name}, run by '{step.used_by}')"
+        if not load.passed:
+            step_load.detail = ""  # the server's log is shown once
+        emit(step_load)
+        loaded[step.model] = loaded.get(step.model, True) and step_load.passed
+        versions.setdefault(step.model, set()).add(step.version)
     tests = work / "tests" / target.suite
     try:
         models = extract_tests(target.artifact, tests)
@@ -298,21 +331,25 @@ def _test_target(
     ran = 0
     for model in models or [target.model]:
         model_tests = tests / model
+        # a composing model's cases: the version the bundle holds (the newest if several)
+        held = versions.get(model, set())
+        version = str(target.version) if model == target.model else str(max(held)) if held else ""
         try:
-            version = str(target.version) if model == target.model else ""
             cases = load_cases(model_tests, model, version)
         except (CaseError, OSError) as err:
             emit(CaseResult(f"{model}: case files", "case", False, message=str(err)))
             continue
         for case in cases:
             ran += 1
-            if not load.passed:
+            if not loaded.get(case.model, load.passed):
                 emit(CaseResult(case.title, "case", False, skipped=True, message="not loaded"))
                 continue
             emit(_run_case(client, case))
         if sorted(model_tests.glob("test_*.py")):
             ran += 1
-            for result in _run_pytest(model_tests, target, server, store, model, work, options):
+            for result in _run_pytest(
+                model_tests, target, server, store, model, version, work, options
+            ):
                 emit(result)
     if ran == 0 and not options.allow_no_cases:
         emit(
@@ -327,19 +364,19 @@ def _test_target(
 
 
 def _load_result(
-    target: TargetResult, index: list[dict[str, str]], server: RunningServer
+    index: list[dict[str, str]], server: RunningServer, model: str, version: int
 ) -> CaseResult:
-    rows = [r for r in index if r.get("name") == target.model]
-    row = next((r for r in rows if r.get("version") == str(target.version)), None)
+    rows = [r for r in index if r.get("name") == model]
+    row = next((r for r in rows if r.get("version") == str(version)), None)
     if row is not None and row.get("state") == "READY":
-        return CaseResult(f"{target.model} {target.version} loads", "load", True)
+        return CaseResult(f"{model} {version} loads", "load", True)
     reason = (row or (rows[0] if rows else {})).get("reason", "")
     if not rows:
         reason = "the server does not list it"
     elif row is None:
-        reason = f"version {target.version} is not served" + (f" ({reason})" if reason else "")
+        reason = f"version {version} is not served" + (f" ({reason})" if reason else "")
     return CaseResult(
-        f"{target.model} {target.version} loads",
+        f"{model} {version} loads",
         "load",
         False,
         message=(reason or "not ready").strip().splitlines()[0],  # the log has the rest
@@ -439,6 +476,7 @@ def _run_pytest(
     server: RunningServer,
     store: Path,
     model: str,
+    version: str,
     work: Path,
     options: TestOptions,
 ) -> Iterator[CaseResult]:
@@ -457,7 +495,7 @@ def _run_pytest(
         "MODELYARD_TEST_REPOSITORY": str(store),
         "MODELYARD_TEST_ARTIFACT": str(target.artifact),
         "MODELYARD_TEST_MODEL": model,
-        "MODELYARD_TEST_VERSION": str(target.version) if model == target.model else "",
+        "MODELYARD_TEST_VERSION": version,
         "MODELYARD_TEST_SHA256": target.sha256,
     }
     command = [

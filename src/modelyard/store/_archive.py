@@ -26,7 +26,10 @@ rules that keep every link, and everything written through one, inside ``dest``:
 the model folder's content at the top, ``config.pbtxt`` + ``<version>/…`` (as SageMaker
 users often pack it, with ``tar -C model_dir .``). Its one version folder must be the
 version the file name says. A top-level ``.modelyard/`` folder beside ``<model>/`` (the
-manifest and test cases ``modelyard package`` adds) is not served.
+manifest and test cases ``modelyard package`` adds) is not served, and neither are other
+model folders beside ``<model>/``: an ensemble's artifact carries its composing models (a
+bundle, docs/deploy.md), which a store serves from their own artifacts (``modelyard push``
+publishes each), so one model version always has one source.
 """
 
 from __future__ import annotations
@@ -327,8 +330,13 @@ def _model_folder(raw: Path, model: str, archive: str) -> Path:
     if nested is not None and nested.is_dir() and not at_top:
         # .modelyard/ holds the artifact's manifest and test cases (docs/deploy.md)
         others = sorted(n for n in top if n not in (model, ARTIFACT_METADATA_FOLDER))
-        if others:  # an ensemble's composing models (planned: namespaced per artifact)
-            logger.warning("archive '%s': ignoring %s beside '%s/'", archive, others, model)
+        if others:  # an ensemble's composing models: served from their own artifacts
+            logger.debug(
+                "archive '%s': serving '%s/'; %s beside it are served from their own artifacts",
+                archive,
+                model,
+                others,
+            )
         return nested
     if not top:
         raise ArchiveLayoutError(f"archive '{archive}' is empty")

@@ -49,3 +49,33 @@ def ensemble(repo: Path) -> Path:
     (folder / "1").mkdir(parents=True)
     (folder / "config.pbtxt").write_text(ENSEMBLE)
     return folder
+
+
+CHAIN = """name: "{name}"
+platform: "ensemble"
+max_batch_size: 0
+input [ {{ name: "RAW", data_type: TYPE_FP32, dims: [ 4 ] }} ]
+output [ {{ name: "RESULT", data_type: TYPE_FP32, dims: [ 4 ] }} ]
+ensemble_scheduling {{ step [ {steps} ] }}
+"""
+
+
+def chain(repo: Path, name: str, steps: list[tuple[str, int]]) -> Path:
+    """An ensemble running ``steps`` (model, version) one after the other: models X -> Y
+    (``python_model``'s), or ensembles RAW -> RESULT (chains themselves)."""
+    tensors = ["RAW", *(f"t{i}" for i in range(1, len(steps))), "RESULT"]
+    text = ", ".join(
+        f'{{ model_name: "{model}" model_version: {version} '
+        f'input_map {{ key: "{keys[0]}" value: "{tensors[i]}" }} '
+        f'output_map {{ key: "{keys[1]}" value: "{tensors[i + 1]}" }} }}'
+        for i, (model, version) in enumerate(steps)
+        for keys in [("RAW", "RESULT") if _is_ensemble(repo / model) else ("X", "Y")]
+    )
+    folder = repo / name
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(CHAIN.format(name=name, steps=text))
+    return folder
+
+
+def _is_ensemble(folder: Path) -> bool:
+    return 'platform: "ensemble"' in (folder / "config.pbtxt").read_text()
