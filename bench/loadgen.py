@@ -6,6 +6,13 @@ responses are parsed only as far as the status code and ``Content-Length``. Unde
 about 10-15 µs of CPU per request, and it reports its own CPU share so a reader can tell when the
 client, not the server, was the bottleneck.
 
+Given ``--server-pid``, it also reads the CPU time (user + system) of the server's whole process
+tree at the edges of the measured window: the server process, its descendants and every process
+in its process group (Triton's Python-backend stubs, modelyard's worker processes). The tree is
+listed once after the connections are made (it is stable by then) and again at the end, to
+count processes that appeared during the window. Only ``/proc/<pid>/stat`` is read at the window's
+edges, so the client's loop stalls for microseconds, not for a process scan.
+
 ``run_cell()`` is the caller's side: it writes the request to a file and runs the process.
 """
 
@@ -22,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _CRLF2 = b"\r\n\r\n"
 
@@ -37,6 +45,17 @@ class CellResult:
     errors: int
     client_cpu_share: float  # client process CPU time / wall time, over the measured window
     client_us_per_req: float  # client CPU µs per completed request
+    # the server's process tree (with --server-pid; NaN without): CPU time / wall time, i.e.
+    # cores used, and CPU µs per completed request, over the same window
+    server_cpu_share: float = float("nan")
+    server_us_per_req: float = float("nan")
+    server_procs: int = 0  # processes in the tree at the end of the window
+    # cores per kind of process, largest first, with its voluntary context switches per request:
+    # "tritonserver 0.52 (3.3 sleeps/req), triton_python_backend_stub 0.31 (1.7 sleeps/req)"
+    server_cpu_split: str = ""
+    # cores the rest of the machine used meanwhile (neither the server's tree nor the client):
+    # anything else running shows here, and the cell is suspect when it is well above zero
+    other_cpu_share: float = float("nan")
 
 
 class _Stats:
@@ -119,8 +138,126 @@ class _Conn(asyncio.Protocol):
             self.closed.set_result(None)
 
 
+def _label(proc: Any) -> str:
+    """A short name for a process: its executable, or for Python the module or script it runs."""
+    name = str(proc.name())
+    if not name.startswith("python"):
+        return name
+    cmd = proc.cmdline()
+    for i, arg in enumerate(cmd[1:-1], 1):
+        if arg == "-m":
+            return str(cmd[i + 1])
+    scripts = [a for a in cmd[1:] if not a.startswith("-")]
+    return Path(scripts[0]).name if scripts else name
+
+
+class ServerTree:
+    """CPU time of a server's process tree: the process, its descendants, its process group."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.pid = pid
+        self.procs: dict[int, Any] = {}
+        self.labels: dict[int, str] = {}
+        self.scan()
+
+    def scan(self) -> None:
+        ps = self.psutil
+        try:
+            root = ps.Process(self.pid)
+            pgid = os.getpgid(self.pid)
+            found = [root, *root.children(recursive=True)]
+        except (ps.Error, ProcessLookupError):
+            return
+        for p in ps.process_iter():
+            with contextlib.suppress(ps.Error, ProcessLookupError):
+                if os.getpgid(p.pid) == pgid:
+                    found.append(p)
+        for p in found:
+            if p.pid not in self.procs and p.pid != os.getpid():
+                with contextlib.suppress(ps.Error):
+                    self.labels[p.pid] = _label(p)
+                    self.procs[p.pid] = p
+
+    def times(self) -> dict[int, tuple[float, int]]:
+        """(user + system seconds, voluntary context switches) of every known live process."""
+        out = {}
+        for pid, p in self.procs.items():
+            with contextlib.suppress(self.psutil.Error):
+                t = p.cpu_times()
+                out[pid] = (t.user + t.system, _voluntary_switches(pid))
+        return out
+
+    def usage(
+        self,
+        before: dict[int, tuple[float, int]],
+        after: dict[int, tuple[float, int]],
+        wall: float,
+        requests: int,
+    ) -> dict[str, float | int | str]:
+        """Cores used between two ``times()``, in all and per kind of process. A process's
+        voluntary context switches per request say how often it went to sleep: a process
+        that spins waiting for work shows well under one per request it takes part in."""
+        cpu: dict[str, float] = {}
+        sleeps: dict[str, int] = {}
+        for pid, (t, vol) in after.items():
+            t0, vol0 = before.get(pid, (0.0, 0))
+            label = self.labels[pid]
+            cpu[label] = cpu.get(label, 0.0) + t - t0
+            sleeps[label] = sleeps.get(label, 0) + vol - vol0
+        total = sum(cpu.values())
+        parts = []
+        for label, used in sorted(cpu.items(), key=lambda kv: -kv[1]):
+            per = f" ({sleeps[label] / requests:.1f} sleeps/req)" if requests else ""
+            parts.append(f"{label} {used / wall:.2f}{per}")
+        return {
+            "server_cpu_share": total / wall,
+            "server_us_per_req": total / requests * 1e6 if requests else float("nan"),
+            "server_procs": len(after),
+            "server_cpu_split": ", ".join(parts),
+        }
+
+
+def _voluntary_switches(pid: int) -> int:
+    """Voluntary context switches of all a process's threads (psutil's figure, from
+    /proc/<pid>/status, is the main thread's only)."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def _machine_busy() -> float:
+    """Seconds of CPU time the whole machine has spent busy (all cores), from /proc/stat."""
+    import psutil
+
+    t = psutil.cpu_times()
+    # guest time is already inside user time; idle and iowait are not busy
+    skip = ("idle", "iowait", "guest", "guest_nice")
+    return float(sum(v for k, v in t._asdict().items() if k not in skip))
+
+
 async def _run(
-    host: str, port: int, request: bytes, concurrency: int, warmup: float, duration: float
+    host: str,
+    port: int,
+    request: bytes,
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    server_pid: int | None = None,
 ) -> dict[str, float | int | str]:
     loop = asyncio.get_running_loop()
     stats = _Stats()
@@ -129,12 +266,17 @@ async def _run(
     for _ in range(concurrency):
         _, proto = await loop.create_connection(lambda: _Conn(request, stats, stop), host, port)
         conns.append(proto)
+    tree = ServerTree(server_pid) if server_pid else None
     await asyncio.sleep(warmup)
+    s0 = tree.times() if tree else {}
+    busy0 = _machine_busy()
     stats.recording = True
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(duration)
     stats.recording = False
     cpu1, t1 = time.process_time(), time.perf_counter()
+    busy1 = _machine_busy()
+    s1 = tree.times() if tree else {}
     stop.set()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*(c.closed for c in conns)), timeout=10)
@@ -144,6 +286,14 @@ async def _run(
         stats.first_error = "no response completed"
         stats.errors += 1
     wall = t1 - t0
+    server: dict[str, float | int | str] = {}
+    if tree is not None:
+        known = set(tree.procs)
+        tree.scan()  # processes born during the window count with all their CPU time
+        s1.update({pid: t for pid, t in tree.times().items() if pid not in known})
+        server = tree.usage(s0, s1, wall, n)
+        others = (busy1 - busy0) / wall - float(server["server_cpu_share"])
+        server["other_cpu_share"] = max(0.0, others - (cpu1 - cpu0) / wall)
     return {
         "rps": n / wall,
         "p50_ms": lat[n // 2] * 1e3 if n else float("nan"),
@@ -153,6 +303,7 @@ async def _run(
         "first_error": stats.first_error,
         "client_cpu_share": (cpu1 - cpu0) / wall,
         "client_us_per_req": (cpu1 - cpu0) / n * 1e6 if n else float("nan"),
+        **server,
     }
 
 
@@ -164,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--server-pid", type=int, help="also measure this server's process tree's CPU")
     a = p.parse_args(argv)
     try:
         import uvloop
@@ -172,14 +324,22 @@ def main(argv: list[str] | None = None) -> None:
     else:
         run = uvloop.run
     request = a.request_file.read_bytes()
-    result = run(_run(a.host, a.port, request, a.concurrency, a.warmup, a.duration))
+    result = run(_run(a.host, a.port, request, a.concurrency, a.warmup, a.duration, a.server_pid))
     print(json.dumps(result))
 
 
 def run_cell(
-    port: int, request: bytes, concurrency: int, duration: float, warmup: float = 1.0
+    port: int,
+    request: bytes,
+    concurrency: int,
+    duration: float,
+    warmup: float = 1.0,
+    server_pid: int | None = None,
 ) -> tuple[CellResult, str]:
-    """Run the load generator in a fresh process; returns the result and its first error, if any."""
+    """Run the load generator in a fresh process; returns the result and its first error, if any.
+
+    With ``server_pid`` (the server's process, the leader of its process group), the result also
+    says how much CPU the server's process tree used over the measured window."""
     with tempfile.NamedTemporaryFile(prefix="bench-req-", delete=False) as f:
         f.write(request)
     try:
@@ -197,6 +357,7 @@ def run_cell(
                 str(warmup),
                 "--duration",
                 str(duration),
+                *(["--server-pid", str(server_pid)] if server_pid else []),
             ],
             capture_output=True,
             text=True,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from loadgen import CellResult
 
 Key = tuple[str, str, str, int]  # server, model, encoding, concurrency
+OTHER_CPU_NOTE = 0.15  # cores used by the rest of the machine during a run worth a note
 
 
 @dataclass
@@ -25,8 +26,16 @@ class Results:
         if not runs:
             return None
         fields = CellResult.__dataclass_fields__
-        vals = {f: statistics.median(getattr(r, f) for r in runs) for f in fields}
+        # text fields come from the run with the median throughput; numbers are medians
+        mid = sorted(runs, key=lambda r: r.rps)[(len(runs) - 1) // 2]
+        vals = {
+            f: statistics.median(getattr(r, f) for r in runs)
+            if isinstance(getattr(mid, f), (int, float))
+            else getattr(mid, f)
+            for f in fields
+        }
         vals["requests"] = int(vals["requests"])
+        vals["server_procs"] = int(vals["server_procs"])
         vals["errors"] = sum(r.errors for r in runs)
         return CellResult(**vals)
 
@@ -41,15 +50,30 @@ def _ms(x: float) -> str:
     return f"{x:.2f}" if x < 10 else f"{x:.1f}"
 
 
+def _cores(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.2f}"
+
+
+def _us(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.0f}"
+
+
 def render(
-    res: Results, servers: list[str], models: list[str], encodings: list[str], conc: list[int]
+    res: Results,
+    servers: list[str],
+    models: list[str],
+    encodings: list[str],
+    conc: list[int],
+    base: str = "modelyard",
 ) -> str:
+    """The tables; ratios are ``base``'s req/s over every other server's."""
     out: list[str] = []
     # -- absolute figures
     head = ["model", "enc", "server"]
     for c in conc:
         head += [f"c={c} req/s", f"c={c} p50/p99 ms"]
-    head.append("client CPU " + "/".join(f"c={c}" for c in conc))
+    cs = "/".join(f"c={c}" for c in conc)
+    head += [f"client CPU {cs}", f"server CPU cores {cs}", f"server CPU µs/req {cs}"]
     out += ["### Throughput and latency", "", _row(head), _row(["---"] * len(head))]
     for m in models:
         for e in encodings:
@@ -58,29 +82,34 @@ def render(
                     continue
                 row = [m, e, res.labels.get(s, s)]
                 if (s, m, e) in res.failed and not any((s, m, e, c) in res.cells for c in conc):
-                    row += ["n/a", "n/a"] * len(conc) + ["see notes"]
+                    row += ["n/a", "n/a"] * len(conc) + ["see notes", "", ""]
                     out.append(_row(row))
                     continue
-                cpu = []
+                cpu, cores, per_req = [], [], []
                 for c in conc:
                     r = res.median((s, m, e, c))
                     if r is None:
                         row += ["-", "-"]
                         cpu.append("-")
+                        cores.append("-")
+                        per_req.append("-")
                         continue
                     flag = " (!errors)" if r.errors else ""
                     row += [_rps(r.rps) + flag, f"{_ms(r.p50_ms)} / {_ms(r.p99_ms)}"]
                     cpu.append(f"{r.client_cpu_share:.0%}")
-                row.append(" / ".join(cpu))
+                    cores.append(_cores(r.server_cpu_share))
+                    per_req.append(_us(r.server_us_per_req))
+                row += [" / ".join(cpu), " / ".join(cores), " / ".join(per_req)]
                 out.append(_row(row))
     # -- ratios
-    if "modelyard" in servers and "modelyard" not in res.unavailable:
-        peers = [s for s in servers if s != "modelyard" and s not in res.unavailable]
+    if base in servers and base not in res.unavailable:
+        peers = [s for s in servers if s != base and s not in res.unavailable]
         if peers:
-            head = ["model", "enc", "modelyard req/s ÷"] + [f"c={c}" for c in conc]
+            name = res.labels.get(base, base)
+            head = ["model", "enc", f"{name} req/s ÷"] + [f"c={c}" for c in conc]
             out += [
                 "",
-                "### Ratios (modelyard req/s ÷ peer req/s; >1 means modelyard is faster)",
+                f"### Ratios ({name} req/s ÷ peer req/s; >1 means {name} is faster)",
                 "",
                 _row(head),
                 _row(["---"] * len(head)),
@@ -90,13 +119,13 @@ def render(
                     for p in peers:
                         row = [m, e, res.labels.get(p, p)]
                         for c in conc:
-                            a = res.median(("modelyard", m, e, c))
+                            a = res.median((base, m, e, c))
                             b = res.median((p, m, e, c))
                             row.append(f"{a.rps / b.rps:.2f}x" if a and b and b.rps else "-")
                         if any(x != "-" for x in row[3:]):
                             out.append(_row(row))
     # -- in-process
-    if res.inprocess:
+    if res.inprocess and base == "modelyard":
         head = [
             "model",
             "session.run p50 µs",
@@ -125,6 +154,17 @@ def render(
             out.append(_row([m, *figures, " / ".join(lat), " / ".join(over)]))
     # -- notes
     notes = list(res.notes)
+    busy = [
+        f"{res.labels.get(k[0], k[0])} {k[1]} {k[2]} c={k[3]} run {i + 1}: {r.other_cpu_share:.2f}"
+        for k, runs in res.cells.items()
+        for i, r in enumerate(runs)
+        if r.other_cpu_share > OTHER_CPU_NOTE
+    ]
+    if busy:
+        notes.append(
+            "other processes on the machine used CPU during some runs (cores beside the server "
+            "and the client; those runs may be low): " + "; ".join(busy)
+        )
     for s, why in res.unavailable.items():
         notes.append(f"{res.labels.get(s, s)} not measured: {why}")
     for (s, m, e), why in res.failed.items():
