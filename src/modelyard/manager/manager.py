@@ -372,20 +372,13 @@ class ModelManager:
         try:
             config = await asyncio.to_thread(prepare_config, entry, self.options, config_json)
         except ModelyardError as exc:
-            # a failed reload leaves the versions already serving as they are (as Triton does)
-            if record.default is None:
-                record.reason = str(exc)
-                for v in record.versions.values():
-                    v.state, v.reason = State.UNAVAILABLE, str(exc)
+            _failed(record, exc)
             raise
         if config.HasField("ensemble_scheduling"):
             try:
                 await prepare_ensemble(self, config)
             except ModelyardError as exc:
-                if record.default is None:
-                    record.reason = str(exc)
-                    for v in record.versions.values():
-                        v.state, v.reason = State.UNAVAILABLE, str(exc)
+                _failed(record, exc)
                 raise
         record.reason = ""
         record.config, record.config_key = config, (record.source, config_json)
@@ -711,6 +704,15 @@ def _remove_override(folder: Path | None) -> None:
     """Delete the private folder files sent with a load were written to (write_override)."""
     if folder is not None:
         shutil.rmtree(folder.parent, ignore_errors=True)
+
+
+def _failed(record: ModelRecord, exc: ModelyardError) -> None:
+    """A model that could not be (re)loaded says why; a failed reload leaves the versions
+    already serving as they are (as Triton does)."""
+    if record.default is None:
+        record.reason = str(exc)
+        for v in record.versions.values():
+            v.state, v.reason = State.UNAVAILABLE, str(exc)
 
 
 async def _warmed(result: ModelRunner | BaseException) -> ModelRunner | BaseException:

@@ -198,19 +198,8 @@ class _Connection(asyncio.Protocol):
         if response.stream is not None and not head:
             self._write_stream(response, keep_alive)
             return
-        parts = [
-            _status_line(response.status),
-            b"content-type: ",
-            response.content_type,
-            b"\r\ncontent-length: ",
-            str(len(response.body)).encode(),
-            b"\r\n",
-        ]
-        for name, value in response.headers:
-            parts += [name, b": ", value, b"\r\n"]
-        if not keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
+        length = b"content-length: %d\r\n" % len(response.body)
+        parts = _head(response, length, keep_alive)
         if not head:
             parts.append(response.body)
         transport.write(b"".join(parts))
@@ -224,13 +213,7 @@ class _Connection(asyncio.Protocol):
     def _write_stream(self, response: HttpResponse, keep_alive: bool) -> None:
         """Headers now, then each chunk as the model produces it (chunked coding)."""
         assert self.transport is not None and response.stream is not None
-        parts = [_status_line(response.status), b"content-type: ", response.content_type]
-        parts.append(b"\r\ntransfer-encoding: chunked\r\n")
-        for name, value in response.headers:
-            parts += [name, b": ", value, b"\r\n"]
-        if not keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
+        parts = _head(response, b"transfer-encoding: chunked\r\n", keep_alive)
         if response.body:
             parts += [b"%x\r\n" % len(response.body), response.body, b"\r\n"]
         self.transport.write(b"".join(parts))
@@ -292,6 +275,18 @@ class _Connection(asyncio.Protocol):
 
     def idle(self) -> bool:
         return not self.busy and not self.pending
+
+
+def _head(response: HttpResponse, framing: bytes, keep_alive: bool) -> list[bytes]:
+    """Status line and headers; ``framing`` is the content-length or chunked line."""
+    parts = [_status_line(response.status), b"content-type: ", response.content_type, b"\r\n"]
+    parts.append(framing)
+    for name, value in response.headers:
+        parts += [name, b": ", value, b"\r\n"]
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return parts
 
 
 def _ascii(exc: Exception) -> bytes:

@@ -15,8 +15,9 @@ Measurements behind the threshold are in ``docs/architecture.md``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -96,27 +97,29 @@ class ModelRunner:
         start = time.perf_counter_ns()
         # as in Triton, a request refused by validation never counts in the statistics
         batch, wanted, feed = self._prepare(request)
+        with self._in_flight():
+            if self._policy is not None:
+                return await self._queued(request, start, batch, wanted, feed)
+            try:
+                response, timings = await self._execute(request, start, batch, wanted, feed)
+            except Exception as exc:
+                if not getattr(exc, "stats_recorded", False):
+                    self.stats.record_failure(time.perf_counter_ns() - start)
+                raise
+        self.stats.record_success(*timings)
+        return response
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Counts a request in flight; ``drained()`` waits for the count to reach zero."""
         self.inflight += 1
         self._idle.clear()
-        if self._policy is not None:
-            try:
-                return await self._queued(request, start, batch, wanted, feed)
-            finally:
-                self.inflight -= 1
-                if not self.inflight:
-                    self._idle.set()
         try:
-            response, timings = await self._execute(request, start, batch, wanted, feed)
-        except Exception as exc:
-            if not getattr(exc, "stats_recorded", False):
-                self.stats.record_failure(time.perf_counter_ns() - start)
-            raise
+            yield
         finally:
             self.inflight -= 1
             if not self.inflight:
                 self._idle.set()
-        self.stats.record_success(*timings)
-        return response
 
     # -- dynamic batching ------------------------------------------------------------------
     async def _queued(
@@ -242,21 +245,16 @@ class ModelRunner:
         feed: dict[str, Array],
     ) -> AsyncIterator[InferResponse]:
         names = [n for n, _ in wanted]
-        self.inflight += 1
-        self._idle.clear()
         t_input = time.perf_counter_ns()
-        try:
-            async for result in self.runtime.stream_async(feed, names, request):  # type: ignore[attr-defined]
-                if result.error is not None:
-                    raise result.error
-                yield self._response(request, result.outputs, result.parameters, wanted, batch)
-        except BaseException:
-            self.stats.record_failure(time.perf_counter_ns() - start)
-            raise
-        finally:
-            self.inflight -= 1
-            if not self.inflight:
-                self._idle.set()
+        with self._in_flight():
+            try:
+                async for result in self.runtime.stream_async(feed, names, request):  # type: ignore[attr-defined]
+                    if result.error is not None:
+                        raise result.error
+                    yield self._response(request, result.outputs, result.parameters, wanted, batch)
+            except BaseException:
+                self.stats.record_failure(time.perf_counter_ns() - start)
+                raise
         done = time.perf_counter_ns()
         self.stats.record_success(
             batch if self.signature.batched else 1,

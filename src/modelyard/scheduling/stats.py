@@ -108,13 +108,7 @@ class ModelStats:
         """A request the model executed and failed (a Python model raised): Triton counts
         the execution, and the request as failed."""
         self.record_failure(total_ns)
-        self.execution_count += 1
-        b = self.batches.get(batch_size)
-        if b is None:
-            b = self.batches[batch_size] = BatchStats()
-        b.compute_input.add(input_ns)
-        b.compute_infer.add(infer_ns)
-        b.compute_output.add(output_ns)
+        self.record_execution(batch_size, input_ns, infer_ns, output_ns)
 
     def record_failure(self, total_ns: int) -> None:
         self.durations["fail"].add(total_ns)

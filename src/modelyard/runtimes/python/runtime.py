@@ -106,17 +106,7 @@ class PythonRuntime:
     async def infer_async(
         self, inputs: Mapping[str, Array], outputs: Sequence[str], request: InferRequest
     ) -> Result:
-        worker = await self._pick()
-        spec = _request_spec(outputs, request)
-        call = worker.call([spec], [list(inputs.items())])
-        try:
-            results = await asyncio.wait_for(call, self._timeout) if self._timeout else await call
-        except TimeoutError:
-            self._hung(worker)
-            raise Unavailable(
-                f"model '{self.model_name}' did not answer within {self._timeout:g} s: its "
-                "worker was stopped and is being restarted"
-            ) from None
+        results = await self.infer_batch([(inputs, outputs, request)])
         return results[0]  # an error in it is raised by the scheduler, after its statistics
 
     async def infer_batch(
