@@ -11,7 +11,6 @@ onnxruntime's own session config entries under their ``session.*`` keys.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,13 +65,6 @@ def _session_options(config: Any) -> Any:
                 setattr(opts, attr, int(value))
             except ValueError:
                 raise ConfigError(f"parameter '{key}' must be an integer, got '{value}'") from None
-    if _param(config, "intra_op_thread_count") is None:
-        # several instances share one session and run at once: split the cores between
-        # them instead of letting each run spread over all of them
-        instances = sum(max(1, int(g.count)) for g in config.instance_group) or 1
-        if instances > 1:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-            opts.intra_op_num_threads = max(1, cores // instances)
     # onnxruntime's own session settings pass straight through ("session.*" keys), e.g.
     # "session.intra_op.allow_spinning": "0" for a pool that sleeps instead of spinning
     for key, value in config.parameters.items():
