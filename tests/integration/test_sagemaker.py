@@ -2,7 +2,10 @@
 main port, and the multi-model container contract (``--allow-sagemaker``) with httpx.
 
 ``ModelNotReadyException`` is provoked on a second server that waits only 1 ms for a load
-(``--load-wait-timeout 0.001``), as a large model's first call does on SageMaker.
+(``--load-wait-timeout 0.001``), as a large model's first call does on SageMaker. The
+container face under ``--http-server uvicorn`` (a second uvicorn server) runs on a third,
+with ``SAGEMAKER_TRITON_DEFAULT_MODEL_NAME`` set; it is also where List Models pages, as the
+ASGI path hands the query string over.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -22,9 +26,15 @@ from botocore.config import Config
 
 from modelyard.errors import InsufficientMemory, InvalidArgument, ModelTooLarge, Unavailable
 from modelyard.protocol.errors import sagemaker_container_error, sagemaker_error
-from modelyard.protocol.sagemaker import model_folder
+from modelyard.protocol.sagemaker import SageMakerRoutes, model_folder
 from modelyard.testing import RunningServer, free_port, running_server
-from modelyard.wire.sagemaker import BINARY_JSON, InvalidTargetModel
+from modelyard.wire.sagemaker import (
+    BINARY_JSON,
+    InvalidTargetModel,
+    models_page,
+    page_token,
+    parse_list_query,
+)
 from tests.factories.onnx_models import add_sub, mlp, write_model
 
 ADD_SUB = """
@@ -338,10 +348,138 @@ def test_invocations_with_a_target_model(container: httpx.Client) -> None:
     response = container.post("/invocations", content=_json_body(), headers=headers)
     assert response.status_code == 200, response.text
     np.testing.assert_array_equal(_outputs(response.content)["OUTPUT0"], A + B)
-    assert container.post("/invocations", content=_json_body()).status_code == 400
+    nothing = container.post("/invocations", content=_json_body())  # no variable, 3 models
+    assert nothing.status_code == 400
+    assert "SAGEMAKER_TRITON_DEFAULT_MODEL_NAME" in nothing.json()["error"]
+
+
+def test_list_models_under_the_own_front_end_is_one_page(
+    container: httpx.Client, tmp_path: Path
+) -> None:
+    """modelyard's own front end does not hand the query string over yet: one whole page,
+    no ``nextPageToken`` (the contract's "no more"), whatever the query says."""
+    for name in ("p1", "p2"):
+        url = tmp_path / name
+        _add_sub_folder(url)
+        assert container.post("/models", json={"model_name": name, "url": str(url)}).is_success
+    try:
+        listed = container.get("/models", params={"max_results": "1"}).json()
+        assert [m["modelName"] for m in listed["models"]] == ["p1", "p2"]
+        assert "nextPageToken" not in listed
+    finally:
+        for name in ("p1", "p2"):
+            container.delete(f"/models/{name}")
+
+
+# -- container face under uvicorn, with SAGEMAKER_TRITON_DEFAULT_MODEL_NAME ------------------
+
+
+@pytest.fixture(scope="module")
+def uvicorn_container(repository: Path) -> Iterator[httpx.Client]:
+    port = free_port()
+    args = ["--http-server", "uvicorn", "--allow-sagemaker=true", "--sagemaker-port", str(port)]
+    env = {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "add_sub"}
+    with (
+        running_server(repository, args, env=env) as server,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+    ):
+        yield client
+        client.close()  # an idle keep-alive connection would hold the drain
+        assert server.stop() == 0
+
+
+def test_uvicorn_serves_the_container_face(uvicorn_container: httpx.Client) -> None:
+    assert uvicorn_container.get("/ping").status_code == 200
+    assert "models" in uvicorn_container.get("/models").json()
+    assert uvicorn_container.get("/nope").status_code == 404
+
+
+def test_invocations_serve_the_default_model_name(uvicorn_container: httpx.Client) -> None:
+    """As in Triton: the variable's model, default version (2: OUTPUT0 = a - b); the
+    TargetModel header is not read."""
+    for headers in ({}, {"X-Amzn-SageMaker-Target-Model": "add_sub_1.tar.gz"}):
+        response = uvicorn_container.post("/invocations", content=_json_body(), headers=headers)
+        assert response.status_code == 200, response.text
+        np.testing.assert_array_equal(_outputs(response.content)["OUTPUT0"], A - B)
+
+
+def test_list_models_pages(uvicorn_container: httpx.Client, tmp_path: Path) -> None:
+    names = ["m3", "m1", "m2"]
+    for name in names:
+        url = tmp_path / name
+        _add_sub_folder(url)
+        loaded = uvicorn_container.post("/models", json={"model_name": name, "url": str(url)})
+        assert loaded.status_code == 200, loaded.text
+    try:
+        assert "nextPageToken" not in uvicorn_container.get("/models").json()  # all, one page
+        seen: list[str] = []
+        params = {"max_results": "2"}
+        pages = 0
+        while True:
+            page = uvicorn_container.get("/models", params=params).json()
+            pages += 1
+            seen += [m["modelName"] for m in page["models"]]
+            if "nextPageToken" not in page:
+                break
+            params = {"max_results": "2", "next_page_token": page["nextPageToken"]}
+        assert (seen, pages) == (["m1", "m2", "m3"], 2)
+
+        # a model unloaded between two pages does not shift the next page
+        first = uvicorn_container.get("/models", params={"max_results": "1"}).json()
+        assert uvicorn_container.delete("/models/m2").status_code == 200
+        rest = uvicorn_container.get(
+            "/models", params={"next_page_token": first["nextPageToken"]}
+        ).json()
+        assert [m["modelName"] for m in rest["models"]] == ["m3"]
+
+        garbage = uvicorn_container.get("/models", params={"next_page_token": "garbage!"})
+        assert garbage.status_code == 400
+        assert "not a token this server issued" in garbage.json()["error"]
+        zero = uvicorn_container.get("/models", params={"max_results": "0"})
+        assert zero.status_code == 400
+        assert "max_results" in zero.json()["error"]
+    finally:
+        for name in names:
+            uvicorn_container.delete(f"/models/{name}")
 
 
 # -- the mapping, as pure functions -----------------------------------------------------------
+
+
+def test_page_tokens() -> None:
+    urls = {f"m{i}": f"/opt/ml/models/m{i}/model" for i in range(5)}
+    first = models_page(urls, *parse_list_query(b"max_results=2"))
+    assert [m["modelName"] for m in first["models"]] == ["m0", "m1"]
+    assert first["nextPageToken"] == page_token("m1")
+    query = f"max_results=3&next_page_token={first['nextPageToken']}".encode()
+    last = models_page(urls, *parse_list_query(query))
+    assert [m["modelName"] for m in last["models"]] == ["m2", "m3", "m4"]
+    assert "nextPageToken" not in last
+    assert parse_list_query(b"") == (None, None)
+    assert parse_list_query(b"next_page_token=") == (None, None)  # an empty token: page 1
+    odd = "a b/é_1"  # names survive the round trip, URL-safe
+    assert parse_list_query(f"next_page_token={page_token(odd)}") == (odd, None)
+    for bad in ("next_page_token=x", "next_page_token=" + page_token("m1") + "*"):
+        with pytest.raises(InvalidArgument, match="not a token this server issued"):
+            parse_list_query(bad)
+    for bad in ("max_results=-1", "max_results=two", "max_results="):
+        with pytest.raises(InvalidArgument, match="max_results"):
+            parse_list_query(bad)
+
+
+def test_invocations_target_rules() -> None:
+    """Triton's order: the variable, else (modelyard) TargetModel, else the only model."""
+    repo = SimpleNamespace(source=object(), registered=False)
+    posted = SimpleNamespace(source=None, registered=True)  # loaded through POST /models
+    one = SimpleNamespace(models={"only": repo, "posted": posted})
+    routes = SageMakerRoutes(one, 1000)  # type: ignore[arg-type]
+    assert routes.invocations_target(None) == ("only", "")
+    assert routes.invocations_target(b"m_3.tar.gz") == ("m", "3")
+    routes = SageMakerRoutes(one, 1000, default_model="named")  # type: ignore[arg-type]
+    assert routes.invocations_target(b"m_3.tar.gz") == ("named", "")
+    two = SimpleNamespace(models={"a": repo, "b": repo})
+    with pytest.raises(InvalidArgument, match="this one has 2"):
+        SageMakerRoutes(two, 1000).invocations_target(b"")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

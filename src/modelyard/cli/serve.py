@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from signal import SIGINT, SIGTERM
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -272,11 +272,6 @@ def serve(
         raise typer.Exit(2)
     if http_server not in ("modelyard", "uvicorn"):
         raise typer.BadParameter(f"unknown HTTP server '{http_server}'", param_hint="--http-server")
-    if settings.allow_sagemaker and http_server != "modelyard":
-        raise typer.BadParameter(
-            "SageMaker's container API is served by modelyard's own front end only",
-            param_hint="--allow-sagemaker",
-        )
     sys.exit(run(settings, http_server))
 
 
@@ -355,34 +350,103 @@ def _run_own(app: ModelyardApp) -> int:
 
 
 def _run_uvicorn(app: ModelyardApp) -> int:
-    """The same application under uvicorn (ASGI), kept for comparison and for ASGI setups."""
+    """The same application under uvicorn (ASGI), kept for comparison and for ASGI setups.
+
+    With ``--allow-sagemaker``, a second uvicorn server in the same event loop serves
+    SageMaker's container face (``app.sagemaker_asgi``) on ``--sagemaker-port``: bound before
+    anything starts, serving once the main server has started (models loaded), draining with
+    it on SIGTERM, and done before the main server's lifespan unloads the models.
+    """
+    import asyncio
+    import contextlib
+    import socket
+    from collections.abc import Generator
+
     import uvicorn
 
     settings = app.settings
-    config = uvicorn.Config(
-        app,
-        host=settings.http_address,
-        port=settings.http_port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="debug" if settings.log_verbose else "info",
-        timeout_graceful_shutdown=int(max(1, settings.exit_timeout_secs)),
-        timeout_keep_alive=75,
-        backlog=4096,
-    )
+    common: dict[str, Any] = {
+        "host": settings.http_address,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": "debug" if settings.log_verbose else "info",
+        "timeout_graceful_shutdown": int(max(1, settings.exit_timeout_secs)),
+        "timeout_keep_alive": 75,
+        "backlog": 4096,
+    }
+    config = uvicorn.Config(app, port=settings.http_port, lifespan="on", **common)
+
+    class _Face(uvicorn.Server):
+        """The container face's server: the main server takes the signals and stops it."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    face: uvicorn.Server | None = None
+    face_socket: socket.socket | None = None
+    if settings.allow_sagemaker:
+        address = settings.http_address
+        try:
+            face_socket = socket.create_server(
+                (address, settings.sagemaker_port),
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                backlog=4096,
+            )
+        except OSError as exc:
+            logging.getLogger("modelyard.server").error(
+                "cannot serve SageMaker's container API on %s:%d: %s",
+                address,
+                settings.sagemaker_port,
+                exc,
+            )
+            return 1
+        face_config = uvicorn.Config(
+            app.sagemaker_asgi,
+            port=settings.sagemaker_port,
+            lifespan="off",
+            interface="asgi3",  # a bound method: uvicorn's guess would be ASGI 2
+            **common,
+        )
+        face = _Face(face_config)
 
     class _Server(uvicorn.Server):
+        face_task: asyncio.Task[None] | None = None
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             app.begin_drain()
             super().handle_exit(sig, frame)
+            if face is not None:
+                face.should_exit = True  # both ports drain at once
             # uvicorn re-raises captured signals on exit (death by SIGTERM, status -15);
             # an orchestrator's SIGTERM is the normal way to stop, so it exits 0 instead
             self._captured_signals = [s for s in self._captured_signals if s != SIGTERM]
 
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)  # lifespan (models), then the main port
+            if face is not None and face_socket is not None and not self.should_exit:
+                self.face_task = asyncio.create_task(face.serve(sockets=[face_socket]))
+                logging.getLogger("modelyard.server").info(
+                    "SageMaker's container API on %s:%d",
+                    settings.http_address,
+                    settings.sagemaker_port,
+                )
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if face is not None and self.face_task is not None:
+                face.should_exit = True
+                try:
+                    await self.face_task  # its requests finish before the models unload
+                except Exception:
+                    logging.getLogger("modelyard.server").exception(
+                        "SageMaker's container API failed"
+                    )
+            await super().shutdown(sockets=sockets)
+
     server = _Server(config)
-    server.run()
+    with face_socket or contextlib.nullcontext():
+        server.run()
     if not server.started:
         return 1
     return 0

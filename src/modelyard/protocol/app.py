@@ -8,6 +8,7 @@ ASGI application too, by any ASGI server.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -63,7 +64,12 @@ class ModelyardApp:
         )
         self.v2 = V2Routes(self.manager, settings.max_input_size, settings.model_control_mode)
         self.v2.strict_readiness = settings.strict_readiness
-        self.sagemaker = SageMakerRoutes(self.manager, settings.max_input_size)
+        self.sagemaker = SageMakerRoutes(
+            self.manager,
+            settings.max_input_size,
+            # Triton's variable: the model SageMaker's /invocations serves
+            default_model=os.environ.get("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"),
+        )
         self.metrics = build_registry(
             self._metrics_snapshot, self.manager.counters, self.custom_metrics
         )
@@ -116,6 +122,15 @@ class ModelyardApp:
         """SageMaker's container face (``--allow-sagemaker``), served on its own port."""
         return await self.sagemaker.handle(request)
 
+    async def sagemaker_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """SageMaker's container face as an ASGI application, for a second ASGI server
+        (``--http-server uvicorn``). Models start and stop with the main application's
+        lifespan, so this one has none. ASGI passes the query string: List Models pages."""
+        if scope["type"] == "http":
+            query = scope.get("query_string") or b""
+            handler = functools.partial(self.sagemaker.handle, query=query)
+            await self._asgi_http(scope, receive, send, handler)
+
     async def handle_metrics(self, request: HttpRequest) -> HttpResponse:
         """Prometheus text: Triton's nv_inference_* families plus the model store's."""
         if request.path != "/metrics":
@@ -130,37 +145,46 @@ class ModelyardApp:
         """ASGI entry point, for running under any ASGI server (uvicorn, granian, ...)."""
         kind = scope["type"]
         if kind == "http":
-            try:
-                body = await _read_body(receive, self.settings.max_input_size)
-            except Exception as exc:
-                response = HttpResponse(*v2_error(exc))
-            else:
-                headers = {bytes(k): bytes(v) for k, v in scope["headers"]}
-                path = scope.get("raw_path")
-                request = HttpRequest(
-                    scope["method"],
-                    unquote(path.decode("latin-1")) if path else scope["path"],
-                    headers,
-                    body,
-                )
-                response = await self.handle(request)
-            if response.stream is not None:
-                await self._send_stream(response, send)
-                return
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": [
-                        (b"content-type", response.content_type),
-                        (b"content-length", str(len(response.body)).encode()),
-                        *response.headers,
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": response.body})
+            await self._asgi_http(scope, receive, send, self.handle)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _asgi_http(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        handler: Callable[[HttpRequest], Awaitable[HttpResponse]],
+    ) -> None:
+        try:
+            body = await _read_body(receive, self.settings.max_input_size)
+        except Exception as exc:
+            response = HttpResponse(*v2_error(exc))
+        else:
+            headers = {bytes(k): bytes(v) for k, v in scope["headers"]}
+            path = scope.get("raw_path")
+            request = HttpRequest(
+                scope["method"],
+                unquote(path.decode("latin-1")) if path else scope["path"],
+                headers,
+                body,
+            )
+            response = await handler(request)
+        if response.stream is not None:
+            await self._send_stream(response, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [
+                    (b"content-type", response.content_type),
+                    (b"content-length", str(len(response.body)).encode()),
+                    *response.headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
 
     async def _send_stream(self, response: HttpResponse, send: Send) -> None:
         assert response.stream is not None

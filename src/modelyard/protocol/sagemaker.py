@@ -7,7 +7,9 @@
   ``ValidationError``. The endpoint name is not checked: the server is the endpoint.
 * **Container face** (``--allow-sagemaker=true``, ``--sagemaker-port``): what SageMaker's
   platform calls on a multi-model container, as Triton's SageMaker server answers it:
-  ``/ping``, ``/invocations`` and the MME contract's ``/models`` API.
+  ``/ping``, ``/invocations`` and the MME contract's ``/models`` API. ``/invocations`` serves
+  the model ``SAGEMAKER_TRITON_DEFAULT_MODEL_NAME`` names, as Triton's does (read once, at
+  start, by the composition root and passed in here).
 
 Bodies are KServe v2 JSON, or v2 with binary tensors under Triton's content type
 ``application/vnd.sagemaker-triton.binary+json;json-header-size=N`` (``wire/sagemaker.py``).
@@ -33,6 +35,8 @@ from modelyard.wire.sagemaker import (
     binary_content_type,
     header_length,
     model_description,
+    models_page,
+    parse_list_query,
     parse_load_request,
     parse_target_model,
 )
@@ -41,6 +45,7 @@ from modelyard.wire.v2 import decode_infer_request, encode_infer_response
 Handler = Callable[["SageMakerRoutes", HttpRequest, dict[str, str]], Awaitable[HttpResponse]]
 
 _INVOCATIONS = re.compile(r"/endpoints/(?P<endpoint>[^/]+)/invocations")
+_LIST = re.compile(r"/models/?")
 _ENSEMBLE = re.compile(rb'platform\s*:\s*"ensemble"')
 _SYSTEM_FOLDERS = ("/dev", "/proc", "/sys")
 
@@ -48,9 +53,13 @@ _SYSTEM_FOLDERS = ("/dev", "/proc", "/sys")
 class SageMakerRoutes:
     """``invoke_endpoint`` serves the client face; ``handle`` the container face."""
 
-    def __init__(self, manager: ModelManager, max_input_size: int) -> None:
+    def __init__(
+        self, manager: ModelManager, max_input_size: int, default_model: str | None = None
+    ) -> None:
         self.manager = manager
         self.max_input_size = max_input_size
+        # SAGEMAKER_TRITON_DEFAULT_MODEL_NAME: the model /invocations serves
+        self.default_model = default_model or None
         self.draining = False
         self.urls: dict[str, str] = {}  # models loaded through POST /models -> their url
         self._loading: set[str] = set()
@@ -59,8 +68,8 @@ class SageMakerRoutes:
             Route("POST", re.compile(_M + "/invoke"), SageMakerRoutes.invoke_model),
             Route("POST", re.compile(r"/invocations"), SageMakerRoutes.invocations),
             Route("GET", re.compile(r"/ping"), SageMakerRoutes.ping),
-            Route("GET", re.compile(r"/models/?"), SageMakerRoutes.list_models),
-            Route("POST", re.compile(r"/models/?"), SageMakerRoutes.load_model),
+            Route("GET", _LIST, SageMakerRoutes.list_models),
+            Route("POST", _LIST, SageMakerRoutes.load_model),
             Route("GET", re.compile(_M), SageMakerRoutes.get_model),
             Route("DELETE", re.compile(_M), SageMakerRoutes.unload_model),
         ]
@@ -82,18 +91,53 @@ class SageMakerRoutes:
             return HttpResponse(status, body, JSON, headers)
 
     # -- container face --------------------------------------------------------------------
-    async def handle(self, request: HttpRequest) -> HttpResponse:
-        """Route one container-face request; errors in Triton's ``{"error": ...}`` form."""
+    async def handle(self, request: HttpRequest, query: bytes | None = None) -> HttpResponse:
+        """Route one container-face request; errors in Triton's ``{"error": ...}`` form.
+
+        ``query`` is the request's query string, where the front end passes it: only List
+        Models reads one (``next_page_token``, ``max_results``). Without it, List Models
+        answers every model in one page.
+        """
+        if query and request.method in ("GET", "HEAD") and _LIST.fullmatch(request.path):
+            try:
+                after, size = parse_list_query(query)
+            except Exception as exc:
+                return HttpResponse(*sagemaker_container_error(exc))
+            return self._list(after, size)
         return await dispatch(self, self.table, request, sagemaker_container_error)
 
     async def ping(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         return HttpResponse(400 if self.draining else 200, b"")
 
     async def invocations(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        """The single-model form: the TargetModel header names a model of the repository."""
-        model, version = parse_target_model(request.headers.get(TARGET_MODEL_HEADER))
+        """The single-model form, on a model of the repository (:meth:`invocations_target`)."""
+        model, version = self.invocations_target(request.headers.get(TARGET_MODEL_HEADER))
         runner = await self.manager.runner_for(model, version)
         return await self._infer(request, runner, model, version)
+
+    def invocations_target(self, target_model: bytes | None) -> tuple[str, str]:
+        """``(model, version)`` that ``/invocations`` serves.
+
+        1. ``SAGEMAKER_TRITON_DEFAULT_MODEL_NAME``, its default version: what Triton's
+           SageMaker server does (it then ignores the TargetModel header, and so do we);
+        2. else the TargetModel header (``<model>_<version>.tar.gz``; modelyard's own);
+        3. else the repository's only model: what Triton's SageMaker entry point does when
+           the variable is unset and the repository holds one model folder.
+        """
+        if self.default_model is not None:
+            return self.default_model, ""
+        if target_model and target_model.strip():
+            return parse_target_model(target_model)
+        names = [
+            n for n, r in self.manager.models.items() if r.source is not None and not r.registered
+        ]
+        if len(names) == 1:
+            return names[0], ""
+        raise InvalidArgument(
+            "/invocations does not know which model to serve: set "
+            "SAGEMAKER_TRITON_DEFAULT_MODEL_NAME, send X-Amzn-SageMaker-Target-Model, or "
+            f"serve a repository with one model (this one has {len(names)})"
+        )
 
     async def load_model(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         name, url = parse_load_request(decoded_body(request, self.max_input_size))
@@ -110,8 +154,12 @@ class SageMakerRoutes:
 
     async def list_models(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         """Every model loaded through this API, in one page (so no ``nextPageToken``)."""
-        models = [model_description(n, self.urls[n]) for n in sorted(self.urls) if self._has(n)]
-        return HttpResponse(200, orjson.dumps({"models": models}))
+        return self._list(None, None)
+
+    def _list(self, after: str | None, size: int | None) -> HttpResponse:
+        """A page of the models loaded through this API, in name order (``models_page``)."""
+        urls = {n: u for n, u in self.urls.items() if self._has(n)}
+        return HttpResponse(200, orjson.dumps(models_page(urls, after, size)))
 
     async def get_model(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         name = self._known(p["model"])

@@ -10,13 +10,20 @@ Framework-free, shared by the server and any client:
   ``application/vnd.sagemaker-triton.binary+json;json-header-size=N``: ``N`` is what the v2
   header ``Inference-Header-Content-Length`` says elsewhere. Any other content type is v2 JSON.
 * The multi-model endpoint (MME) container contract's bodies: ``POST /models`` takes
-  ``{"model_name", "url"}``; models are described as ``{"modelName", "modelUrl"}``.
+  ``{"model_name", "url"}``; models are described as ``{"modelName", "modelUrl"}``. ``GET
+  /models`` pages: the platform passes back a page's ``nextPageToken`` as the query parameter
+  ``next_page_token``; no token in an answer means no more models. The token is opaque: here,
+  the last name of the page (names are listed in sorted order), so a model loaded or
+  unloaded between two calls neither repeats nor hides the others.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any, Final
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -30,6 +37,9 @@ __all__ = [
     "binary_content_type",
     "header_length",
     "model_description",
+    "models_page",
+    "page_token",
+    "parse_list_query",
     "parse_load_request",
     "parse_target_model",
     "target_model",
@@ -132,3 +142,65 @@ def parse_load_request(body: bytes) -> tuple[str, str]:
 def model_description(name: str, url: str) -> dict[str, Any]:
     """One model as the MME contract's List and Get Model answers show it."""
     return {"modelName": name, "modelUrl": url}
+
+
+_TOKEN_PREFIX: Final = b"after:"
+
+
+def page_token(last_name: str) -> str:
+    """The ``nextPageToken`` of a page that ended with ``last_name`` (URL-safe, opaque)."""
+    raw = base64.urlsafe_b64encode(_TOKEN_PREFIX + last_name.encode())
+    return raw.rstrip(b"=").decode("ascii")
+
+
+def _token_name(token: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        name = raw[len(_TOKEN_PREFIX) :].decode()
+        # re-encoding must give the token back: no stray characters, padding or prefix
+        if raw.startswith(_TOKEN_PREFIX) and page_token(name) == token:
+            return name
+    except (binascii.Error, ValueError):  # not base64, or not UTF-8
+        pass
+    raise InvalidArgument(
+        f"next_page_token '{token}' is not a token this server issued: pass back the "
+        "nextPageToken of the previous answer, or no token for the first page"
+    )
+
+
+def parse_list_query(query: bytes | str) -> tuple[str | None, int | None]:
+    """``(start after this name, page size)`` from ``GET /models``' query string.
+
+    ``next_page_token`` (the contract's parameter) is a ``nextPageToken`` this server
+    issued; ``max_results`` a positive page size (absent: every model in one page, as
+    Triton answers). Anything else in the query is ignored; a token or size that does not
+    parse is InvalidArgument (400).
+    """
+    if isinstance(query, bytes):
+        query = query.decode("latin-1")
+    params = parse_qs(query, keep_blank_values=True)
+    after = None
+    tokens = params.get("next_page_token")
+    if tokens and tokens[-1]:
+        after = _token_name(tokens[-1])
+    size = None
+    sizes = params.get("max_results")
+    if sizes:
+        raw = sizes[-1].strip()
+        if not raw.isdecimal() or int(raw) < 1:
+            raise InvalidArgument(f"max_results must be a positive integer, got '{sizes[-1]}'")
+        size = int(raw)
+    return after, size
+
+
+def models_page(
+    urls: dict[str, str], after: str | None = None, size: int | None = None
+) -> dict[str, Any]:
+    """The List Models answer: the models named after ``after``, in name order, at most
+    ``size`` of them, with ``nextPageToken`` when more follow."""
+    names = sorted(n for n in urls if after is None or n > after)
+    page = names if size is None else names[:size]
+    doc: dict[str, Any] = {"models": [model_description(n, urls[n]) for n in page]}
+    if len(page) < len(names):
+        doc["nextPageToken"] = page_token(page[-1])
+    return doc
