@@ -353,19 +353,25 @@ def test_invocations_with_a_target_model(container: httpx.Client) -> None:
     assert "SAGEMAKER_TRITON_DEFAULT_MODEL_NAME" in nothing.json()["error"]
 
 
-def test_list_models_under_the_own_front_end_is_one_page(
-    container: httpx.Client, tmp_path: Path
-) -> None:
-    """modelyard's own front end does not hand the query string over yet: one whole page,
-    no ``nextPageToken`` (the contract's "no more"), whatever the query says."""
+def test_list_models_pages_under_the_own_front_end(container: httpx.Client, tmp_path: Path) -> None:
+    """The own front end passes the query string too: pages of one, then no token."""
     for name in ("p1", "p2"):
         url = tmp_path / name
         _add_sub_folder(url)
         assert container.post("/models", json={"model_name": name, "url": str(url)}).is_success
     try:
-        listed = container.get("/models", params={"max_results": "1"}).json()
-        assert [m["modelName"] for m in listed["models"]] == ["p1", "p2"]
-        assert "nextPageToken" not in listed
+        first = container.get("/models", params={"max_results": "1"}).json()
+        assert [m["modelName"] for m in first["models"]] == ["p1"]
+        token = first["nextPageToken"]
+        second = container.get(
+            "/models", params={"max_results": "1", "next_page_token": token}
+        ).json()
+        assert [m["modelName"] for m in second["models"]] == ["p2"]
+        assert "nextPageToken" not in second
+        assert [m["modelName"] for m in container.get("/models").json()["models"]] == [
+            "p1",
+            "p2",
+        ]
     finally:
         for name in ("p1", "p2"):
             container.delete(f"/models/{name}")

@@ -28,6 +28,7 @@ class HttpRequest:
     path: str  # percent-decoded
     headers: dict[bytes, bytes]  # lower-case names; a repeated header keeps its last value
     body: bytes
+    query: bytes = b""  # the raw query string, after "?" (SageMaker's List Models reads it)
 
 
 @dataclass(slots=True)

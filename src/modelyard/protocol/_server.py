@@ -141,12 +141,13 @@ class _Connection(asyncio.Protocol):
         if self._too_large:
             item, keep_alive = self._too_large_response(), False
         else:
-            raw_path = self._url.split(b"?", 1)[0]
+            raw_path, _, query = self._url.partition(b"?")
             item = HttpRequest(
                 self.parser.get_method().decode("ascii", "replace"),
                 unquote(raw_path.decode("latin-1")),
                 self._headers,
                 self._body[0] if len(self._body) == 1 else b"".join(self._body),
+                query,
             )
         self.pending.append((item, keep_alive))
         if not self.busy:

@@ -8,7 +8,6 @@ ASGI application too, by any ASGI server.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -120,16 +119,14 @@ class ModelyardApp:
 
     async def handle_sagemaker(self, request: HttpRequest) -> HttpResponse:
         """SageMaker's container face (``--allow-sagemaker``), served on its own port."""
-        return await self.sagemaker.handle(request)
+        return await self.sagemaker.handle(request, request.query)
 
     async def sagemaker_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """SageMaker's container face as an ASGI application, for a second ASGI server
         (``--http-server uvicorn``). Models start and stop with the main application's
-        lifespan, so this one has none. ASGI passes the query string: List Models pages."""
+        lifespan, so this one has none."""
         if scope["type"] == "http":
-            query = scope.get("query_string") or b""
-            handler = functools.partial(self.sagemaker.handle, query=query)
-            await self._asgi_http(scope, receive, send, handler)
+            await self._asgi_http(scope, receive, send, self.handle_sagemaker)
 
     async def handle_metrics(self, request: HttpRequest) -> HttpResponse:
         """Prometheus text: Triton's nv_inference_* families plus the model store's."""
@@ -168,6 +165,7 @@ class ModelyardApp:
                 unquote(path.decode("latin-1")) if path else scope["path"],
                 headers,
                 body,
+                scope.get("query_string") or b"",
             )
             response = await handler(request)
         if response.stream is not None:
