@@ -147,23 +147,19 @@ def split_bundle(bundle: Path, manifest: Manifest, dest: Path) -> list[BundlePar
 def _post_order(
     graph: dict[ModelVersion, list[ModelVersion]], root: ModelVersion
 ) -> list[ModelVersion]:
-    seen: set[ModelVersion] = set()
-    out: list[ModelVersion] = []
-
-    def visit(node: ModelVersion) -> None:
-        if node in seen:
-            return
-        seen.add(node)
-        for step in graph[node]:
-            visit(step)
-        out.append(node)
-
-    visit(root)
-    return out
+    """Depth first, each model after the steps it runs (leaves first, the root last)."""
+    return _walk(graph, root, steps_first=True)
 
 
 def _pre_order(
     graph: dict[ModelVersion, list[ModelVersion]], root: ModelVersion
+) -> list[ModelVersion]:
+    """Depth first, each model before the steps it runs (the root first)."""
+    return _walk(graph, root, steps_first=False)
+
+
+def _walk(
+    graph: dict[ModelVersion, list[ModelVersion]], root: ModelVersion, steps_first: bool
 ) -> list[ModelVersion]:
     seen: set[ModelVersion] = set()
     out: list[ModelVersion] = []
@@ -172,9 +168,12 @@ def _pre_order(
         if node in seen:
             return
         seen.add(node)
-        out.append(node)
+        if not steps_first:
+            out.append(node)
         for step in graph[node]:
             visit(step)
+        if steps_first:
+            out.append(node)
 
     visit(root)
     return out

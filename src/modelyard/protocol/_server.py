@@ -204,6 +204,10 @@ class _Connection(asyncio.Protocol):
         if not head:
             parts.append(response.body)
         transport.write(b"".join(parts))
+        self._answered(keep_alive)
+
+    def _answered(self, keep_alive: bool) -> None:
+        """A response is out: on to the next pipelined request, or close."""
         self.last_active = time.monotonic()
         if keep_alive:
             self._next()
@@ -239,12 +243,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is None:
             return
         self.transport.write(b"0\r\n\r\n")
-        self.last_active = time.monotonic()
-        if keep_alive:
-            self._next()
-        else:
-            self.pending.clear()
-            self.close()
+        self._answered(keep_alive)
 
     def _discard_stream(self, stream: AsyncIterator[bytes]) -> None:
         aclose = getattr(stream, "aclose", None)
