@@ -34,6 +34,27 @@ from tests.factories.python_models import (
 )
 from tests.integration.conftest import ADD_SUB
 
+# BLS from initialize: modelyard answers it with a clear error at once (no event loop side
+# for the worker exists yet), and the model decides what to do with it
+BLS_IN_INIT_PY = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        call = pb_utils.InferenceRequest(
+            model_name="py_add_sub",
+            inputs=[pb_utils.Tensor("INPUT0", np.zeros(16, np.float32))],
+            requested_output_names=["OUTPUT0"],
+        )
+        result = call.exec()
+        self.seen = result.error().message() if result.has_error() else "answered"
+
+    def execute(self, requests):
+        out = np.array([self.seen.encode()], dtype=object)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", out)]) for _ in requests]
+"""
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -45,6 +66,13 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sleep_model(root, "victim", count=1)
     write_model(root, "add_sub", add_sub(dims=["batch", 16]), ADD_SUB)
     bls_onnx_model(root, "pre_onnx", target="add_sub")
+    write_python_model(
+        root,
+        "bls_in_init",
+        BLS_IN_INIT_PY,
+        'name: "bls_in_init"\nbackend: "python"\ninput [ { name: "X", data_type: TYPE_FP32, '
+        'dims: [ 1 ] } ]\noutput [ { name: "Y", data_type: TYPE_STRING, dims: [ 1 ] } ]\n',
+    )
     write_python_model(
         root,
         "broken_init",
@@ -216,6 +244,16 @@ def test_model_failing_in_initialize_is_a_clear_load_error(server: RunningServer
         # everything else still serves
         assert _sleep(client, "sleeper", 0).status_code == 200
     assert _worker_pids(server, "broken_init_0_0") == []  # nothing left running
+
+
+def test_bls_from_initialize_is_a_clear_error_not_a_hang(server: RunningServer) -> None:
+    body = {"inputs": [{"name": "X", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+    start = time.perf_counter()
+    answer = httpx.post(f"{server.base_url}/v2/models/bls_in_init/infer", json=body, timeout=60)
+    assert time.perf_counter() - start < 10
+    assert answer.status_code == 200, answer.text
+    seen = answer.json()["outputs"][0]["data"][0]
+    assert "from initialize is not supported" in seen
 
 
 def test_hung_model_hits_the_execute_timeout_and_recovers(tmp_path: Path) -> None:

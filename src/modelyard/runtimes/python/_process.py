@@ -303,6 +303,17 @@ class WorkerProcess:
         op = msg["op"]
         if op in ("log", "mf", "m", "mv"):
             self._handle_side_frame(msg)
+        elif op in ("bls", "ctl"):
+            # during initialize the server has no event loop side for this worker yet: say
+            # so at once rather than leave the model waiting until the start timeout
+            reply = Outgoing({"op": "bls_r", "id": msg["id"], "final": True})
+            reply.msg["e"] = [
+                "calling other models (BLS, model control) from initialize is not supported "
+                "by modelyard: make the call from execute",
+                5,  # UNSUPPORTED
+            ]
+            assert self._sock is not None
+            self._sock.sendall(b"".join(reply.frame()))
         else:
             self._early.append((msg, payload))
 
