@@ -47,6 +47,8 @@ def _json_default(obj: Any) -> Any:
 HEAD = struct.Struct("<II")
 INLINE = -1  # "where" of a tensor carried in the frame's payload
 
+# the same table as modelyard.datatypes, restated: this module runs in models' own
+# environments, where modelyard is not importable
 NUMPY_OF = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
