@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024  # Triton's --http-max-input-size default
+DEFAULT_SAGEMAKER_MODEL_ROOT = "/opt/ml/models"  # where SageMaker puts an endpoint's models
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,8 @@ class ServerSettings:
     model_cache_size: int = 20 * 2**30
     allow_sagemaker: bool = False  # SageMaker's container face (/ping, /invocations, /models)
     sagemaker_port: int = 8080  # Triton's default --sagemaker-port
+    # --sagemaker-model-root: the only folders POST /models may load from
+    sagemaker_model_roots: tuple[str, ...] = (DEFAULT_SAGEMAKER_MODEL_ROOT,)
     python_execute_timeout: float = 0.0  # seconds a Python model may take per request (0: none)
     python_env_dir: Path | None = None  # None: $XDG_CACHE_HOME/modelyard/envs
     python_env_build: bool = True  # build environments from requirements.txt

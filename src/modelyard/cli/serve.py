@@ -19,7 +19,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelyard.errors import ModelyardError
-from modelyard.settings import DEFAULT_MAX_INPUT_SIZE, ServerSettings
+from modelyard.settings import (
+    DEFAULT_MAX_INPUT_SIZE,
+    DEFAULT_SAGEMAKER_MODEL_ROOT,
+    ServerSettings,
+)
 
 if TYPE_CHECKING:
     from modelyard.protocol.app import ModelyardApp
@@ -167,6 +171,14 @@ def serve(
     sagemaker_port: Annotated[
         int, typer.Option("--sagemaker-port", help="Port of SageMaker's container API.")
     ] = 8080,
+    sagemaker_model_root: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sagemaker-model-root",
+            help="A folder SageMaker's POST /models may load models from (repeat; "
+            "default /opt/ml/models). Nothing outside these is read.",
+        ),
+    ] = None,
     python_execute_timeout: Annotated[
         float,
         typer.Option(
@@ -260,6 +272,7 @@ def serve(
         allow_metrics=_bool(allow_metrics, "--allow-metrics"),
         metrics_port=metrics_port,
         sagemaker_port=sagemaker_port,
+        sagemaker_model_roots=tuple(sagemaker_model_root or ()) or (DEFAULT_SAGEMAKER_MODEL_ROOT,),
         python_execute_timeout=python_execute_timeout,
         python_env_dir=python_env_dir,
         python_env_build=_bool(python_env_build, "--python-env-build"),

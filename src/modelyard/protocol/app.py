@@ -68,6 +68,7 @@ class ModelyardApp:
             settings.max_input_size,
             # Triton's variable: the model SageMaker's /invocations serves
             default_model=os.environ.get("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"),
+            model_roots=settings.sagemaker_model_roots,
         )
         self.metrics = build_registry(
             self._metrics_snapshot, self.manager.counters, self.custom_metrics
