@@ -504,6 +504,9 @@ class ModelManager:
             raise ModelNotFound(name, f"failed to unload '{name}', no version is available")
         async with record.lock:
             await self.unload_locked(record, reason)
+            if record.override is not None:  # files a request sent go with an unload (Triton)
+                remove_override(record.override)
+                record.override, record.entry = None, None
 
     async def unload_locked(self, record: ModelRecord, reason: str) -> None:
         """Unload every version; the caller holds ``record.lock``."""
