@@ -74,6 +74,9 @@ def prepare_config(
         normalize_config(config, model_dir=entry.path)
     if entry.mapped:  # Triton's model mapping: the served name, whatever the config says
         config.name = entry.name
+    aliases = dict(entry.aliases)
+    for step in config.ensemble_scheduling.step if aliases else ():
+        step.model_name = aliases.get(step.model_name, step.model_name)
     validate_config(
         config,
         folder_name=entry.name,

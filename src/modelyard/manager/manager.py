@@ -454,24 +454,31 @@ class ModelManager:
         SageMaker's container face registers models this way, as Triton's maps them: the
         model is served under ``name`` whatever its folder and its config call it.
         ``companions`` are the other model folders that came with it (an ensemble's steps,
-        beside it in the same SageMaker url): registered under their own names, loaded as
-        the ensemble needs them, removed with it. A name already served is refused (409).
+        beside it in the same SageMaker url). They are scoped to it, as Triton's model
+        namespacing scopes a repository's models: served as ``<name>/<folder>`` (a name no
+        request can spell, so two models' steps may share a folder name), the ensemble's
+        steps renamed to match, loaded as the ensemble needs them and removed with it.
         Registered models are never evicted: only :meth:`deregister` unloads them, so the
         platform's list of models stays true (when the budget is full, registering fails
-        and the platform deletes models itself).
+        and the platform deletes models itself). A name already served is refused (409).
         """
         check_model_name(name)
-        parts = [ModelRecord(p.name, None, None, registered=True) for p in companions]
-        names = [name, *(r.name for r in parts)]
-        for n in names:
-            taken = self.models.get(n)
-            if names.count(n) > 1 or (taken is not None and (taken.loaded or taken.registered)):
-                raise AlreadyExists(f"model '{n}' is already loaded")
-        entry = await asyncio.to_thread(scan_model, model_dir, name)
-        for part, folder in zip(parts, companions, strict=True):
-            part.entry = await asyncio.to_thread(scan_model, folder)
-        record = ModelRecord(name, None, entry, registered=True)
-        record.parts = tuple(r.name for r in parts)
+        taken = self.models.get(name)
+        if taken is not None and (taken.loaded or taken.registered):
+            raise AlreadyExists(f"model '{name}' is already loaded")
+        scoped = {folder.name: f"{name}/{folder.name}" for folder in companions}
+        aliases = tuple(sorted(scoped.items()))
+        entry = await asyncio.to_thread(scan_model, model_dir, name, aliases)
+        parts = [
+            ModelRecord(
+                scoped[folder.name],
+                None,
+                await asyncio.to_thread(scan_model, folder, scoped[folder.name], aliases),
+                registered=True,
+            )
+            for folder in companions
+        ]
+        record = ModelRecord(name, None, entry, registered=True, parts=tuple(scoped.values()))
         for r in (*parts, record):
             self.models[r.name] = r
         try:
@@ -480,6 +487,12 @@ class ModelManager:
         except BaseException:
             await self._forget(record)
             raise
+
+    async def load_registered(self, record: ModelRecord) -> None:
+        """Load a registered model not loaded yet (an ensemble's step, when it is needed)."""
+        async with record.lock:
+            if not record.loaded:
+                await self._admitted_load(record)
 
     async def deregister(self, name: str) -> None:
         """Unload a registered model and the companions registered with it, and forget them."""

@@ -64,6 +64,9 @@ class ModelEntry:
     # served under ``name`` whatever the folder and its config call it (Triton's model
     # mapping, as SageMaker's POST /models uses it): the config takes ``name``
     mapped: bool = False
+    # ensemble steps as written -> the names they are served under (a SageMaker model's
+    # steps, scoped to it as Triton's model namespacing scopes them to their repository)
+    aliases: tuple[tuple[str, str], ...] = ()
 
 
 def scan_repository(root: Path) -> dict[str, ModelEntry]:
@@ -74,7 +77,9 @@ def scan_repository(root: Path) -> dict[str, ModelEntry]:
     return {path.name: scan_model(path) for path in entries}
 
 
-def scan_model(model_dir: Path, name: str | None = None) -> ModelEntry:
+def scan_model(
+    model_dir: Path, name: str | None = None, aliases: tuple[tuple[str, str], ...] = ()
+) -> ModelEntry:
     """The entry for one model folder, named as the folder is, or ``name`` (mapped)."""
     config_path = model_dir / CONFIG_FILENAME
     return ModelEntry(
@@ -83,6 +88,7 @@ def scan_model(model_dir: Path, name: str | None = None) -> ModelEntry:
         config_path=config_path if config_path.is_file() else None,
         versions=list_versions(model_dir),
         mapped=name is not None,
+        aliases=aliases,
     )
 
 
