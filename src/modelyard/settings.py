@@ -37,6 +37,9 @@ class ServerSettings:
     sagemaker_port: int = 8080  # Triton's default --sagemaker-port
     # --sagemaker-model-root: the only folders POST /models may load from
     sagemaker_model_roots: tuple[str, ...] = (DEFAULT_SAGEMAKER_MODEL_ROOT,)
+    sagemaker_safe_port_range: tuple[int, int] | None = None  # SAGEMAKER_SAFE_PORT_RANGE
+    sagemaker_ping_mode: str = "ready"  # ready | live (SAGEMAKER_MULTI_MODEL=true: live)
+    sagemaker_default_model: str | None = None  # SAGEMAKER_TRITON_DEFAULT_MODEL_NAME
     python_execute_timeout: float = 0.0  # seconds a Python model may take per request (0: none)
     python_env_dir: Path | None = None  # None: $XDG_CACHE_HOME/modelyard/envs
     python_env_build: bool = True  # build environments from requirements.txt

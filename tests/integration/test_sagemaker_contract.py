@@ -21,7 +21,7 @@ import orjson
 import pytest
 import tritonclient.http as triton
 
-from modelyard.testing import free_port, running_server
+from modelyard.testing import ServerFailed, free_port, running_server, start_server
 from modelyard.wire.sagemaker import BINARY_JSON
 from tests.factories.onnx_models import add_sub, write_model
 
@@ -240,3 +240,28 @@ def test_model_names_the_platform_cannot_send(container: httpx.Client, tree: Pat
         response = container.post("/models", json={"model_name": name, "url": url})
         assert response.status_code == 400, (name, response.text)
     assert container.get("/models").json() == {"models": []}
+
+
+def test_the_container_environment(tree: Path, tmp_path: Path) -> None:
+    """SageMaker's variables, as the platform sets them: the port to bind, a multi-model
+    endpoint; and a safe port range the HTTP port lies outside stops the start, in
+    Triton's words."""
+    port = free_port()
+    env = {
+        "SAGEMAKER_MULTI_MODEL": "true",
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "SAGEMAKER_TRITON_ALLOW_METRICS": "false",
+    }
+    args = ["--allow-sagemaker=true", "--sagemaker-model-root", str(tree)]
+    with (
+        running_server(tmp_path, args, env=env),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client,
+    ):
+        assert client.get("/ping").status_code == 200
+        url = str(tree / "a1b2c3" / "model")
+        assert client.post("/models", json={"model_name": "env", "url": url}).status_code == 200
+        np.testing.assert_array_equal(_output0(_json_invoke(client, "env")), A + B)
+        assert client.delete("/models/env").status_code == 200
+    narrow = {**env, "SAGEMAKER_SAFE_PORT_RANGE": "1-2"}
+    with pytest.raises(ServerFailed, match=r"allowed port range is \[1, 2\]"):
+        start_server(tmp_path, args, env=narrow)

@@ -42,6 +42,7 @@ def _bool(value: str, flag: str) -> bool:
 
 
 def serve(
+    ctx: typer.Context,
     model_repository: Annotated[
         str,
         typer.Option(
@@ -171,6 +172,14 @@ def serve(
     sagemaker_port: Annotated[
         int, typer.Option("--sagemaker-port", help="Port of SageMaker's container API.")
     ] = 8080,
+    sagemaker_safe_port_range: Annotated[
+        str | None,
+        typer.Option(
+            "--sagemaker-safe-port-range",
+            help="<low>-<high>: the ports the other listeners must use beside SageMaker's "
+            "(Triton's flag; also SAGEMAKER_SAFE_PORT_RANGE).",
+        ),
+    ] = None,
     sagemaker_model_root: Annotated[
         list[str] | None,
         typer.Option(
@@ -280,12 +289,54 @@ def serve(
         python_env_find_links=tuple(python_env_find_links or ()),
         python_env_no_index=python_env_no_index,
     )
+    settings = _with_sagemaker_environment(ctx, settings, sagemaker_safe_port_range)
     if "://" not in model_repository and not Path(model_repository).is_dir():
         typer.echo(f"error: model repository '{model_repository}' is not a folder", err=True)
         raise typer.Exit(2)
     if http_server not in ("modelyard", "uvicorn"):
         raise typer.BadParameter(f"unknown HTTP server '{http_server}'", param_hint="--http-server")
     sys.exit(run(settings, http_server))
+
+
+# command-line parameters -> the settings fields SageMaker's variables may also set
+_SAGEMAKER_FLAGS = {
+    "sagemaker_port": "sagemaker_port",
+    "sagemaker_safe_port_range": "sagemaker_safe_port_range",
+    "load_model": "load_models",
+    "allow_metrics": "allow_metrics",
+    "metrics_port": "metrics_port",
+    "log_verbose": "log_verbose",
+}
+
+
+def _with_sagemaker_environment(
+    ctx: typer.Context, settings: ServerSettings, safe_range: str | None
+) -> ServerSettings:
+    """SageMaker's variables applied (``cli/_sagemaker_env.py``); flags given win."""
+    from dataclasses import replace
+
+    from modelyard.cli._sagemaker_env import (
+        SageMakerEnvError,
+        apply_sagemaker_environment,
+        parse_port_range,
+    )
+
+    explicit = {
+        field
+        for param, field in _SAGEMAKER_FLAGS.items()
+        if getattr(ctx.get_parameter_source(param), "name", None) == "COMMANDLINE"
+    }
+    try:
+        if safe_range is not None:
+            pair = parse_port_range(safe_range, "--sagemaker-safe-port-range")
+            settings = replace(settings, sagemaker_safe_port_range=pair)
+        settings, warnings = apply_sagemaker_environment(settings, os.environ, explicit)
+    except SageMakerEnvError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    return settings
 
 
 def _default_max_batch_size(configs: list[str]) -> int:

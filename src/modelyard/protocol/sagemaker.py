@@ -60,11 +60,15 @@ class SageMakerRoutes:
         max_input_size: int,
         default_model: str | None = None,
         model_roots: Sequence[str | Path] = (DEFAULT_SAGEMAKER_MODEL_ROOT,),
+        ping_mode: str = "ready",
     ) -> None:
         self.manager = manager
         self.max_input_size = max_input_size
         # --sagemaker-model-root: POST /models loads only folders under one of these
         self.model_roots = tuple(Path(r) for r in model_roots)
+        # SAGEMAKER_TRITON_PING_MODE: "live" (multi-model endpoints) answers /ping while the
+        # process runs; "ready" only while it takes traffic (not during the drain)
+        self.ping_mode = ping_mode
         # SAGEMAKER_TRITON_DEFAULT_MODEL_NAME: the model /invocations serves
         self.default_model = default_model or None
         self.draining = False
@@ -114,7 +118,8 @@ class SageMakerRoutes:
         return await dispatch(self, self.table, request, sagemaker_container_error)
 
     async def ping(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        return HttpResponse(400 if self.draining else 200, b"")
+        ready = self.ping_mode == "live" or not self.draining
+        return HttpResponse(200 if ready else 400, b"")
 
     async def invocations(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         """The single-model form, on a model of the repository (:meth:`invocations_target`)."""
