@@ -246,6 +246,13 @@ def test_an_unknown_target_model_is_validation_error(runtime: Any, target: str) 
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
+@pytest.mark.parametrize("target", ["..", "dir/..", "._1.tar.gz", "..tar.gz", " "])
+def test_a_target_model_no_model_can_have_is_validation_error(runtime: Any, target: str) -> None:
+    with pytest.raises(runtime.exceptions.ValidationError) as info:
+        _invoke(runtime, TargetModel=target, Body=_json_body(), ContentType="application/json")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
 def test_no_target_model_is_validation_error(runtime: Any) -> None:
     with pytest.raises(runtime.exceptions.ValidationError, match="no target model"):
         runtime.invoke_endpoint(
