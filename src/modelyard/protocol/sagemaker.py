@@ -8,8 +8,9 @@
 * **Container face** (``--allow-sagemaker=true``, ``--sagemaker-port``): what SageMaker's
   platform calls on a multi-model container, as Triton's SageMaker server answers it:
   ``/ping``, ``/invocations`` and the MME contract's ``/models`` API. ``/invocations`` serves
-  the model ``SAGEMAKER_TRITON_DEFAULT_MODEL_NAME`` names, as Triton's does (read once, at
-  start, by the composition root and passed in here).
+  the model ``SAGEMAKER_TRITON_DEFAULT_MODEL_NAME`` names, as Triton's does (SageMaker's
+  variables are read once, at start, by ``cli/_sagemaker_env.py`` and passed in here).
+  ``POST /models`` reads folders under the model roots only (``--sagemaker-model-root``).
 
 Bodies are KServe v2 JSON, or v2 with binary tensors under Triton's content type
 ``application/vnd.sagemaker-triton.binary+json;json-header-size=N`` (``wire/sagemaker.py``).
