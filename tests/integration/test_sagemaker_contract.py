@@ -264,4 +264,4 @@ def test_the_container_environment(tree: Path, tmp_path: Path) -> None:
         assert client.delete("/models/env").status_code == 200
     narrow = {**env, "SAGEMAKER_SAFE_PORT_RANGE": "1-2"}
     with pytest.raises(ServerFailed, match=r"allowed port range is \[1, 2\]"):
-        start_server(tmp_path, args, env=narrow)
+        start_server(tmp_path, args, env=narrow).stop()  # (stopped should it start)
