@@ -32,6 +32,12 @@ class ModelyardError(Exception):
     """Base of every error modelyard raises on purpose."""
 
     status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+    # raised by a model's own code (a Python model's TritonError), not by the server: some
+    # answers depend on who failed (the generate extension answers a model's error with 400)
+    from_model: bool = False
+    # the scheduler already counted this failure in the model's statistics (an ensemble
+    # step's error re-raised by the ensemble must not be counted twice)
+    stats_recorded: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -1,9 +1,15 @@
-"""Server settings: one frozen value, built by the CLI and passed down; no module globals."""
+"""Server settings: one frozen value, built by the CLI and passed down; no module globals.
+
+The defaults written here are the only ones: ``modelyard serve``'s options take theirs from
+this class, and the manager's options have none of their own (the app passes every field).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from modelyard.manager.eviction import DEFAULT_POLICY
 
 DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024  # Triton's --http-max-input-size default
 
@@ -26,7 +32,7 @@ class ServerSettings:
     load_wait_timeout: float = 60.0
     repository_poll_secs: float = 15.0
     memory_budget: int | None = None  # bytes
-    eviction_policy: str = "gdsf"
+    eviction_policy: str = DEFAULT_POLICY
     allow_metrics: bool = True
     metrics_port: int = 8002  # Triton's; /metrics is on the HTTP port as well
     gpu_limits: tuple[tuple[int, float], ...] = ()  # --model-load-gpu-limit device:share

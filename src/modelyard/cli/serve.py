@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelyard.errors import ModelyardError
-from modelyard.settings import DEFAULT_MAX_INPUT_SIZE, ServerSettings
+from modelyard.settings import ServerSettings
 
 if TYPE_CHECKING:
     from modelyard.protocol.app import ModelyardApp
 
+# the one set of defaults (settings.py): each option below shows and takes its default from here
+_D = ServerSettings(model_repository="")
 _TRUE = {"1", "true", "on", "yes"}
 _FALSE = {"0", "false", "off", "no"}
 
@@ -57,10 +59,10 @@ def serve(
         str,
         typer.Option("--model-cache-size", help="Disk the model cache may use (bytes, 20GiB)."),
     ] = "20GiB",
-    http_port: Annotated[int, typer.Option("--http-port", help="HTTP port.")] = 8000,
+    http_port: Annotated[int, typer.Option("--http-port", help="HTTP port.")] = _D.http_port,
     http_address: Annotated[
         str, typer.Option("--http-address", help="Address the HTTP server binds.")
-    ] = "0.0.0.0",
+    ] = _D.http_address,
     model_control_mode: Annotated[
         str,
         typer.Option(
@@ -68,21 +70,21 @@ def serve(
             help="on-demand (load on first request), none (load all at start), explicit "
             "(repository API only) or poll (rescan the repository).",
         ),
-    ] = "on-demand",
+    ] = _D.model_control_mode,
     repository_poll_secs: Annotated[
         float,
         typer.Option(
             "--repository-poll-secs",
             help="poll and on-demand modes: rescan the repository this often (0: never).",
         ),
-    ] = 15.0,
+    ] = _D.repository_poll_secs,
     load_wait_timeout: Annotated[
         float,
         typer.Option(
             "--load-wait-timeout",
             help="on-demand: how long a request waits for its model to load (then 503).",
         ),
-    ] = 60.0,
+    ] = _D.load_wait_timeout,
     memory_budget: Annotated[
         str | None,
         typer.Option(
@@ -102,7 +104,7 @@ def serve(
     eviction_policy: Annotated[
         str,
         typer.Option("--eviction-policy", help="gdsf (size, reload cost and use) or lru."),
-    ] = "gdsf",
+    ] = _D.eviction_policy,
     load_model: Annotated[
         list[str] | None,
         typer.Option("--load-model", help="explicit mode: model to load at start ('*' = all)."),
@@ -117,17 +119,19 @@ def serve(
     ] = False,
     http_max_input_size: Annotated[
         int, typer.Option("--http-max-input-size", help="Largest request body, in bytes.")
-    ] = DEFAULT_MAX_INPUT_SIZE,
+    ] = _D.max_input_size,
     exit_timeout_secs: Annotated[
         float, typer.Option("--exit-timeout-secs", help="Grace period for in-flight requests.")
-    ] = 30.0,
+    ] = _D.exit_timeout_secs,
     exit_on_error: Annotated[
         str, typer.Option("--exit-on-error", help="true: exit when a model fails to load.")
     ] = "false",
     strict_readiness: Annotated[
         str, typer.Option("--strict-readiness", help="true: ready only when every model is.")
     ] = "false",
-    log_verbose: Annotated[int, typer.Option("--log-verbose", help="0 info, 1+ debug.")] = 0,
+    log_verbose: Annotated[
+        int, typer.Option("--log-verbose", help="0 info, 1+ debug.")
+    ] = _D.log_verbose,
     inline_threshold_us: Annotated[
         float,
         typer.Option(
@@ -135,7 +139,7 @@ def serve(
             help="Models averaging under this many µs per execution run on the event loop "
             "thread; slower ones on worker threads. 0: always worker threads.",
         ),
-    ] = 50.0,
+    ] = _D.inline_threshold_us,
     http_server: Annotated[
         str,
         typer.Option(
@@ -156,7 +160,7 @@ def serve(
             "--metrics-port",
             help="Prometheus /metrics port (0: none; /metrics is also on the HTTP port).",
         ),
-    ] = 8002,
+    ] = _D.metrics_port,
     allow_sagemaker: Annotated[
         str,
         typer.Option(
@@ -166,7 +170,7 @@ def serve(
     ] = "false",
     sagemaker_port: Annotated[
         int, typer.Option("--sagemaker-port", help="Port of SageMaker's container API.")
-    ] = 8080,
+    ] = _D.sagemaker_port,
     python_execute_timeout: Annotated[
         float,
         typer.Option(
@@ -174,7 +178,7 @@ def serve(
             help="Seconds a Python model may take on one request before its worker is "
             "restarted (0: no limit).",
         ),
-    ] = 0.0,
+    ] = _D.python_execute_timeout,
     python_env_dir: Annotated[
         Path | None,
         typer.Option(
@@ -204,17 +208,20 @@ def serve(
         typer.Option(
             "--python-env-no-index", help="Build environments from --python-env-find-links only."
         ),
-    ] = False,
+    ] = _D.python_env_no_index,
 ) -> None:
-    if model_control_mode not in ("none", "explicit", "poll", "on-demand"):
+    from modelyard.manager.eviction import POLICIES
+    from modelyard.manager.manager import MODES
+
+    if model_control_mode not in MODES:
         raise typer.BadParameter(
-            f"unsupported model control mode '{model_control_mode}' "
-            "(on-demand, none, explicit or poll)",
+            f"unsupported model control mode '{model_control_mode}' ({', '.join(MODES)})",
             param_hint="--model-control-mode",
         )
-    if eviction_policy not in ("gdsf", "lru"):
+    if eviction_policy not in POLICIES:
         raise typer.BadParameter(
-            f"unknown eviction policy '{eviction_policy}'", param_hint="--eviction-policy"
+            f"unknown eviction policy '{eviction_policy}' ({', '.join(POLICIES)})",
+            param_hint="--eviction-policy",
         )
     from modelyard.manager.memory import host_memory_limit, parse_budget, parse_gpu_limits
 

@@ -77,20 +77,23 @@ MODES = ("none", "explicit", "poll", "on-demand")
 _REQUEST_LISTING_INTERVAL = 1.0  # seconds between listings caused by unknown names
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ManagerOptions:
+    """What the manager is told; the server-wide defaults live in ``ServerSettings`` alone, so
+    the fields a user can set have no default here (they drifted when written twice)."""
+
     repository: str  # a folder, or s3://... (docs/model-store.md)
+    control_mode: str  # one of MODES
+    load_wait_timeout: float
+    repository_poll_secs: float  # 0: no periodic rescan
+    memory_budget: int | None  # bytes; None: unbounded
+    eviction_policy: str  # one of eviction.POLICIES
+    cache_max_bytes: int
     autocomplete: bool = True
-    control_mode: str = "none"
     startup_models: tuple[str, ...] = ()  # --load-model; "*" loads all
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     inline_threshold_ns: int = DEFAULT_INLINE_NS
-    load_wait_timeout: float = 60.0
-    repository_poll_secs: float = 0.0  # 0: no periodic rescan
-    memory_budget: int | None = None  # bytes; None: unbounded
-    eviction_policy: str = "gdsf"
     cache_dir: Path | None = None  # None: default_cache_dir()
-    cache_max_bytes: int = 20 * 2**30
     memory_watch_secs: float = 1.0  # the watchdog's period (0: off)
     gpu_limits: dict[int, float] = field(default_factory=dict)  # device -> share of its memory
 
