@@ -18,6 +18,7 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     │   └── EnvironmentUnusable (400) a Python model's environment that cannot run its worker
     ├── MissingDependency (500)      an optional extra is not installed; message has the pip command
     ├── Unsupported (501)            a protocol feature modelyard does not implement (e.g. br bodies)
+    ├── PortUnavailable (500)        start-up: a port that cannot be bound (in use, no permission)
     └── Internal (500)               a runtime failed while executing
 
 Messages are complete sentences a user can act on; the wire layer never rewrites them.
@@ -121,3 +122,14 @@ class DecoupledModel(Unsupported):
 
 class Internal(ModelyardError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class PortUnavailable(ModelyardError):
+    """A listening port the server cannot bind: one line naming it and the flag that moves it
+    (``modelyard serve`` prints ``cannot start: ...`` and exits 1, no traceback)."""
+
+    def __init__(self, address: str, port: int, flag: str, reason: str) -> None:
+        super().__init__(
+            f"cannot listen on {address}:{port}: {reason.lower()}; choose another port with {flag}"
+        )
+        self.port = port

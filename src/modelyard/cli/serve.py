@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from signal import SIGINT, SIGTERM
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelyardError, PortUnavailable
 from modelyard.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -356,6 +357,12 @@ def _run_own(app: ModelyardApp) -> int:
     return 0
 
 
+def _listen(address: str, port: int) -> socket.socket:
+    return socket.create_server(
+        (address, port), family=socket.AF_INET6 if ":" in address else socket.AF_INET, backlog=4096
+    )
+
+
 def _run_uvicorn(app: ModelyardApp) -> int:
     """The same application under uvicorn (ASGI), kept for comparison and for ASGI setups.
 
@@ -366,7 +373,6 @@ def _run_uvicorn(app: ModelyardApp) -> int:
     """
     import asyncio
     import contextlib
-    import socket
     from collections.abc import Generator
 
     import uvicorn
@@ -396,18 +402,12 @@ def _run_uvicorn(app: ModelyardApp) -> int:
     if settings.allow_sagemaker:
         address = settings.http_address
         try:
-            face_socket = socket.create_server(
-                (address, settings.sagemaker_port),
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                backlog=4096,
-            )
+            face_socket = _listen(address, settings.sagemaker_port)
         except OSError as exc:
-            logging.getLogger("modelyard.server").error(
-                "cannot serve SageMaker's container API on %s:%d: %s",
-                address,
-                settings.sagemaker_port,
-                exc,
+            error = PortUnavailable(
+                address, settings.sagemaker_port, "--sagemaker-port", os.strerror(exc.errno or 0)
             )
+            logging.getLogger("modelyard.server").error("cannot start: %s", error)
             return 1
         face_config = uvicorn.Config(
             app.sagemaker_asgi,
@@ -451,9 +451,17 @@ def _run_uvicorn(app: ModelyardApp) -> int:
                     )
             await super().shutdown(sockets=sockets)
 
+    try:  # bound here, as the container face's is, so that a busy port is one clear line
+        main_socket = _listen(settings.http_address, settings.http_port)
+    except OSError as exc:
+        error = PortUnavailable(
+            settings.http_address, settings.http_port, "--http-port", os.strerror(exc.errno or 0)
+        )
+        logging.getLogger("modelyard.server").error("cannot start: %s", error)
+        return 1
     server = _Server(config)
-    with face_socket or contextlib.nullcontext():
-        server.run()
+    with main_socket, face_socket or contextlib.nullcontext():
+        server.run(sockets=[main_socket])
     if not server.started:
         return 1
     return 0

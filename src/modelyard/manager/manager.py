@@ -136,6 +136,14 @@ class ModelManager:
     async def start(self) -> None:
         await self.refresh()
         mode = self.options.control_mode
+        log.info(
+            "serving %d model%s from %s (model control mode %s%s)",
+            len(self.models),
+            "" if len(self.models) == 1 else "s",
+            self.options.repository,
+            mode,
+            ": each loads on its first request" if mode == "on-demand" else "",
+        )
         if mode in ("none", "poll") or "*" in self.options.startup_models:
             names = list(self.models)
         else:
@@ -711,7 +719,9 @@ def _remove_override(folder: Path | None) -> None:
 
 def _failed(record: ModelRecord, exc: ModelyardError) -> None:
     """A model that could not be (re)loaded says why; a failed reload leaves the versions
-    already serving as they are (as Triton does)."""
+    already serving as they are (as Triton does). Logged here, once per load, at ERROR: the
+    requests it fails are not (protocol/errors.py logs a client's 4xx at debug only)."""
+    log.error("failed to load '%s': %s", record.name, exc)
     if record.default is None:
         record.reason = str(exc)
         for v in record.versions.values():
