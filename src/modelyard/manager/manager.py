@@ -309,7 +309,11 @@ class ModelManager:
             return
         if record.source is None:
             raise ModelNotFound(record.name)
-        entry, view, seconds = await asyncio.to_thread(self.source.fetch, record.source)
+        try:
+            entry, view, seconds = await asyncio.to_thread(self.source.fetch, record.source)
+        except ModelyardError as exc:  # refused at extraction, over the cache, store down
+            _failed(record, exc)  # the index says UNAVAILABLE and why, as for a failed load
+            raise
         if seconds is not None:
             self.counters.download.observe(seconds)
         old, record.view, record.entry = record.view, view, entry
