@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024  # Triton's --http-max-input-size default
@@ -40,3 +40,8 @@ class ServerSettings:
     python_env_index_url: str | None = None
     python_env_find_links: tuple[str, ...] = ()
     python_env_no_index: bool = False
+    # access control (docs/security.md)
+    allow_model_load_files: bool = False  # load API's file: parameters (code over the network)
+    # Triton's --http-restricted-api, parsed: (group, header, value) per group
+    http_restricted_api: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+    auth_token_file: Path | None = None  # bearer tokens with roles; None: no tokens
