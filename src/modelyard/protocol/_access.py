@@ -158,6 +158,12 @@ def sagemaker_group(path: str) -> Group | None:
     return None
 
 
+def is_probe(path: str) -> bool:
+    """The server's own health probes, open even when tokens are on: ``/v2/health/live``,
+    ``/v2/health/ready`` and SageMaker's ``/ping``."""
+    return path in ("/v2/health/live", "/v2/health/ready", "/ping")
+
+
 # -- bearer tokens -------------------------------------------------------------------------
 MIN_TOKEN_LENGTH = 16
 
@@ -242,14 +248,15 @@ class AccessPolicy:
         self.tokens = tuple(tokens)
         self.enabled = bool(self.restrictions or self.tokens)
 
-    def check(self, group: Group | None, headers: Mapping[bytes, bytes]) -> None:
+    def check(self, group: Group | None, headers: Mapping[bytes, bytes], path: str = "") -> None:
         """Raise :class:`Unauthenticated` or :class:`PermissionDenied`, or return.
 
         Tokens first (who is asking: 401), then the token's role and the group's header
-        (may they: 403). Health probes need no token, so orchestrators' and proxies' probes
-        work, but a restricted ``health`` group still needs its header, as in Triton.
+        (may they: 403). The server's health probes (:func:`is_probe`) need no token, so
+        orchestrators' and load balancers' probes work; a restricted ``health`` group still
+        needs its header, as in Triton. A model's readiness is not a probe: it needs a token.
         """
-        if self.tokens and group is not Group.HEALTH:
+        if self.tokens and not is_probe(path):
             role = self._authenticate(headers.get(b"authorization"))
             if group in MANAGEMENT_GROUPS and role is not Role.MANAGEMENT:
                 raise PermissionDenied(
@@ -336,7 +343,7 @@ def exposure(
 
 def _who(policy: AccessPolicy, group: Group) -> str:
     needs = []
-    if policy.tokens and group is not Group.HEALTH:
+    if policy.tokens and group is not Group.HEALTH:  # the probes: model readiness needs one
         needs.append("management token" if group in MANAGEMENT_GROUPS else "token")
     if group in policy.restrictions:
         needs.append(f"header '{policy.restrictions[group][1]}'")

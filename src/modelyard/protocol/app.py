@@ -164,14 +164,14 @@ class ModelyardApp:
         if path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
             if self.access.enabled:
                 try:
-                    self.access.check(Group.INFERENCE, request.headers)
+                    self.access.check(Group.INFERENCE, request.headers, path)
                 except Exception as exc:
                     status, body, headers = sagemaker_error(exc)
                     return HttpResponse(status, body, headers=headers)
             return await self.sagemaker.invoke_endpoint(request)
         if self.access.enabled:
             try:
-                self.access.check(v2_group(path), request.headers)
+                self.access.check(v2_group(path), request.headers, path)
             except Exception as exc:
                 return _refusal(*v2_error(exc), exc)
         return await self.v2.handle(request)
@@ -180,7 +180,9 @@ class ModelyardApp:
         """SageMaker's container face (``--allow-sagemaker``), served on its own port."""
         if self.access.enabled:
             try:
-                self.access.check(sagemaker_group(request.path), request.headers)
+                self.access.check(
+                    sagemaker_group(request.path), request.headers, request.path
+                )
             except Exception as exc:
                 return _refusal(*sagemaker_container_error(exc), exc)
         return await self.sagemaker.handle(request, request.query)
@@ -200,7 +202,7 @@ class ModelyardApp:
         """
         if self.access.enabled:
             try:
-                self.access.check(None, request.headers)
+                self.access.check(None, request.headers, request.path)
             except Exception as exc:
                 return _refusal(*v2_error(exc), exc)
         if request.path != "/metrics":

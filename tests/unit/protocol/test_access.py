@@ -123,7 +123,10 @@ def _tokens() -> list[Token]:
 
 def test_tokens_and_roles() -> None:
     policy = AccessPolicy((), _tokens())
-    policy.check(Group.HEALTH, {})  # probes need no token
+    policy.check(Group.HEALTH, {}, "/v2/health/ready")  # probes need no token
+    policy.check(Group.HEALTH, {}, "/ping")
+    with pytest.raises(Unauthenticated):  # a model's readiness is no probe
+        policy.check(Group.HEALTH, {}, "/v2/models/m/ready")
     with pytest.raises(Unauthenticated) as missing:
         policy.check(Group.INFERENCE, {})
     assert not missing.value.invalid_token
