@@ -121,7 +121,8 @@ class ModelyardApp:
             ports.append(f"metrics on {describe_address(s.http_address, s.metrics_port)}")
         if s.allow_sagemaker:
             ports.append(f"SageMaker on {describe_address(s.http_address, s.sagemaker_port)}")
-        repository_api = s.model_control_mode in ("explicit", "on-demand")
+        # load/unload: the v2 repository API in these modes, SageMaker's /models when it is on
+        repository_api = s.model_control_mode in ("explicit", "on-demand") or s.allow_sagemaker
         summary, open_management = exposure(
             self.access, repository_api=repository_api, load_files=s.allow_model_load_files
         )
@@ -180,9 +181,7 @@ class ModelyardApp:
         """SageMaker's container face (``--allow-sagemaker``), served on its own port."""
         if self.access.enabled:
             try:
-                self.access.check(
-                    sagemaker_group(request.path), request.headers, request.path
-                )
+                self.access.check(sagemaker_group(request.path), request.headers, request.path)
             except Exception as exc:
                 return _refusal(*sagemaker_container_error(exc), exc)
         return await self.sagemaker.handle(request, request.query)
