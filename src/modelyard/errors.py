@@ -7,6 +7,9 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     ModelyardError (500)
     ├── InvalidArgument (400)        bad request: shape, dtype, JSON, missing input
     │   └── PayloadTooLarge (400)    body over --http-max-input-size (Triton answers 400)
+    ├── Unauthenticated (401)        no bearer token, or one the server does not know (--auth-token-file)
+    ├── PermissionDenied (403)       a restricted API without its header, a token without the role,
+    │                                or a feature switched off (load with files)
     ├── NotFound (404)
     │   ├── ModelNotFound (404)      unknown model, Triton's wording
     │   └── VersionNotFound (404)    unknown version of a known model
@@ -54,6 +57,26 @@ class InvalidArgument(ModelyardError):
 
 class PayloadTooLarge(InvalidArgument):
     """Triton answers an oversize body with 400 and an explanatory message, not 413."""
+
+
+class Unauthenticated(ModelyardError):
+    """No usable credentials: the answer carries ``WWW-Authenticate: Bearer`` (RFC 6750).
+
+    ``invalid_token`` is true when a token was sent but is not one the server knows, so the
+    challenge can say ``error="invalid_token"``; false when none was sent.
+    """
+
+    status = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, message: str, invalid_token: bool = False) -> None:
+        super().__init__(message)
+        self.invalid_token = invalid_token
+
+
+class PermissionDenied(ModelyardError):
+    """The caller is known (or no one is asked to be) but may not do this."""
+
+    status = HTTPStatus.FORBIDDEN
 
 
 class NotFound(ModelyardError):

@@ -6,7 +6,7 @@ this class, and the manager's options have none of their own (the app passes eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelyard.manager.eviction import DEFAULT_POLICY
@@ -46,3 +46,8 @@ class ServerSettings:
     python_env_index_url: str | None = None
     python_env_find_links: tuple[str, ...] = ()
     python_env_no_index: bool = False
+    # access control (docs/security.md)
+    allow_model_load_files: bool = False  # load API's file: parameters (code over the network)
+    # Triton's --http-restricted-api, parsed: (group, header, value) per group
+    http_restricted_api: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+    auth_token_file: Path | None = None  # bearer tokens with roles; None: no tokens

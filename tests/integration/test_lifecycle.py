@@ -97,7 +97,8 @@ def test_explicit_load_with_config_override(tmp_path: Path) -> None:
     from tritonclient.utils import InferenceServerException
 
     write_model(tmp_path, "mlp", mlp(), None)
-    with running_server(tmp_path, ["--model-control-mode=explicit"]) as server:
+    args = ["--model-control-mode=explicit", "--allow-model-load-files=true"]
+    with running_server(tmp_path, args) as server:
         client = httpclient.InferenceServerClient(server.url)
         client.load_model("mlp", config=json.dumps({"max_batch_size": 2, "backend": "onnxruntime"}))
         assert client.get_model_config("mlp")["max_batch_size"] == 2
@@ -119,7 +120,8 @@ def test_explicit_load_with_files(tmp_path: Path) -> None:
     from tritonclient.utils import InferenceServerException
 
     write_model(tmp_path, "mlp", mlp(seed=1), None)
-    with running_server(tmp_path, ["--model-control-mode=explicit"]) as server:
+    args = ["--model-control-mode=explicit", "--allow-model-load-files=true"]
+    with running_server(tmp_path, args) as server:
         client = httpclient.InferenceServerClient(server.url)
         config = json.dumps({"backend": "onnxruntime", "max_batch_size": 2})
         client.load_model("sent", config=config, files={"file:3/model.onnx": mlp(seed=2)})

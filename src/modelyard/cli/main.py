@@ -9,7 +9,7 @@ import typer
 from modelyard.cli.init import init
 from modelyard.cli.package import package
 from modelyard.cli.publish import ls, promote, push, rollback
-from modelyard.cli.serve import serve
+from modelyard.cli.serve import SECURITY_EPILOG, serve
 from modelyard.cli.testrun import test
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.command(
     "serve",
     help="Serve a Triton model repository over KServe v2 HTTP (tritonserver's flags).",
+    epilog=SECURITY_EPILOG,
 )(serve)
 # the deploy loop (docs/deploy.md): init -> package -> test -> push -> promote (-> rollback)
 app.command("init")(init)

@@ -210,6 +210,37 @@ def serve(
             "--python-env-no-index", help="Build environments from --python-env-find-links only."
         ),
     ] = _D.python_env_no_index,
+    allow_model_load_files: Annotated[
+        str,
+        typer.Option(
+            "--allow-model-load-files",
+            help="true: the repository API's load may carry 'file:' parameters (model files, "
+            "model.py code, sent over the network) and config overrides with an absolute "
+            "EXECUTION_ENV_PATH. Off by default: such a load is refused with 403.",
+            rich_help_panel="Access control (docs/security.md)",
+        ),
+    ] = "false",
+    http_restricted_api: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--http-restricted-api",
+            help="<groups>:<key>=<value> (repeatable), Triton's flag: requests to these API "
+            "groups must carry the header '<key>: <value>', else 403. Groups: health, "
+            "metadata, inference, shared-memory, model-config, model-repository, statistics, "
+            "trace, logging. Applies to the SageMaker APIs too.",
+            rich_help_panel="Access control (docs/security.md)",
+        ),
+    ] = None,
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--auth-token-file",
+            help="File of bearer tokens, one '<role> <token>' per line (role: inference or "
+            "management). Every API but the health probes then needs 'Authorization: Bearer "
+            "<token>' (401 without); the model-repository API a management token (403).",
+            rich_help_panel="Access control (docs/security.md)",
+        ),
+    ] = None,
 ) -> None:
     from modelyard.manager.eviction import POLICIES
     from modelyard.manager.manager import MODES
@@ -240,6 +271,12 @@ def serve(
             budget = parse_budget(memory_budget, host_memory_limit())
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--memory-budget") from None
+    from modelyard.protocol._access import parse_restricted_features
+
+    try:
+        restricted = parse_restricted_features(http_restricted_api or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--http-restricted-api") from None
     autocomplete = not disable_auto_complete_config
     if strict_model_config is not None and _bool(strict_model_config, "--strict-model-config"):
         autocomplete = False
@@ -274,6 +311,9 @@ def serve(
         python_env_index_url=python_env_index_url,
         python_env_find_links=tuple(python_env_find_links or ()),
         python_env_no_index=python_env_no_index,
+        allow_model_load_files=_bool(allow_model_load_files, "--allow-model-load-files"),
+        http_restricted_api=restricted,
+        auth_token_file=auth_token_file,
     )
     if "://" not in model_repository and not Path(model_repository).is_dir():
         typer.echo(f"error: model repository '{model_repository}' is not a folder", err=True)
@@ -281,6 +321,17 @@ def serve(
     if http_server not in ("modelyard", "uvicorn"):
         raise typer.BadParameter(f"unknown HTTP server '{http_server}'", param_hint="--http-server")
     sys.exit(run(settings, http_server))
+
+
+# what ``modelyard serve --help`` ends with: the short answer to "is this safe to expose?"
+SECURITY_EPILOG = (
+    "Safe production setup (docs/security.md): keep --allow-model-load-files off (the "
+    "default: no code is accepted from the network); close the model-repository API with "
+    "--http-restricted-api model-repository:<header>=<value> or --auth-token-file "
+    "management tokens, or serve with --model-control-mode none; bind --http-address "
+    "127.0.0.1 behind a TLS proxy unless the network in front is trusted. The start-up log "
+    "states the address and what is open there."
+)
 
 
 def _default_max_batch_size(configs: list[str]) -> int:
