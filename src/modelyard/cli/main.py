@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from modelyard.cli.init import init
 from modelyard.cli.package import package
 from modelyard.cli.publish import ls, promote, push, rollback
-from modelyard.cli.serve import serve
+from modelyard.cli.serve import SECURITY_EPILOG, serve
 from modelyard.cli.testrun import test
 
 app = typer.Typer(
@@ -20,6 +22,7 @@ app = typer.Typer(
 app.command(
     "serve",
     help="Serve a Triton model repository over KServe v2 HTTP (tritonserver's flags).",
+    epilog=SECURITY_EPILOG,
 )(serve)
 # the deploy loop (docs/deploy.md): init -> package -> test -> push -> promote (-> rollback)
 app.command("init")(init)
@@ -31,9 +34,24 @@ app.command("rollback")(rollback)
 app.command("ls")(ls)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from modelyard import __version__
+
+        typer.echo(f"modelyard {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """Keeps `modelyard serve` a sub-command even while it is the only one."""
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Many models behind one endpoint, from unmodified Triton model repositories."""
 
 
 def main() -> None:

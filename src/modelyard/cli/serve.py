@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from signal import SIGINT, SIGTERM
@@ -18,16 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelyard.errors import ModelyardError
-from modelyard.settings import (
-    DEFAULT_MAX_INPUT_SIZE,
-    DEFAULT_SAGEMAKER_MODEL_ROOT,
-    ServerSettings,
-)
+from modelyard.errors import ModelyardError, PortUnavailable
+from modelyard.settings import ServerSettings
 
 if TYPE_CHECKING:
     from modelyard.protocol.app import ModelyardApp
 
+# the one set of defaults (settings.py): each option below shows and takes its default from here
+_D = ServerSettings(model_repository="")
 _TRUE = {"1", "true", "on", "yes"}
 _FALSE = {"0", "false", "off", "no"}
 
@@ -62,10 +61,10 @@ def serve(
         str,
         typer.Option("--model-cache-size", help="Disk the model cache may use (bytes, 20GiB)."),
     ] = "20GiB",
-    http_port: Annotated[int, typer.Option("--http-port", help="HTTP port.")] = 8000,
+    http_port: Annotated[int, typer.Option("--http-port", help="HTTP port.")] = _D.http_port,
     http_address: Annotated[
         str, typer.Option("--http-address", help="Address the HTTP server binds.")
-    ] = "0.0.0.0",
+    ] = _D.http_address,
     model_control_mode: Annotated[
         str,
         typer.Option(
@@ -73,21 +72,21 @@ def serve(
             help="on-demand (load on first request), none (load all at start), explicit "
             "(repository API only) or poll (rescan the repository).",
         ),
-    ] = "on-demand",
+    ] = _D.model_control_mode,
     repository_poll_secs: Annotated[
         float,
         typer.Option(
             "--repository-poll-secs",
             help="poll and on-demand modes: rescan the repository this often (0: never).",
         ),
-    ] = 15.0,
+    ] = _D.repository_poll_secs,
     load_wait_timeout: Annotated[
         float,
         typer.Option(
             "--load-wait-timeout",
             help="on-demand: how long a request waits for its model to load (then 503).",
         ),
-    ] = 60.0,
+    ] = _D.load_wait_timeout,
     memory_budget: Annotated[
         str | None,
         typer.Option(
@@ -107,7 +106,7 @@ def serve(
     eviction_policy: Annotated[
         str,
         typer.Option("--eviction-policy", help="gdsf (size, reload cost and use) or lru."),
-    ] = "gdsf",
+    ] = _D.eviction_policy,
     load_model: Annotated[
         list[str] | None,
         typer.Option("--load-model", help="explicit mode: model to load at start ('*' = all)."),
@@ -122,17 +121,19 @@ def serve(
     ] = False,
     http_max_input_size: Annotated[
         int, typer.Option("--http-max-input-size", help="Largest request body, in bytes.")
-    ] = DEFAULT_MAX_INPUT_SIZE,
+    ] = _D.max_input_size,
     exit_timeout_secs: Annotated[
         float, typer.Option("--exit-timeout-secs", help="Grace period for in-flight requests.")
-    ] = 30.0,
+    ] = _D.exit_timeout_secs,
     exit_on_error: Annotated[
         str, typer.Option("--exit-on-error", help="true: exit when a model fails to load.")
     ] = "false",
     strict_readiness: Annotated[
         str, typer.Option("--strict-readiness", help="true: ready only when every model is.")
     ] = "false",
-    log_verbose: Annotated[int, typer.Option("--log-verbose", help="0 info, 1+ debug.")] = 0,
+    log_verbose: Annotated[
+        int, typer.Option("--log-verbose", help="0 info, 1+ debug.")
+    ] = _D.log_verbose,
     inline_threshold_us: Annotated[
         float,
         typer.Option(
@@ -140,7 +141,7 @@ def serve(
             help="Models averaging under this many µs per execution run on the event loop "
             "thread; slower ones on worker threads. 0: always worker threads.",
         ),
-    ] = 50.0,
+    ] = _D.inline_threshold_us,
     http_server: Annotated[
         str,
         typer.Option(
@@ -161,7 +162,7 @@ def serve(
             "--metrics-port",
             help="Prometheus /metrics port (0: none; /metrics is also on the HTTP port).",
         ),
-    ] = 8002,
+    ] = _D.metrics_port,
     allow_sagemaker: Annotated[
         str,
         typer.Option(
@@ -171,7 +172,7 @@ def serve(
     ] = "false",
     sagemaker_port: Annotated[
         int, typer.Option("--sagemaker-port", help="Port of SageMaker's container API.")
-    ] = 8080,
+    ] = _D.sagemaker_port,
     sagemaker_safe_port_range: Annotated[
         str | None,
         typer.Option(
@@ -195,7 +196,7 @@ def serve(
             help="Seconds a Python model may take on one request before its worker is "
             "restarted (0: no limit).",
         ),
-    ] = 0.0,
+    ] = _D.python_execute_timeout,
     python_env_dir: Annotated[
         Path | None,
         typer.Option(
@@ -225,17 +226,51 @@ def serve(
         typer.Option(
             "--python-env-no-index", help="Build environments from --python-env-find-links only."
         ),
-    ] = False,
+    ] = _D.python_env_no_index,
+    allow_model_load_files: Annotated[
+        str,
+        typer.Option(
+            "--allow-model-load-files",
+            help="true: the repository API's load may carry 'file:' parameters (model files, "
+            "model.py code, sent over the network) and config overrides with an absolute "
+            "EXECUTION_ENV_PATH. Off by default: such a load is refused with 403.",
+            rich_help_panel="Access control (docs/security.md)",
+        ),
+    ] = "false",
+    http_restricted_api: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--http-restricted-api",
+            help="<groups>:<key>=<value> (repeatable), Triton's flag: requests to these API "
+            "groups must carry the header '<key>: <value>', else 403. Groups: health, "
+            "metadata, inference, shared-memory, model-config, model-repository, statistics, "
+            "trace, logging. Applies to the SageMaker APIs too.",
+            rich_help_panel="Access control (docs/security.md)",
+        ),
+    ] = None,
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--auth-token-file",
+            help="File of bearer tokens, one '<role> <token>' per line (role: inference or "
+            "management). Every API but the health probes then needs 'Authorization: Bearer "
+            "<token>' (401 without); the model-repository API a management token (403).",
+            rich_help_panel="Access control (docs/security.md)",
+        ),
+    ] = None,
 ) -> None:
-    if model_control_mode not in ("none", "explicit", "poll", "on-demand"):
+    from modelyard.manager.eviction import POLICIES
+    from modelyard.manager.manager import MODES
+
+    if model_control_mode not in MODES:
         raise typer.BadParameter(
-            f"unsupported model control mode '{model_control_mode}' "
-            "(on-demand, none, explicit or poll)",
+            f"unsupported model control mode '{model_control_mode}' ({', '.join(MODES)})",
             param_hint="--model-control-mode",
         )
-    if eviction_policy not in ("gdsf", "lru"):
+    if eviction_policy not in POLICIES:
         raise typer.BadParameter(
-            f"unknown eviction policy '{eviction_policy}'", param_hint="--eviction-policy"
+            f"unknown eviction policy '{eviction_policy}' ({', '.join(POLICIES)})",
+            param_hint="--eviction-policy",
         )
     from modelyard.manager.memory import host_memory_limit, parse_budget, parse_gpu_limits
 
@@ -253,6 +288,12 @@ def serve(
             budget = parse_budget(memory_budget, host_memory_limit())
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--memory-budget") from None
+    from modelyard.protocol._access import parse_restricted_features
+
+    try:
+        restricted = parse_restricted_features(http_restricted_api or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--http-restricted-api") from None
     autocomplete = not disable_auto_complete_config
     if strict_model_config is not None and _bool(strict_model_config, "--strict-model-config"):
         autocomplete = False
@@ -281,13 +322,16 @@ def serve(
         allow_metrics=_bool(allow_metrics, "--allow-metrics"),
         metrics_port=metrics_port,
         sagemaker_port=sagemaker_port,
-        sagemaker_model_roots=tuple(sagemaker_model_root or ()) or (DEFAULT_SAGEMAKER_MODEL_ROOT,),
+        sagemaker_model_roots=tuple(sagemaker_model_root or ()) or _D.sagemaker_model_roots,
         python_execute_timeout=python_execute_timeout,
         python_env_dir=python_env_dir,
         python_env_build=_bool(python_env_build, "--python-env-build"),
         python_env_index_url=python_env_index_url,
         python_env_find_links=tuple(python_env_find_links or ()),
         python_env_no_index=python_env_no_index,
+        allow_model_load_files=_bool(allow_model_load_files, "--allow-model-load-files"),
+        http_restricted_api=restricted,
+        auth_token_file=auth_token_file,
     )
     settings = _with_sagemaker_environment(ctx, settings, sagemaker_safe_port_range)
     if "://" not in model_repository and not Path(model_repository).is_dir():
@@ -337,6 +381,17 @@ def _with_sagemaker_environment(
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     return settings
+
+
+# what ``modelyard serve --help`` ends with: the short answer to "is this safe to expose?"
+SECURITY_EPILOG = (
+    "Safe production setup (docs/security.md): keep --allow-model-load-files off (the "
+    "default: no code is accepted from the network); close the model-repository API with "
+    "--http-restricted-api model-repository:<header>=<value> or --auth-token-file "
+    "management tokens, or serve with --model-control-mode none; bind --http-address "
+    "127.0.0.1 behind a TLS proxy unless the network in front is trusted. The start-up log "
+    "states the address and what is open there."
+)
 
 
 def _default_max_batch_size(configs: list[str]) -> int:
@@ -413,6 +468,12 @@ def _run_own(app: ModelyardApp) -> int:
     return 0
 
 
+def _listen(address: str, port: int) -> socket.socket:
+    return socket.create_server(
+        (address, port), family=socket.AF_INET6 if ":" in address else socket.AF_INET, backlog=4096
+    )
+
+
 def _run_uvicorn(app: ModelyardApp) -> int:
     """The same application under uvicorn (ASGI), kept for comparison and for ASGI setups.
 
@@ -423,7 +484,6 @@ def _run_uvicorn(app: ModelyardApp) -> int:
     """
     import asyncio
     import contextlib
-    import socket
     from collections.abc import Generator
 
     import uvicorn
@@ -453,18 +513,12 @@ def _run_uvicorn(app: ModelyardApp) -> int:
     if settings.allow_sagemaker:
         address = settings.http_address
         try:
-            face_socket = socket.create_server(
-                (address, settings.sagemaker_port),
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                backlog=4096,
-            )
+            face_socket = _listen(address, settings.sagemaker_port)
         except OSError as exc:
-            logging.getLogger("modelyard.server").error(
-                "cannot serve SageMaker's container API on %s:%d: %s",
-                address,
-                settings.sagemaker_port,
-                exc,
+            error = PortUnavailable(
+                address, settings.sagemaker_port, "--sagemaker-port", os.strerror(exc.errno or 0)
             )
+            logging.getLogger("modelyard.server").error("cannot start: %s", error)
             return 1
         face_config = uvicorn.Config(
             app.sagemaker_asgi,
@@ -508,9 +562,17 @@ def _run_uvicorn(app: ModelyardApp) -> int:
                     )
             await super().shutdown(sockets=sockets)
 
+    try:  # bound here, as the container face's is, so that a busy port is one clear line
+        main_socket = _listen(settings.http_address, settings.http_port)
+    except OSError as exc:
+        error = PortUnavailable(
+            settings.http_address, settings.http_port, "--http-port", os.strerror(exc.errno or 0)
+        )
+        logging.getLogger("modelyard.server").error("cannot start: %s", error)
+        return 1
     server = _Server(config)
-    with face_socket or contextlib.nullcontext():
-        server.run()
+    with main_socket, face_socket or contextlib.nullcontext():
+        server.run(sockets=[main_socket])
     if not server.started:
         return 1
     return 0

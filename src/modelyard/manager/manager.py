@@ -78,20 +78,23 @@ MODES = ("none", "explicit", "poll", "on-demand")
 _REQUEST_LISTING_INTERVAL = 1.0  # seconds between listings caused by unknown names
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ManagerOptions:
+    """What the manager is told; the server-wide defaults live in ``ServerSettings`` alone, so
+    the fields a user can set have no default here (they drifted when written twice)."""
+
     repository: str  # a folder, or s3://... (docs/model-store.md)
+    control_mode: str  # one of MODES
+    load_wait_timeout: float
+    repository_poll_secs: float  # 0: no periodic rescan
+    memory_budget: int | None  # bytes; None: unbounded
+    eviction_policy: str  # one of eviction.POLICIES
+    cache_max_bytes: int
     autocomplete: bool = True
-    control_mode: str = "none"
     startup_models: tuple[str, ...] = ()  # --load-model; "*" loads all
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     inline_threshold_ns: int = DEFAULT_INLINE_NS
-    load_wait_timeout: float = 60.0
-    repository_poll_secs: float = 0.0  # 0: no periodic rescan
-    memory_budget: int | None = None  # bytes; None: unbounded
-    eviction_policy: str = "gdsf"
     cache_dir: Path | None = None  # None: default_cache_dir()
-    cache_max_bytes: int = 20 * 2**30
     memory_watch_secs: float = 1.0  # the watchdog's period (0: off)
     gpu_limits: dict[int, float] = field(default_factory=dict)  # device -> share of its memory
 
@@ -134,6 +137,14 @@ class ModelManager:
     async def start(self) -> None:
         await self.refresh()
         mode = self.options.control_mode
+        log.info(
+            "serving %d model%s from %s (model control mode %s%s)",
+            len(self.models),
+            "" if len(self.models) == 1 else "s",
+            self.options.repository,
+            mode,
+            ": each loads on its first request" if mode == "on-demand" else "",
+        )
         if mode in ("none", "poll") or "*" in self.options.startup_models:
             names = list(self.models)
         else:
@@ -315,7 +326,11 @@ class ModelManager:
             return
         if record.source is None:
             raise ModelNotFound(record.name)
-        entry, view, seconds = await asyncio.to_thread(self.source.fetch, record.source)
+        try:
+            entry, view, seconds = await asyncio.to_thread(self.source.fetch, record.source)
+        except ModelyardError as exc:  # refused at extraction, over the cache, store down
+            _failed(record, exc)  # the index says UNAVAILABLE and why, as for a failed load
+            raise
         if seconds is not None:
             self.counters.download.observe(seconds)
         old, record.view, record.entry = record.view, view, entry
@@ -763,7 +778,9 @@ def _gpu_budget(device: int, share: float) -> int:
 
 def _failed(record: ModelRecord, exc: ModelyardError) -> None:
     """A model that could not be (re)loaded says why; a failed reload leaves the versions
-    already serving as they are (as Triton does)."""
+    already serving as they are (as Triton does). Logged here, once per load, at ERROR: the
+    requests it fails are not (protocol/errors.py logs a client's 4xx at debug only)."""
+    log.error("failed to load '%s': %s", record.name, exc)
     if record.default is None:
         record.reason = str(exc)
         for v in record.versions.values():

@@ -20,6 +20,7 @@ import collections
 import functools
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
@@ -28,6 +29,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from modelyard.errors import PortUnavailable
 from modelyard.protocol._http import HttpRequest, HttpResponse, too_large
 from modelyard.protocol.app import ModelyardApp
 from modelyard.protocol.errors import v2_error
@@ -324,21 +326,21 @@ class HttpFrontEnd:
         extra = []
         for address, port, handler in self.listeners:  # before the main port reports ready
             extra.append(
-                await loop.create_server(
+                await _bind(
+                    loop,
                     functools.partial(_Connection, self, handler),
                     address,
                     port,
-                    backlog=4096,
-                    reuse_address=True,
+                    "--metrics-port" if port == settings.metrics_port else "--sagemaker-port",
                 )
             )
             log.info("Started HTTPService at %s:%d", address, port)
-        server = await loop.create_server(
+        server = await _bind(
+            loop,
             lambda: _Connection(self),
             settings.http_address,
             settings.http_port,
-            backlog=4096,
-            reuse_address=True,
+            "--http-port",
         )
         log.info("Started HTTPService at %s:%d", settings.http_address, settings.http_port)
         sweeper = loop.create_task(self._sweep_idle())
@@ -388,3 +390,18 @@ class HttpFrontEnd:
             for conn in list(self.connections):
                 if conn.idle() and conn.last_active < cutoff:
                     conn.close()
+
+
+async def _bind(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], asyncio.Protocol],
+    address: str,
+    port: int,
+    flag: str,
+) -> asyncio.Server:
+    """A listening socket, or a one-line error a user can act on (not asyncio's traceback)."""
+    try:
+        return await loop.create_server(factory, address, port, backlog=4096, reuse_address=True)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise PortUnavailable(address, port, flag, reason) from None

@@ -17,8 +17,22 @@ from urllib.parse import unquote
 
 from modelyard.manager.manager import ManagerOptions, ModelManager
 from modelyard.metrics import CustomMetrics, VersionSample, build_registry, render
+from modelyard.protocol._access import (
+    Group,
+    build_policy,
+    describe_address,
+    exposure,
+    is_loopback,
+    sagemaker_group,
+    v2_group,
+)
 from modelyard.protocol._http import HttpRequest, HttpResponse, too_large
-from modelyard.protocol.errors import sagemaker_error, v2_error
+from modelyard.protocol.errors import (
+    challenge,
+    sagemaker_container_error,
+    sagemaker_error,
+    v2_error,
+)
 from modelyard.protocol.sagemaker import SageMakerRoutes
 from modelyard.protocol.v2 import V2Routes
 from modelyard.runtimes.base import RuntimeOptions
@@ -38,6 +52,10 @@ class ModelyardApp:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        # who may call what (docs/security.md); a malformed token file stops the start here
+        self.access, self.access_warnings = build_policy(
+            settings.http_restricted_api, settings.auth_token_file
+        )
         self.custom_metrics = CustomMetrics()
         self.manager = ModelManager(
             ManagerOptions(
@@ -63,6 +81,7 @@ class ModelyardApp:
         )
         self.v2 = V2Routes(self.manager, settings.max_input_size, settings.model_control_mode)
         self.v2.strict_readiness = settings.strict_readiness
+        self.v2.allow_load_files = settings.allow_model_load_files
         self.sagemaker = SageMakerRoutes(
             self.manager,
             settings.max_input_size,
@@ -95,8 +114,37 @@ class ModelyardApp:
         self.v2.draining = True
         self.sagemaker.draining = True
 
+    def log_exposure(self) -> None:
+        """Say at start-up where the server listens and who may use what there: the one
+        place an operator sees that the repository API is open to the network."""
+        s = self.settings
+        ports = [f"HTTP on {describe_address(s.http_address, s.http_port)}"]
+        if s.allow_metrics and s.metrics_port:
+            ports.append(f"metrics on {describe_address(s.http_address, s.metrics_port)}")
+        if s.allow_sagemaker:
+            ports.append(f"SageMaker on {describe_address(s.http_address, s.sagemaker_port)}")
+        # load/unload: the v2 repository API in these modes, SageMaker's /models when it is on
+        repository_api = s.model_control_mode in ("explicit", "on-demand") or s.allow_sagemaker
+        summary, open_management = exposure(
+            self.access, repository_api=repository_api, load_files=s.allow_model_load_files
+        )
+        log.info("access: %s: %s", ", ".join(ports), summary)
+        for warning in self.access_warnings:
+            log.warning("%s", warning)
+        if open_management and not is_loopback(s.http_address):
+            log.warning(
+                "the model-repository API (load/unload%s) is open to anyone who can reach "
+                "%s:%d: restrict it (--http-restricted-api model-repository:<header>=<value> "
+                "or --auth-token-file), bind --http-address 127.0.0.1, or use "
+                "--model-control-mode none (docs/security.md)",
+                ", with uploaded files: code execution" if s.allow_model_load_files else "",
+                s.http_address,
+                s.http_port,
+            )
+
     async def start(self) -> None:
         """Load the models; raises when ``--exit-on-error`` says a failed load is fatal."""
+        self.log_exposure()
         await self.manager.start()
         failed = [r for r in self.manager.index() if r.get("state") != "READY"]
         if failed and self.settings.exit_on_error:
@@ -113,14 +161,31 @@ class ModelyardApp:
         return HttpResponse(*v2_error(exc))
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
-        if request.path == "/metrics":
+        path = request.path
+        if path == "/metrics":
             return await self.handle_metrics(request)
-        if request.path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
+        if path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
+            if self.access.enabled:
+                try:
+                    self.access.check(Group.INFERENCE, request.headers, path)
+                except Exception as exc:
+                    status, body, headers = sagemaker_error(exc)
+                    return HttpResponse(status, body, headers=headers)
             return await self.sagemaker.invoke_endpoint(request)
+        if self.access.enabled:
+            try:
+                self.access.check(v2_group(path), request.headers, path)
+            except Exception as exc:
+                return _refusal(*v2_error(exc), exc)
         return await self.v2.handle(request)
 
     async def handle_sagemaker(self, request: HttpRequest) -> HttpResponse:
         """SageMaker's container face (``--allow-sagemaker``), served on its own port."""
+        if self.access.enabled:
+            try:
+                self.access.check(sagemaker_group(request.path), request.headers, request.path)
+            except Exception as exc:
+                return _refusal(*sagemaker_container_error(exc), exc)
         return await self.sagemaker.handle(request, request.query)
 
     async def sagemaker_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,7 +196,16 @@ class ModelyardApp:
             await self._asgi_http(scope, receive, send, self.handle_sagemaker)
 
     async def handle_metrics(self, request: HttpRequest) -> HttpResponse:
-        """Prometheus text: Triton's nv_inference_* families plus the model store's."""
+        """Prometheus text: Triton's nv_inference_* families plus the model store's.
+
+        No restricted group covers it (as in Triton); a bearer token does, when tokens are
+        on, on the HTTP port and the metrics port alike: it names every model served.
+        """
+        if self.access.enabled:
+            try:
+                self.access.check(None, request.headers, request.path)
+            except Exception as exc:
+                return _refusal(*v2_error(exc), exc)
         if request.path != "/metrics":
             return HttpResponse(404, b'{"error":"Not Found"}')
         if request.method not in ("GET", "HEAD"):
@@ -216,6 +290,10 @@ class ModelyardApp:
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _refusal(status: int, body: bytes, exc: BaseException) -> HttpResponse:
+    return HttpResponse(status, body, headers=challenge(exc))
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -11,6 +11,8 @@ from modelyard.errors import (
     ModelTooLarge,
     ModelyardError,
     NotFound,
+    PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 from modelyard.wire.sagemaker import InvalidTargetModel
@@ -19,7 +21,10 @@ log = logging.getLogger("modelyard.protocol")
 
 
 def _status_and_message(exc: BaseException, model: str | None) -> tuple[int, str]:
-    """The status an error carries and its message, logged once: 5xx as errors, 4xx as info.
+    """The status an error carries and its message, logged once: 5xx as errors, 4xx at debug.
+
+    A refused request is the client's business (it gets the message): one INFO line per bad
+    request would let any client flood the log. Failed loads are logged by the manager.
 
     Anything that is not a modelyard error is a bug or a runtime crash: a 500, logged with
     its traceback and the model it concerned.
@@ -29,7 +34,7 @@ def _status_and_message(exc: BaseException, model: str | None) -> tuple[int, str
         if status >= 500:
             log.error("model %s: %s", model or "-", message)
         else:
-            log.info("model %s: %s", model or "-", message)
+            log.debug("model %s: %s", model or "-", message)
     else:
         status, message = 500, f"internal error: {type(exc).__name__}: {exc}"
         log.exception("unexpected error serving model %s", model or "-", exc_info=exc)
@@ -40,6 +45,18 @@ def v2_error(exc: BaseException, model: str | None = None) -> tuple[int, bytes]:
     """KServe v2 error body ``{"error": "..."}`` with the status the error type carries."""
     status, message = _status_and_message(exc, model)
     return status, orjson.dumps({"error": message})
+
+
+def challenge(exc: BaseException) -> list[tuple[bytes, bytes]]:
+    """The headers an error answer carries besides its body: a 401 says how to authenticate
+    (RFC 6750's ``WWW-Authenticate: Bearer``, with ``error="invalid_token"`` when the token
+    sent is not known), whichever protocol the body is in."""
+    if isinstance(exc, Unauthenticated):
+        value = b'Bearer realm="modelyard"'
+        if exc.invalid_token:
+            value += b', error="invalid_token"'
+        return [(b"www-authenticate", value)]
+    return []
 
 
 # -- SageMaker -----------------------------------------------------------------------------
@@ -53,7 +70,17 @@ VALIDATION_ERROR = "ValidationError"  # 400: the platform refuses the request
 MODEL_ERROR = "ModelError"  # 424: the model (container) answered 4xx/5xx
 MODEL_NOT_READY = "ModelNotReadyException"  # 429: the target model is still loading
 INTERNAL_FAILURE = "InternalFailure"  # 500: the platform itself failed
-_STATUS = {VALIDATION_ERROR: 400, MODEL_ERROR: 424, MODEL_NOT_READY: 429, INTERNAL_FAILURE: 500}
+# access control (modelyard's; AWS's own names for a caller it does not know / may not act)
+UNRECOGNIZED_CLIENT = "UnrecognizedClientException"  # 401: no or unknown bearer token
+ACCESS_DENIED = "AccessDeniedException"  # 403: restricted API, token without the role
+_STATUS = {
+    VALIDATION_ERROR: 400,
+    MODEL_ERROR: 424,
+    MODEL_NOT_READY: 429,
+    INTERNAL_FAILURE: 500,
+    UNRECOGNIZED_CLIENT: 401,
+    ACCESS_DENIED: 403,
+}
 
 
 def sagemaker_error(
@@ -69,10 +96,17 @@ def sagemaker_error(
       whole memory budget, a runtime failure): 424 ``ModelError`` with the container's view
       in ``OriginalStatusCode`` / ``OriginalMessage`` (507 for a model too large to load,
       the MME container contract's status for lack of memory);
+    * no or an unknown bearer token: 401 ``UnrecognizedClientException``; a restricted API
+      without its header or a token without the role: 403 ``AccessDeniedException``;
     * anything unexpected: 500 ``InternalFailure``.
     """
     status, message = _status_and_message(exc, model)
-    if isinstance(exc, InvalidTargetModel | NotFound):
+    if isinstance(exc, Unauthenticated):
+        name = UNRECOGNIZED_CLIENT
+        return _STATUS[name], orjson.dumps({"message": message}), _error_type(name) + challenge(exc)
+    if isinstance(exc, PermissionDenied):
+        name = ACCESS_DENIED
+    elif isinstance(exc, InvalidTargetModel | NotFound):
         name = VALIDATION_ERROR
     elif isinstance(exc, Unavailable) and not isinstance(exc, ModelTooLarge):
         name = MODEL_NOT_READY

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from modelyard import __version__
-from modelyard.errors import InvalidArgument, Unavailable
+from modelyard.errors import InvalidArgument, ModelyardError, PermissionDenied, Unavailable
 from modelyard.manager.manager import ModelManager
 from modelyard.protocol._http import (
     JSON,
@@ -65,6 +65,9 @@ class V2Routes:
         self.control_mode = control_mode
         self.draining = False
         self.strict_readiness = False
+        # the load API's file: parameters run code sent over the network: off unless the
+        # operator says so (--allow-model-load-files)
+        self.allow_load_files = False
         self.table: list[Route] = [
             Route("POST", re.compile(_M + "/infer"), V2Routes.infer),
             Route("POST", re.compile(_M + "/generate"), V2Routes.generate),
@@ -254,6 +257,13 @@ class V2Routes:
                 params = orjson.loads(body).get("parameters") or {}
             except (orjson.JSONDecodeError, AttributeError):
                 raise InvalidArgument("failed to parse the request JSON buffer") from None
+        if not isinstance(params, dict):
+            raise InvalidArgument("the request's 'parameters' must be a JSON object")
+        config = params.get("config")
+        if config is not None and not isinstance(config, str):
+            raise InvalidArgument("the 'config' parameter must be a JSON string")
+        if not self.allow_load_files:  # refused before anything is decoded or written
+            _refuse_code_from_request(p["model"], params, config)
         files: dict[str, bytes] = {}
         for key, value in params.items():
             if not key.startswith("file:"):
@@ -262,9 +272,6 @@ class V2Routes:
                 files[key.removeprefix("file:")] = base64.b64decode(value, validate=True)
             except (binascii.Error, TypeError, ValueError):
                 raise InvalidArgument(f"the '{key}' parameter is not valid base64") from None
-        config = params.get("config")
-        if config is not None and not isinstance(config, str):
-            raise InvalidArgument("the 'config' parameter must be a JSON string")
         await self.manager.load(p["model"], config, files or None)
         return HttpResponse(200, b"")
 
@@ -272,6 +279,42 @@ class V2Routes:
         self._explicit_only()
         await self.manager.unload(p["model"])
         return HttpResponse(200, b"")
+
+
+LOAD_FILES_DISABLED = (
+    "failed to load '{model}': loading a model with 'file:' parameters (model files sent "
+    "with the request) is disabled on this server; start it with "
+    "--allow-model-load-files=true to allow it (docs/security.md)"
+)
+
+
+def _refuse_code_from_request(model: str, params: dict[str, Any], config: str | None) -> None:
+    """Refuse a load that would run code the repository does not hold.
+
+    ``file:`` parameters are the model's files themselves (a ``model.py`` is code). A
+    ``config`` override cannot add files, and the model file and a relative or
+    ``$$TRITON_MODEL_DIRECTORY`` ``EXECUTION_ENV_PATH`` stay inside the model's folder, but
+    an absolute ``EXECUTION_ENV_PATH`` would run a Python interpreter from anywhere on the
+    host: that needs the same switch. A config that does not parse is left to the load to
+    report.
+    """
+    if any(key.startswith("file:") for key in params):
+        raise PermissionDenied(LOAD_FILES_DISABLED.format(model=model))
+    if config is None:
+        return
+    try:
+        parsed = orjson.loads(config)
+        env_path = parsed["parameters"]["EXECUTION_ENV_PATH"]["string_value"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return
+    if isinstance(env_path, str):
+        path = env_path.strip()
+        if path.startswith("/"):
+            raise PermissionDenied(
+                f"failed to load '{model}': a 'config' parameter with an absolute "
+                "EXECUTION_ENV_PATH runs an environment from outside the model repository; "
+                "start the server with --allow-model-load-files=true to allow it"
+            )
 
 
 def _meta(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
@@ -282,7 +325,7 @@ def _generate_error(exc: BaseException) -> tuple[int, bytes]:
     """Triton's generate extension answers a model's own error (its first response) with
     400, whatever the error's code; the server's errors keep their status."""
     status, body = v2_error(exc)
-    return (400 if getattr(exc, "from_model", False) else status), body
+    return (400 if isinstance(exc, ModelyardError) and exc.from_model else status), body
 
 
 async def _events(stream: AsyncIterator[InferResponse]) -> AsyncIterator[bytes]:

@@ -22,11 +22,19 @@ StartServer = Callable[..., RunningServer]
 
 @pytest.fixture
 def modelyard_server() -> Iterator[StartServer]:
-    """A function ``(repository, *flags, timeout=60.0) -> RunningServer``."""
+    """A function ``(repository, *flags, timeout=60.0, headers=None) -> RunningServer``.
+
+    ``headers``: what the readiness poll must send (a restricted ``health`` group's header).
+    """
     started: list[RunningServer] = []
 
-    def start(model_repository: Path | str, *flags: str, timeout: float = 60.0) -> RunningServer:
-        server = start_server(model_repository, flags, timeout=timeout)
+    def start(
+        model_repository: Path | str,
+        *flags: str,
+        timeout: float = 60.0,
+        headers: dict[str, str] | None = None,
+    ) -> RunningServer:
+        server = start_server(model_repository, flags, timeout=timeout, headers=headers)
         started.append(server)
         return server
 

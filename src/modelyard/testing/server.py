@@ -45,6 +45,9 @@ class RunningServer:
     args: list[str] = field(default_factory=list)
     metrics_port: int | None = None  # the metrics port the harness chose, if it chose one
     cache_dir: Path | None = None  # the model cache the harness made (removed at stop)
+    # headers every request to this server needs (a restricted health group, a token):
+    # what the readiness poll sent, for tests and tools to send as well
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -72,10 +75,10 @@ class RunningServer:
         return int(self.process.returncode)
 
 
-def _ready(host: str, port: int) -> bool:
+def _ready(host: str, port: int, headers: dict[str, str] | None = None) -> bool:
     conn = http.client.HTTPConnection(host, port, timeout=1.0)
     try:
-        conn.request("GET", "/v2/health/ready")
+        conn.request("GET", "/v2/health/ready", headers=headers or {})
         return conn.getresponse().status == 200
     except OSError:
         return False
@@ -91,8 +94,13 @@ def start_server(
     port: int | None = None,
     timeout: float = 60.0,
     env: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> RunningServer:
-    """Start ``python -m modelyard serve`` and return once ``/v2/health/ready`` says 200."""
+    """Start ``python -m modelyard serve`` and return once ``/v2/health/ready`` says 200.
+
+    ``headers`` go with the readiness poll: a server started with ``--http-restricted-api
+    health:...`` answers its probes only with that header.
+    """
     port = port or free_port(host)
     extra_args = list(extra_args)
     own_cache = None
@@ -130,7 +138,9 @@ def start_server(
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-    server = RunningServer(process, host, port, log_path, args, metrics_port, own_cache)
+    server = RunningServer(
+        process, host, port, log_path, args, metrics_port, own_cache, dict(headers or {})
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -138,7 +148,7 @@ def start_server(
                 f"modelyard exited with code {process.returncode} before it was ready:\n"
                 f"{server.output()}"
             )
-        if _ready(host, port):
+        if _ready(host, port, server.headers):
             return server
         time.sleep(0.05)
     server.stop(timeout=5)
@@ -154,10 +164,17 @@ def running_server(
     port: int | None = None,
     timeout: float = 60.0,
     env: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Iterator[RunningServer]:
     """``with running_server(repo) as server: ...``: started, ready, and stopped afterwards."""
     server = start_server(
-        model_repository, extra_args, host=host, port=port, timeout=timeout, env=env
+        model_repository,
+        extra_args,
+        host=host,
+        port=port,
+        timeout=timeout,
+        env=env,
+        headers=headers,
     )
     try:
         yield server
