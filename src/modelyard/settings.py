@@ -12,6 +12,7 @@ from pathlib import Path
 from modelyard.manager.eviction import DEFAULT_POLICY
 
 DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024  # Triton's --http-max-input-size default
+DEFAULT_SAGEMAKER_MODEL_ROOT = "/opt/ml/models"  # where SageMaker puts an endpoint's models
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,11 @@ class ServerSettings:
     model_cache_size: int = 20 * 2**30
     allow_sagemaker: bool = False  # SageMaker's container face (/ping, /invocations, /models)
     sagemaker_port: int = 8080  # Triton's default --sagemaker-port
+    # --sagemaker-model-root: the only folders POST /models may load from
+    sagemaker_model_roots: tuple[str, ...] = (DEFAULT_SAGEMAKER_MODEL_ROOT,)
+    sagemaker_safe_port_range: tuple[int, int] | None = None  # SAGEMAKER_SAFE_PORT_RANGE
+    sagemaker_ping_mode: str = "ready"  # ready | live (SAGEMAKER_MULTI_MODEL=true: live)
+    sagemaker_default_model: str | None = None  # SAGEMAKER_TRITON_DEFAULT_MODEL_NAME
     python_execute_timeout: float = 0.0  # seconds a Python model may take per request (0: none)
     python_env_dir: Path | None = None  # None: $XDG_CACHE_HOME/modelyard/envs
     python_env_build: bool = True  # build environments from requirements.txt

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelyard.errors import ModelyardError, PortUnavailable
-from modelyard.settings import ServerSettings
+from modelyard.settings import DEFAULT_SAGEMAKER_MODEL_ROOT, ServerSettings
 
 if TYPE_CHECKING:
     from modelyard.protocol.app import ModelyardApp
@@ -41,6 +41,7 @@ def _bool(value: str, flag: str) -> bool:
 
 
 def serve(
+    ctx: typer.Context,
     model_repository: Annotated[
         str,
         typer.Option(
@@ -172,6 +173,22 @@ def serve(
     sagemaker_port: Annotated[
         int, typer.Option("--sagemaker-port", help="Port of SageMaker's container API.")
     ] = _D.sagemaker_port,
+    sagemaker_safe_port_range: Annotated[
+        str | None,
+        typer.Option(
+            "--sagemaker-safe-port-range",
+            help="<low>-<high>: the ports the other listeners must use beside SageMaker's "
+            "(Triton's flag; also SAGEMAKER_SAFE_PORT_RANGE).",
+        ),
+    ] = None,
+    sagemaker_model_root: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sagemaker-model-root",
+            help="A folder SageMaker's POST /models may load models from (repeat; "
+            "default /opt/ml/models). Nothing outside these is read.",
+        ),
+    ] = None,
     python_execute_timeout: Annotated[
         float,
         typer.Option(
@@ -305,6 +322,7 @@ def serve(
         allow_metrics=_bool(allow_metrics, "--allow-metrics"),
         metrics_port=metrics_port,
         sagemaker_port=sagemaker_port,
+        sagemaker_model_roots=tuple(sagemaker_model_root or ()) or (DEFAULT_SAGEMAKER_MODEL_ROOT,),
         python_execute_timeout=python_execute_timeout,
         python_env_dir=python_env_dir,
         python_env_build=_bool(python_env_build, "--python-env-build"),
@@ -315,6 +333,7 @@ def serve(
         http_restricted_api=restricted,
         auth_token_file=auth_token_file,
     )
+    settings = _with_sagemaker_environment(ctx, settings, sagemaker_safe_port_range)
     if "://" not in model_repository and not Path(model_repository).is_dir():
         typer.echo(f"error: model repository '{model_repository}' is not a folder", err=True)
         raise typer.Exit(2)
@@ -332,6 +351,47 @@ SECURITY_EPILOG = (
     "127.0.0.1 behind a TLS proxy unless the network in front is trusted. The start-up log "
     "states the address and what is open there."
 )
+
+
+# command-line parameters -> the settings fields SageMaker's variables may also set
+_SAGEMAKER_FLAGS = {
+    "sagemaker_port": "sagemaker_port",
+    "sagemaker_safe_port_range": "sagemaker_safe_port_range",
+    "load_model": "load_models",
+    "allow_metrics": "allow_metrics",
+    "metrics_port": "metrics_port",
+    "log_verbose": "log_verbose",
+}
+
+
+def _with_sagemaker_environment(
+    ctx: typer.Context, settings: ServerSettings, safe_range: str | None
+) -> ServerSettings:
+    """SageMaker's variables applied (``cli/_sagemaker_env.py``); flags given win."""
+    from dataclasses import replace
+
+    from modelyard.cli._sagemaker_env import (
+        SageMakerEnvError,
+        apply_sagemaker_environment,
+        parse_port_range,
+    )
+
+    explicit = {
+        field
+        for param, field in _SAGEMAKER_FLAGS.items()
+        if getattr(ctx.get_parameter_source(param), "name", None) == "COMMANDLINE"
+    }
+    try:
+        if safe_range is not None:
+            pair = parse_port_range(safe_range, "--sagemaker-safe-port-range")
+            settings = replace(settings, sagemaker_safe_port_range=pair)
+        settings, warnings = apply_sagemaker_environment(settings, os.environ, explicit)
+    except SageMakerEnvError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    return settings
 
 
 def _default_max_batch_size(configs: list[str]) -> int:

@@ -23,9 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from modelyard.manager._loading import (
     gpu_device_of,
     measured_load,
     prepare_config,
+    remove_override,
     runner_for_version,
     trim_heap,
     write_override,
@@ -66,6 +66,7 @@ from modelyard.manager.records import (
     versions_with_stats,
 )
 from modelyard.metrics import ManagerCounters
+from modelyard.names import check_model_name
 from modelyard.repository import scan_model, select_versions
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.scheduling.runner import DEFAULT_INLINE_NS, ModelRunner
@@ -162,7 +163,7 @@ class ModelManager:
                     await task
         await asyncio.gather(*(self.unload(n) for n in list(self.models)), return_exceptions=True)
         for record in self.models.values():
-            _remove_override(record.override)
+            remove_override(record.override)
 
     async def refresh(self) -> list[str]:
         """List the store again; returns the models whose files changed or vanished."""
@@ -273,6 +274,7 @@ class ModelManager:
         sent, until a load without files goes back to the store; Triton requires the config
         with them.
         """
+        check_model_name(name)
         await self.refresh()
         if files is not None:
             if config_json is None:
@@ -285,16 +287,11 @@ class ModelManager:
             if record is None:
                 record = self.models[name] = ModelRecord(name, None)
             async with record.lock:
-                old, record.override = record.override, override
-                record.entry = await asyncio.to_thread(scan_model, override)
-                try:
-                    await self._admitted_load(record, config_json)
-                finally:
-                    _remove_override(old)
+                await self._load_override(record, override, config_json)
             return
         record = self.models.get(name)
         if record is not None and record.override is not None:
-            _remove_override(record.override)  # back to the store's files
+            remove_override(record.override)  # back to the store's files
             record.override = None
         if record is None or (record.source is None and not record.local):
             raise ModelNotFound(
@@ -302,6 +299,26 @@ class ModelManager:
             )
         async with record.lock:
             await self._admitted_load(record, config_json)
+
+    async def _load_override(
+        self, record: ModelRecord, override: Path, config_json: str | None
+    ) -> None:
+        """Load from the files a request sent; the caller holds ``record.lock``.
+
+        On success the files of the previous override go; on failure the new ones go and
+        the previous ones stay (the versions still serving may read them), so a failed
+        load leaves no folder of its own behind.
+        """
+        old, old_entry = record.override, record.entry
+        record.override = override
+        record.entry = await asyncio.to_thread(scan_model, override)
+        try:
+            await self._admitted_load(record, config_json)
+        except BaseException:
+            record.override, record.entry = old, old_entry
+            remove_override(override)
+            raise
+        remove_override(old)
 
     async def _fetch(self, record: ModelRecord) -> None:
         """Bring the model's files from the store to a local folder (cached, pinned)."""
@@ -446,31 +463,68 @@ class ModelManager:
             err = errors[0]
             raise err if isinstance(err, ModelyardError) else ConfigError(str(err))
 
-    async def register(self, name: str, model_dir: Path) -> None:
+    async def register(self, name: str, model_dir: Path, companions: Sequence[Path] = ()) -> None:
         """Serve a model folder from outside the repository under ``name`` and load it now.
 
-        SageMaker's container face registers models this way. They are never evicted: only
-        :meth:`deregister` unloads them, so the platform's list of models stays true (when
-        the budget is full, registering fails and the platform deletes models itself).
+        SageMaker's container face registers models this way, as Triton's maps them: the
+        model is served under ``name`` whatever its folder and its config call it.
+        ``companions`` are the other model folders that came with it (an ensemble's steps,
+        beside it in the same SageMaker url). They are scoped to it, as Triton's model
+        namespacing scopes a repository's models: served as ``<name>/<folder>`` (a name no
+        request can spell, so two models' steps may share a folder name), the ensemble's
+        steps renamed to match, loaded as the ensemble needs them and removed with it.
+        Registered models are never evicted: only :meth:`deregister` unloads them, so the
+        platform's list of models stays true (when the budget is full, registering fails
+        and the platform deletes models itself). A name already served is refused (409).
         """
-        if name in self.models and (self.models[name].loaded or self.models[name].registered):
+        check_model_name(name)
+        taken = self.models.get(name)
+        if taken is not None and (taken.loaded or taken.registered):
             raise AlreadyExists(f"model '{name}' is already loaded")
-        entry = await asyncio.to_thread(scan_model, model_dir)
-        record = self.models[name] = ModelRecord(name, None, entry, registered=True)
+        scoped = {folder.name: f"{name}/{folder.name}" for folder in companions}
+        aliases = tuple(sorted(scoped.items()))
+        entry = await asyncio.to_thread(scan_model, model_dir, name, aliases)
+        parts = [
+            ModelRecord(
+                scoped[folder.name],
+                None,
+                await asyncio.to_thread(scan_model, folder, scoped[folder.name], aliases),
+                registered=True,
+            )
+            for folder in companions
+        ]
+        record = ModelRecord(name, None, entry, registered=True, parts=tuple(scoped.values()))
+        for r in (*parts, record):
+            self.models[r.name] = r
         try:
             async with record.lock:
                 await self._admitted_load(record)
         except BaseException:
-            await self.unload(name)
-            self.models.pop(name, None)
+            await self._forget(record)
             raise
 
+    async def load_registered(self, record: ModelRecord) -> None:
+        """Load a registered model not loaded yet (an ensemble's step, when it is needed)."""
+        async with record.lock:
+            if not record.loaded:
+                await self._admitted_load(record)
+
     async def deregister(self, name: str) -> None:
+        """Unload a registered model and the companions registered with it, and forget them."""
         record = self.models.get(name)
         if record is None or not record.registered:
             raise ModelNotFound(name, f"model '{name}' is not registered")
-        await self.unload(name)
-        self.models.pop(name, None)
+        await self._forget(record)
+
+    async def _forget(self, record: ModelRecord) -> None:
+        # the entry point first: an ensemble holds its steps while it runs
+        for n in (record.name, *record.parts):
+            part = self.models.get(n)
+            if part is None or not part.registered:
+                continue
+            with contextlib.suppress(ModelyardError):
+                await self.unload(n)
+            self.models.pop(n, None)
 
     async def unload(self, name: str, reason: str = "unloaded") -> None:
         record = self.models.get(name)
@@ -478,6 +532,9 @@ class ModelManager:
             raise ModelNotFound(name, f"failed to unload '{name}', no version is available")
         async with record.lock:
             await self.unload_locked(record, reason)
+            if record.override is not None:  # files a request sent go with an unload (Triton)
+                remove_override(record.override)
+                record.override, record.entry = None, None
 
     async def unload_locked(self, record: ModelRecord, reason: str) -> None:
         """Unload every version; the caller holds ``record.lock``."""
@@ -537,6 +594,8 @@ class ModelManager:
         record = self.models.get(name)
         if record is not None and not version and record.default is not None:
             return self._hit(record, record.default)
+        if record is None:
+            check_model_name(name)  # a name no model can have: refused before any listing
         if self.on_demand and (record is None or record.unseen(version)):
             await self._refresh_for_request(
                 name, version
@@ -643,6 +702,8 @@ class ModelManager:
             runner = record.lookup(version)
             if runner is not None:
                 return runner.config
+        if record is None:
+            check_model_name(name)
         if not self.on_demand:
             return self.runner(name, version).config
         if record is None or record.unseen(version):
@@ -713,12 +774,6 @@ def _gpu_budget(device: int, share: float) -> int:
             "NVIDIA's NVML (pip install nvidia-ml-py, on a machine with that GPU)"
         )
     return int(total * share)
-
-
-def _remove_override(folder: Path | None) -> None:
-    """Delete the private folder files sent with a load were written to (write_override)."""
-    if folder is not None:
-        shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 def _failed(record: ModelRecord, exc: ModelyardError) -> None:
