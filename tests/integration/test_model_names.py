@@ -24,9 +24,13 @@ from modelyard.names import check_model_name, model_name_fault
 from modelyard.testing import RunningServer, running_server
 from tests.factories.onnx_models import mlp, write_model
 
-# the server's flags for loads with files; kept in one place, so a flag that gates the
-# feature (the access-control work) is added here once
-LOAD_WITH_FILES_ARGS: list[str] = ["--model-control-mode", "explicit"]
+# the server's flags for loads with files (off by default: docs/security.md)
+LOAD_WITH_FILES_ARGS: list[str] = [
+    "--model-control-mode",
+    "explicit",
+    "--allow-model-load-files",
+    "true",
+]
 
 MLP_CONFIG = {
     "name": "placeholder",
