@@ -6,7 +6,10 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
 
     ModelyardError (500)
     ├── InvalidArgument (400)        bad request: shape, dtype, JSON, missing input
-    │   └── PayloadTooLarge (400)    body over --http-max-input-size (Triton answers 400)
+    │   ├── PayloadTooLarge (400)    body over --http-max-input-size (Triton answers 400)
+    │   ├── UriTooLong (414)         request target over --http-max-url-size
+    │   ├── HeadersTooLarge (431)    request line + headers over --http-max-header-size
+    │   └── RequestTimeout (408)     headers not complete within --http-header-timeout
     ├── NotFound (404)
     │   ├── ModelNotFound (404)      unknown model, Triton's wording
     │   └── VersionNotFound (404)    unknown version of a known model
@@ -47,6 +50,25 @@ class InvalidArgument(ModelyardError):
 
 class PayloadTooLarge(InvalidArgument):
     """Triton answers an oversize body with 400 and an explanatory message, not 413."""
+
+
+class UriTooLong(InvalidArgument):
+    """The request target is longer than ``--http-max-url-size``: refused while it arrives."""
+
+    status = HTTPStatus.REQUEST_URI_TOO_LONG
+
+
+class HeadersTooLarge(InvalidArgument):
+    """The request line and headers pass ``--http-max-header-size``: refused while they
+    arrive, so one client cannot make the server buffer (and re-copy) megabytes of them."""
+
+    status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+
+
+class RequestTimeout(InvalidArgument):
+    """A request's headers did not arrive within ``--http-header-timeout`` (slowloris)."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
 
 
 class NotFound(ModelyardError):

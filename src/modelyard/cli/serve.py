@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelyard.errors import ModelyardError
-from modelyard.settings import DEFAULT_MAX_INPUT_SIZE, ServerSettings
+from modelyard.settings import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_HEADER_SIZE,
+    DEFAULT_MAX_INPUT_SIZE,
+    DEFAULT_MAX_URL_SIZE,
+    ServerSettings,
+)
 
 if TYPE_CHECKING:
     from modelyard.protocol.app import ModelyardApp
@@ -118,6 +124,28 @@ def serve(
     http_max_input_size: Annotated[
         int, typer.Option("--http-max-input-size", help="Largest request body, in bytes.")
     ] = DEFAULT_MAX_INPUT_SIZE,
+    http_max_url_size: Annotated[
+        int,
+        typer.Option(
+            "--http-max-url-size",
+            help="Longest request target (path and query), in bytes; longer ones get 414.",
+        ),
+    ] = DEFAULT_MAX_URL_SIZE,
+    http_max_header_size: Annotated[
+        int,
+        typer.Option(
+            "--http-max-header-size",
+            help="Largest request line plus headers, in bytes; larger ones get 431.",
+        ),
+    ] = DEFAULT_MAX_HEADER_SIZE,
+    http_header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--http-header-timeout",
+            help="Seconds a request's headers may take to arrive, from its first byte; "
+            "slower clients get 408 and are disconnected (0: no limit).",
+        ),
+    ] = DEFAULT_HEADER_TIMEOUT,
     exit_timeout_secs: Annotated[
         float, typer.Option("--exit-timeout-secs", help="Grace period for in-flight requests.")
     ] = 30.0,
@@ -216,6 +244,19 @@ def serve(
         raise typer.BadParameter(
             f"unknown eviction policy '{eviction_policy}'", param_hint="--eviction-policy"
         )
+    for flag, size in (
+        ("--http-max-url-size", http_max_url_size),
+        ("--http-max-header-size", http_max_header_size),
+    ):
+        if size <= 0:
+            raise typer.BadParameter(
+                f"must be a positive number of bytes, got {size}", param_hint=flag
+            )
+    if http_header_timeout < 0:
+        raise typer.BadParameter(
+            f"must be 0 (no limit) or more seconds, got {http_header_timeout}",
+            param_hint="--http-header-timeout",
+        )
     from modelyard.manager.memory import host_memory_limit, parse_budget, parse_gpu_limits
 
     try:
@@ -243,6 +284,9 @@ def serve(
         load_models=tuple(load_model or ()),
         autocomplete=autocomplete,
         max_input_size=http_max_input_size,
+        max_url_size=http_max_url_size,
+        max_header_size=http_max_header_size,
+        header_timeout=http_header_timeout,
         exit_timeout_secs=exit_timeout_secs,
         exit_on_error=_bool(exit_on_error, "--exit-on-error"),
         strict_readiness=_bool(strict_readiness, "--strict-readiness"),
