@@ -84,7 +84,7 @@ def _client(index: int, host: str, port: int, tally: Tally, sigterm: threading.E
         conn.close()
 
 
-@pytest.mark.parametrize("front_end", ["modelyard"])
+@pytest.mark.parametrize("front_end", ["modelyard", "uvicorn"])
 def test_sigterm_drain_loses_no_request(tmp_path: Path, front_end: str) -> None:
     write_model(tmp_path, "slow", slow(), SLOW)
     server = start_server(

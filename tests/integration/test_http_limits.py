@@ -18,7 +18,7 @@ import pytest
 from modelyard.testing import RunningServer, free_port, running_server, start_server
 from tests.factories.onnx_models import add_sub, write_model
 
-FRONT_ENDS = ["modelyard"]
+FRONT_ENDS = ["modelyard", "uvicorn"]
 NESTED = b"[" * 100_000 + b"]" * 100_000
 
 

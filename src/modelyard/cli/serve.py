@@ -408,11 +408,13 @@ def _run_uvicorn(app: ModelyardApp) -> int:
 
     import uvicorn
 
+    from modelyard.protocol._uvicorn import bounded_protocol
+
     settings = app.settings
     common: dict[str, Any] = {
         "host": settings.http_address,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": bounded_protocol(settings),  # httptools, with modelyard's limits and drain
         "access_log": False,
         "log_level": "debug" if settings.log_verbose else "info",
         "timeout_graceful_shutdown": int(max(1, settings.exit_timeout_secs)),

@@ -48,7 +48,7 @@ Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 Listener = tuple[str, int, Handler]  # (address, port, handler): a further port to serve
 
 # a keep-alive connection must be this quiet before the drain closes it (see _drain)
-_DRAIN_QUIET_SECS = 0.5
+DRAIN_QUIET_SECS = 0.5
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
@@ -141,7 +141,7 @@ class _Connection(asyncio.Protocol):
             elif between and self._begun == begun + 1:
                 self.head_size = len(data)
             if self.head_size > self.max_head:
-                self._refuse(_headers_too_large(self.max_head))
+                self._refuse(headers_too_large(self.max_head))
 
     def pause_writing(self) -> None:
         if self.transport is not None:
@@ -181,7 +181,7 @@ class _Connection(asyncio.Protocol):
         self.in_head, self.in_body = False, True
         # a head that came whole in one chunk is measured here ("GET " ... " HTTP/1.1\r\n")
         if len(self._url) + self._header_bytes + 16 > self.max_head:
-            self._refused = _headers_too_large(self.max_head)
+            self._refused = headers_too_large(self.max_head)
             raise self._refused
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
@@ -368,16 +368,7 @@ class _Connection(asyncio.Protocol):
         return not self.busy and not self.pending and not self.in_head and not self.in_body
 
     def unread(self) -> bool:
-        """Bytes the client sent that the event loop has not read yet (a request it sent
-        on this keep-alive connection just now): closing now would lose that request."""
-        if _FIONREAD is None or self.transport is None:
-            return False
-        sock = self.transport.get_extra_info("socket")
-        try:
-            raw = fcntl.ioctl(sock.fileno(), _FIONREAD, b"\0\0\0\0")
-        except (OSError, AttributeError, ValueError):
-            return False
-        return int.from_bytes(raw, sys.byteorder) > 0
+        return self.transport is not None and unread_bytes(self.transport)
 
     def _refuse(self, exc: ModelyardError) -> None:
         """Answer a request refused while its head arrives (414, 431, 408), after any the
@@ -413,7 +404,20 @@ def _head(response: HttpResponse, framing: bytes, keep_alive: bool) -> list[byte
     return parts
 
 
-def _headers_too_large(limit: int) -> HeadersTooLarge:
+def unread_bytes(transport: asyncio.BaseTransport) -> bool:
+    """Bytes the client sent that the event loop has not read yet (a request it sent on a
+    keep-alive connection just now): closing the connection now would lose that request."""
+    if _FIONREAD is None:
+        return False
+    sock = transport.get_extra_info("socket")
+    try:
+        raw = fcntl.ioctl(sock.fileno(), _FIONREAD, b"\0\0\0\0")
+    except (OSError, AttributeError, ValueError):
+        return False
+    return int.from_bytes(raw, sys.byteorder) > 0
+
+
+def headers_too_large(limit: int) -> HeadersTooLarge:
     return HeadersTooLarge(
         f"the request line and headers exceed the maximum allowed value of {limit} bytes. "
         "Use --http-max-header-size to increase the limit."
@@ -508,7 +512,7 @@ class HttpFrontEnd:
             for conn in list(self.connections):
                 if header_timeout:  # a slowloris does not hold the drain either
                     conn.check_head_timeout(now - header_timeout)
-                if conn.idle() and conn.last_active < now - _DRAIN_QUIET_SECS and not conn.unread():
+                if conn.idle() and conn.last_active < now - DRAIN_QUIET_SECS and not conn.unread():
                     conn.close()
             await asyncio.sleep(0.01)
         if self.tasks or self.connections:
