@@ -10,7 +10,10 @@ ASGI server can still run it (``--http-server uvicorn``).
 What it does, and only that: HTTP/1.1 and 1.0, keep-alive, pipelined requests answered in
 order, ``Expect: 100-continue``, the body size cap enforced while the body arrives, write
 back-pressure (reading pauses while the socket's buffer is full), idle keep-alive timeout,
-and a graceful drain: stop accepting, close idle connections, let in-flight requests finish.
+limits on the request line, headers and header time (414, 431, 408: counted as the bytes
+arrive, so a hostile client costs next to nothing), and a graceful drain that answers every
+request it has received (stop accepting, ``Connection: close`` on each connection's last
+response, close keep-alive connections only between requests; see ``HttpFrontEnd._drain``).
 """
 
 from __future__ import annotations
