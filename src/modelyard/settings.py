@@ -13,6 +13,11 @@ from modelyard.manager.eviction import DEFAULT_POLICY
 
 DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024  # Triton's --http-max-input-size default
 DEFAULT_SAGEMAKER_MODEL_ROOT = "/opt/ml/models"  # where SageMaker puts an endpoint's models
+# request line and headers: nginx refuses a request line over 8 KiB; 64 KiB of headers leaves
+# room for large bearer tokens and cookies while bounding what one client makes us buffer
+DEFAULT_MAX_URL_SIZE = 8 * 1024
+DEFAULT_MAX_HEADER_SIZE = 64 * 1024
+DEFAULT_HEADER_TIMEOUT = 30.0  # seconds from a request's first byte to the end of its headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +29,9 @@ class ServerSettings:
     load_models: tuple[str, ...] = ()
     autocomplete: bool = True  # --disable-auto-complete-config / --strict-model-config
     max_input_size: int = DEFAULT_MAX_INPUT_SIZE
+    max_url_size: int = DEFAULT_MAX_URL_SIZE  # --http-max-url-size: longer targets get 414
+    max_header_size: int = DEFAULT_MAX_HEADER_SIZE  # --http-max-header-size: larger heads 431
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # --http-header-timeout (0: none)
     exit_timeout_secs: float = 30.0
     strict_readiness: bool = False
     log_verbose: int = 0

@@ -122,6 +122,28 @@ def serve(
     http_max_input_size: Annotated[
         int, typer.Option("--http-max-input-size", help="Largest request body, in bytes.")
     ] = _D.max_input_size,
+    http_max_url_size: Annotated[
+        int,
+        typer.Option(
+            "--http-max-url-size",
+            help="Longest request target (path and query), in bytes; longer ones get 414.",
+        ),
+    ] = _D.max_url_size,
+    http_max_header_size: Annotated[
+        int,
+        typer.Option(
+            "--http-max-header-size",
+            help="Largest request line plus headers, in bytes; larger ones get 431.",
+        ),
+    ] = _D.max_header_size,
+    http_header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--http-header-timeout",
+            help="Seconds a request's headers may take to arrive, from its first byte; "
+            "slower clients get 408 and are disconnected (0: no limit).",
+        ),
+    ] = _D.header_timeout,
     exit_timeout_secs: Annotated[
         float, typer.Option("--exit-timeout-secs", help="Grace period for in-flight requests.")
     ] = _D.exit_timeout_secs,
@@ -272,6 +294,19 @@ def serve(
             f"unknown eviction policy '{eviction_policy}' ({', '.join(POLICIES)})",
             param_hint="--eviction-policy",
         )
+    for flag, size in (
+        ("--http-max-url-size", http_max_url_size),
+        ("--http-max-header-size", http_max_header_size),
+    ):
+        if size <= 0:
+            raise typer.BadParameter(
+                f"must be a positive number of bytes, got {size}", param_hint=flag
+            )
+    if http_header_timeout < 0:
+        raise typer.BadParameter(
+            f"must be 0 (no limit) or more seconds, got {http_header_timeout}",
+            param_hint="--http-header-timeout",
+        )
     from modelyard.manager.memory import host_memory_limit, parse_budget, parse_gpu_limits
 
     try:
@@ -305,6 +340,9 @@ def serve(
         load_models=tuple(load_model or ()),
         autocomplete=autocomplete,
         max_input_size=http_max_input_size,
+        max_url_size=http_max_url_size,
+        max_header_size=http_max_header_size,
+        header_timeout=http_header_timeout,
         exit_timeout_secs=exit_timeout_secs,
         exit_on_error=_bool(exit_on_error, "--exit-on-error"),
         strict_readiness=_bool(strict_readiness, "--strict-readiness"),
@@ -488,11 +526,13 @@ def _run_uvicorn(app: ModelyardApp) -> int:
 
     import uvicorn
 
+    from modelyard.protocol._uvicorn import bounded_protocol
+
     settings = app.settings
     common: dict[str, Any] = {
         "host": settings.http_address,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": bounded_protocol(settings),  # httptools, with modelyard's limits and drain
         "access_log": False,
         "log_level": "debug" if settings.log_verbose else "info",
         "timeout_graceful_shutdown": int(max(1, settings.exit_timeout_secs)),
