@@ -252,7 +252,8 @@ class Tensor:
             return torch.utils.dlpack.to_dlpack(raw.view(torch.bfloat16))
         return self._array.__dlpack__()
 
-    def __dlpack__(self, stream: Any = None) -> Any:
+    def __dlpack__(self, stream: Any = None, **_: Any) -> Any:
+        # newer consumers pass max_version/dl_device/copy: a CPU capsule of version 0 suits all
         return self.to_dlpack()
 
     def __dlpack_device__(self) -> Any:
