@@ -62,7 +62,8 @@ def spawn(
     argv = [str(part) for part in command]
     if launcher and _LINUX:
         argv = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()), *argv]
-    popen.setdefault("process_group", 0)
+    if os.name == "posix":
+        popen.setdefault("process_group", 0)
     proc = _SPAWNER.submit(_popen, argv, popen).result()
     with _LOCK:
         for old in [p for p in _LIVE if p.returncode is not None]:
@@ -111,7 +112,7 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
         return
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
+    except (ProcessLookupError, PermissionError, AttributeError):  # AttributeError: Windows
         with contextlib.suppress(OSError):
             proc.kill()
 
