@@ -6,7 +6,10 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
 
     ModelyardError (500)
     ├── InvalidArgument (400)        bad request: shape, dtype, JSON, missing input
-    │   └── PayloadTooLarge (400)    body over --http-max-input-size (Triton answers 400)
+    │   ├── PayloadTooLarge (400)    body over --http-max-input-size (Triton answers 400)
+    │   ├── UriTooLong (414)         request target over --http-max-url-size
+    │   ├── HeadersTooLarge (431)    request line + headers over --http-max-header-size
+    │   └── RequestTimeout (408)     headers not complete within --http-header-timeout
     ├── Unauthenticated (401)        no bearer token, or one the server does not know (--auth-token-file)
     ├── PermissionDenied (403)       a restricted API without its header, a token without the role,
     │                                or a feature switched off (load with files)
@@ -77,6 +80,25 @@ class PermissionDenied(ModelyardError):
     """The caller is known (or no one is asked to be) but may not do this."""
 
     status = HTTPStatus.FORBIDDEN
+
+
+class UriTooLong(InvalidArgument):
+    """The request target is longer than ``--http-max-url-size``: refused while it arrives."""
+
+    status = HTTPStatus.REQUEST_URI_TOO_LONG
+
+
+class HeadersTooLarge(InvalidArgument):
+    """The request line and headers pass ``--http-max-header-size``: refused while they
+    arrive, so one client cannot make the server buffer (and re-copy) megabytes of them."""
+
+    status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+
+
+class RequestTimeout(InvalidArgument):
+    """A request's headers did not arrive within ``--http-header-timeout`` (slowloris)."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
 
 
 class NotFound(ModelyardError):

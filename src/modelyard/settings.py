@@ -13,6 +13,11 @@ from modelyard.manager.eviction import DEFAULT_POLICY
 
 DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024  # Triton's --http-max-input-size default
 DEFAULT_SAGEMAKER_MODEL_ROOT = "/opt/ml/models"  # where SageMaker puts an endpoint's models
+# request line and headers: nginx refuses a request line over 8 KiB; 64 KiB of headers leaves
+# room for large bearer tokens and cookies while bounding what one client makes us buffer
+DEFAULT_MAX_URL_SIZE = 8 * 1024
+DEFAULT_MAX_HEADER_SIZE = 64 * 1024
+DEFAULT_HEADER_TIMEOUT = 30.0  # seconds from a request's first byte to the end of its headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +29,9 @@ class ServerSettings:
     load_models: tuple[str, ...] = ()
     autocomplete: bool = True  # --disable-auto-complete-config / --strict-model-config
     max_input_size: int = DEFAULT_MAX_INPUT_SIZE
+    max_url_size: int = DEFAULT_MAX_URL_SIZE  # --http-max-url-size: longer targets get 414
+    max_header_size: int = DEFAULT_MAX_HEADER_SIZE  # --http-max-header-size: larger heads 431
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # --http-header-timeout (0: none)
     exit_timeout_secs: float = 30.0
     strict_readiness: bool = False
     log_verbose: int = 0
@@ -46,7 +54,12 @@ class ServerSettings:
     sagemaker_safe_port_range: tuple[int, int] | None = None  # SAGEMAKER_SAFE_PORT_RANGE
     sagemaker_ping_mode: str = "ready"  # ready | live (SAGEMAKER_MULTI_MODEL=true: live)
     sagemaker_default_model: str | None = None  # SAGEMAKER_TRITON_DEFAULT_MODEL_NAME
-    python_execute_timeout: float = 0.0  # seconds a Python model may take per request (0: none)
+    # seconds a model's Python worker may take for auto_complete_config and for initialize
+    # (each instance); then the load fails and the worker is killed. Triton has no such limit;
+    # 300 s stays under SageMaker's 360 s model-load limit, so the reason reaches the platform
+    model_load_timeout: float = 300.0
+    # seconds a Python model may take per request (0: none, as in Triton: see python-models.md)
+    python_execute_timeout: float = 0.0
     python_env_dir: Path | None = None  # None: $XDG_CACHE_HOME/modelyard/envs
     python_env_build: bool = True  # build environments from requirements.txt
     python_env_index_url: str | None = None

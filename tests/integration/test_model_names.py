@@ -28,7 +28,8 @@ from tests.factories.onnx_models import mlp, write_model
 LOAD_WITH_FILES_ARGS: list[str] = [
     "--model-control-mode",
     "explicit",
-    "--allow-model-load-files=true",
+    "--allow-model-load-files",
+    "true",
 ]
 
 MLP_CONFIG = {

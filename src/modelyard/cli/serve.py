@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelyard.errors import ModelyardError, PortUnavailable
-from modelyard.settings import ServerSettings
+from modelyard.settings import DEFAULT_SAGEMAKER_MODEL_ROOT, ServerSettings
 
 if TYPE_CHECKING:
     from modelyard.protocol.app import ModelyardApp
@@ -38,6 +38,12 @@ def _bool(value: str, flag: str) -> bool:
     if v in _FALSE:
         return False
     raise typer.BadParameter(f"{flag} takes true or false, got '{value}'")
+
+
+def _positive(value: float, flag: str) -> float:
+    if not value > 0:
+        raise typer.BadParameter(f"{flag} takes a number of seconds above 0, got {value:g}")
+    return value
 
 
 def serve(
@@ -122,6 +128,28 @@ def serve(
     http_max_input_size: Annotated[
         int, typer.Option("--http-max-input-size", help="Largest request body, in bytes.")
     ] = _D.max_input_size,
+    http_max_url_size: Annotated[
+        int,
+        typer.Option(
+            "--http-max-url-size",
+            help="Longest request target (path and query), in bytes; longer ones get 414.",
+        ),
+    ] = _D.max_url_size,
+    http_max_header_size: Annotated[
+        int,
+        typer.Option(
+            "--http-max-header-size",
+            help="Largest request line plus headers, in bytes; larger ones get 431.",
+        ),
+    ] = _D.max_header_size,
+    http_header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--http-header-timeout",
+            help="Seconds a request's headers may take to arrive, from its first byte; "
+            "slower clients get 408 and are disconnected (0: no limit).",
+        ),
+    ] = _D.header_timeout,
     exit_timeout_secs: Annotated[
         float, typer.Option("--exit-timeout-secs", help="Grace period for in-flight requests.")
     ] = _D.exit_timeout_secs,
@@ -189,6 +217,14 @@ def serve(
             "default /opt/ml/models). Nothing outside these is read.",
         ),
     ] = None,
+    model_load_timeout: Annotated[
+        float,
+        typer.Option(
+            "--model-load-timeout",
+            help="Seconds a Python model's initialize (and auto_complete_config) may take "
+            "per instance; then the load fails with that reason and the worker is killed.",
+        ),
+    ] = _D.model_load_timeout,
     python_execute_timeout: Annotated[
         float,
         typer.Option(
@@ -272,6 +308,19 @@ def serve(
             f"unknown eviction policy '{eviction_policy}' ({', '.join(POLICIES)})",
             param_hint="--eviction-policy",
         )
+    for flag, size in (
+        ("--http-max-url-size", http_max_url_size),
+        ("--http-max-header-size", http_max_header_size),
+    ):
+        if size <= 0:
+            raise typer.BadParameter(
+                f"must be a positive number of bytes, got {size}", param_hint=flag
+            )
+    if http_header_timeout < 0:
+        raise typer.BadParameter(
+            f"must be 0 (no limit) or more seconds, got {http_header_timeout}",
+            param_hint="--http-header-timeout",
+        )
     from modelyard.manager.memory import host_memory_limit, parse_budget, parse_gpu_limits
 
     try:
@@ -305,6 +354,9 @@ def serve(
         load_models=tuple(load_model or ()),
         autocomplete=autocomplete,
         max_input_size=http_max_input_size,
+        max_url_size=http_max_url_size,
+        max_header_size=http_max_header_size,
+        header_timeout=http_header_timeout,
         exit_timeout_secs=exit_timeout_secs,
         exit_on_error=_bool(exit_on_error, "--exit-on-error"),
         strict_readiness=_bool(strict_readiness, "--strict-readiness"),
@@ -322,7 +374,8 @@ def serve(
         allow_metrics=_bool(allow_metrics, "--allow-metrics"),
         metrics_port=metrics_port,
         sagemaker_port=sagemaker_port,
-        sagemaker_model_roots=tuple(sagemaker_model_root or ()) or _D.sagemaker_model_roots,
+        sagemaker_model_roots=tuple(sagemaker_model_root or ()) or (DEFAULT_SAGEMAKER_MODEL_ROOT,),
+        model_load_timeout=_positive(model_load_timeout, "--model-load-timeout"),
         python_execute_timeout=python_execute_timeout,
         python_env_dir=python_env_dir,
         python_env_build=_bool(python_env_build, "--python-env-build"),
@@ -340,6 +393,17 @@ def serve(
     if http_server not in ("modelyard", "uvicorn"):
         raise typer.BadParameter(f"unknown HTTP server '{http_server}'", param_hint="--http-server")
     sys.exit(run(settings, http_server))
+
+
+# what ``modelyard serve --help`` ends with: the short answer to "is this safe to expose?"
+SECURITY_EPILOG = (
+    "Safe production setup (docs/security.md): keep --allow-model-load-files off (the "
+    "default: no code is accepted from the network); close the model-repository API with "
+    "--http-restricted-api model-repository:<header>=<value> or --auth-token-file "
+    "management tokens, or serve with --model-control-mode none; bind --http-address "
+    "127.0.0.1 behind a TLS proxy unless the network in front is trusted. The start-up log "
+    "states the address and what is open there."
+)
 
 
 # command-line parameters -> the settings fields SageMaker's variables may also set
@@ -381,17 +445,6 @@ def _with_sagemaker_environment(
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     return settings
-
-
-# what ``modelyard serve --help`` ends with: the short answer to "is this safe to expose?"
-SECURITY_EPILOG = (
-    "Safe production setup (docs/security.md): keep --allow-model-load-files off (the "
-    "default: no code is accepted from the network); close the model-repository API with "
-    "--http-restricted-api model-repository:<header>=<value> or --auth-token-file "
-    "management tokens, or serve with --model-control-mode none; bind --http-address "
-    "127.0.0.1 behind a TLS proxy unless the network in front is trusted. The start-up log "
-    "states the address and what is open there."
-)
 
 
 def _default_max_batch_size(configs: list[str]) -> int:
@@ -462,7 +515,11 @@ def _run_own(app: ModelyardApp) -> int:
         return 1
     if not drained:
         # --exit-timeout-secs is a promise: do not wait at exit for worker threads still
-        # inside a model; exit 1, as Triton does when its exit timeout expires
+        # inside a model; exit 1, as Triton does when its exit timeout expires (os._exit
+        # skips atexit: the children go first)
+        from modelyard.runtimes import children
+
+        children.kill_all()
         logging.shutdown()
         os._exit(1)
     return 0
@@ -488,11 +545,13 @@ def _run_uvicorn(app: ModelyardApp) -> int:
 
     import uvicorn
 
+    from modelyard.protocol._uvicorn import bounded_protocol
+
     settings = app.settings
     common: dict[str, Any] = {
         "host": settings.http_address,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": bounded_protocol(settings),  # httptools, with modelyard's limits and drain
         "access_log": False,
         "log_level": "debug" if settings.log_verbose else "info",
         "timeout_graceful_shutdown": int(max(1, settings.exit_timeout_secs)),

@@ -35,6 +35,7 @@ from modelyard.protocol.errors import (
 )
 from modelyard.protocol.sagemaker import SageMakerRoutes
 from modelyard.protocol.v2 import V2Routes
+from modelyard.runtimes import children
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.runtimes.python.environments import EnvironmentOptions
 from modelyard.settings import ServerSettings
@@ -67,6 +68,7 @@ class ModelyardApp:
                     default_max_batch_size=settings.default_max_batch_size,
                     custom_metrics=self.custom_metrics,
                     python_execute_timeout=settings.python_execute_timeout,
+                    python_start_timeout=settings.model_load_timeout,
                     python_envs=_environment_options(settings),
                 ),
                 inline_threshold_ns=int(settings.inline_threshold_us * 1000),
@@ -151,7 +153,18 @@ class ModelyardApp:
             raise RuntimeError(f"models failed to load (--exit-on-error): {failed}")
 
     async def stop(self) -> None:
-        await self.manager.shutdown()
+        """Unload every model; then no child process outlives the server, whatever was
+        still running (a worker hung in initialize or execute, an environment build): the
+        last step runs even when the exit timeout cancels the unloads."""
+        try:
+            await self.manager.shutdown()
+        finally:
+            left = children.live_pids()
+            if left:
+                logging.getLogger("modelyard.server").warning(
+                    "killing %d child process(es) still running at exit: %s", len(left), left
+                )
+                children.kill_all()
 
     def error_response(self, path: str, exc: BaseException) -> HttpResponse:
         """An error raised before routing (an oversize body), in the protocol of ``path``."""

@@ -191,6 +191,12 @@ def _parse_json(header: memoryview) -> Any:
         raise _json_error(
             f"failed to parse the request JSON buffer: {reason} at {exc.pos}"
         ) from None
+    except RecursionError:
+        # nested deeper than orjson's limit (1024) is deeper than Python's recursive
+        # decoder can go too: malformed for our purposes, like any other bad JSON
+        raise _json_error(
+            "failed to parse the request JSON buffer: The document is nested too deeply."
+        ) from None
 
 
 def _parse_parameters(params: Any, request: InferRequest) -> None:
