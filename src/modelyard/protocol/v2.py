@@ -260,6 +260,8 @@ class V2Routes:
                 params = orjson.loads(body).get("parameters") or {}
             except (orjson.JSONDecodeError, AttributeError):
                 raise InvalidArgument("failed to parse the request JSON buffer") from None
+        if type(params) is not dict:  # found by the fuzz suite: {"parameters": 1.5} was a 500
+            raise InvalidArgument("the load request's 'parameters' must be a JSON object")
         files: dict[str, bytes] = {}
         for key, value in params.items():
             if not key.startswith("file:"):
