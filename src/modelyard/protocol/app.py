@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,14 @@ from modelyard.protocol._access import (
     sagemaker_group,
     v2_group,
 )
-from modelyard.protocol._http import HttpRequest, HttpResponse, too_large
+from modelyard.protocol._http import HttpRequest, HttpResponse, Route, too_large
 from modelyard.protocol.errors import (
     challenge,
     sagemaker_container_error,
     sagemaker_error,
     v2_error,
 )
-from modelyard.protocol.sagemaker import SageMakerRoutes
+from modelyard.protocol.sagemaker import INVOCATIONS, SageMakerRoutes
 from modelyard.protocol.v2 import V2Routes
 from modelyard.runtimes import children
 from modelyard.runtimes.base import RuntimeOptions
@@ -46,6 +47,20 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+METRICS = re.compile(r"/metrics")
+
+
+async def _metrics_route(
+    app: ModelyardApp, request: HttpRequest, p: dict[str, str]
+) -> HttpResponse:
+    return await app.handle_metrics(request)
+
+
+async def _invoke_endpoint_route(
+    app: ModelyardApp, request: HttpRequest, p: dict[str, str]
+) -> HttpResponse:
+    return await app.sagemaker.invoke_endpoint(request)
 
 
 class ModelyardApp:
@@ -172,6 +187,19 @@ class ModelyardApp:
             status, body, headers = sagemaker_error(exc)
             return HttpResponse(status, body, headers=headers)
         return HttpResponse(*v2_error(exc))
+
+    def routes(self) -> dict[str, list[Route]]:
+        """Every route of each port, in the order ``handle`` tries them: ``"main"`` (the HTTP
+        port) and ``"sagemaker"`` (the container face's port). ``handle`` itself tests the
+        two paths it serves before the v2 table with plain string checks (the inference path
+        pays no extra regex); the OpenAPI drift test checks the description against this
+        table and every described route against the running server."""
+        main = [
+            Route("GET", METRICS, _metrics_route),
+            Route("POST", INVOCATIONS, _invoke_endpoint_route),
+            *self.v2.table,
+        ]
+        return {"main": main, "sagemaker": list(self.sagemaker.table)}
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         path = request.path
