@@ -593,6 +593,36 @@ class Metric:
         return self._value
 
 
+# --- model control (Triton's "Model Loading API") -------------------------------------
+
+
+def load_model(
+    model_name: str | bytes, config: str | bytes = "", files: dict[str, bytes] | None = None
+) -> None:
+    """Load (or reload) a model through the server's repository logic, as
+    ``POST /v2/repository/models/{name}/load`` would: ``config`` a JSON config override,
+    ``files`` ``{"file:1/model.onnx": bytes, ...}`` (requires ``config``, as in Triton)."""
+    import base64
+
+    sent = {str(k): base64.b64encode(bytes(v)).decode() for k, v in (files or {}).items()}
+    _state.worker().control(
+        "load", model=_text(model_name), config=_text(config) if config else "", files=sent
+    )
+
+
+def unload_model(model_name: str | bytes) -> None:
+    """Unload a model (and forget files a ``load_model`` sent), as the repository API does."""
+    _state.worker().control("unload", model=_text(model_name))
+
+
+def is_model_ready(model_name: str | bytes, model_version: str | bytes = "") -> bool:
+    """Whether the model (the version, when given) is loaded and ready."""
+    answer = _state.worker().control(
+        "ready", model=_text(model_name), version=_text(model_version) if model_version else ""
+    )
+    return bool(answer.get("ready"))
+
+
 # --- auto-complete --------------------------------------------------------------------
 
 
