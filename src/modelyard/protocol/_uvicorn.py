@@ -19,7 +19,11 @@ import asyncio
 import time
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from modelyard.errors import ModelyardError, RequestTimeout, UriTooLong
 from modelyard.protocol._server import DRAIN_QUIET_SECS, headers_too_large, unread_bytes
@@ -57,7 +61,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.head_timer: asyncio.TimerHandle | None = None
         # during a drain: the request whose response closes the connection, and whether
         # its client wanted the connection kept (restored if one arrives behind it)
-        self.drain_last: tuple[Any, bool] | None = None
+        self.drain_last: tuple[RequestResponseCycle, bool] | None = None
 
     # -- counting the head as it arrives ----------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -181,7 +185,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._close_when_quiet()
 
-    def _close_after(self, cycle: Any) -> None:
+    def _close_after(self, cycle: RequestResponseCycle) -> None:
         """``cycle``'s response is the connection's last (``Connection: close``)."""
         marked = self.drain_last
         if marked is not None and marked[0] is not cycle and not marked[0].response_complete:
