@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -117,3 +118,101 @@ def test_sigterm_drain_loses_no_request(tmp_path: Path, front_end: str) -> None:
     assert not tally.lost, f"{len(tally.lost)} requests lost: {tally.lost[:5]}"
     assert tally.refused == CLIENTS  # every client ended on the closed listener...
     assert tally.closes >= 1  # ...after being told, on a response, that the connection closes
+
+
+@pytest.mark.parametrize("front_end", ["modelyard", "uvicorn"])
+def test_pipelined_requests_received_before_sigterm_are_all_answered(
+    tmp_path: Path, front_end: str
+) -> None:
+    """A slow request and a quick one pipelined behind it, SIGTERM while the first runs: both
+    are answered, the first keeping the connection open, the last closing it (the drain used
+    to close the connection after the first, dropping the second unanswered)."""
+    write_model(tmp_path, "slow", slow(), SLOW)
+    server = start_server(tmp_path, ["--http-server", front_end, "--model-control-mode", "none"])
+    try:
+        trips = _trips_for(1.0, server.host, server.port)
+        slow_body = json.dumps(
+            {"inputs": [{"name": "TRIPS", "shape": [1, 1], "datatype": "INT64", "data": [trips]}]}
+        ).encode()
+        sock = socket.create_connection((server.host, server.port), timeout=60)
+        with sock:
+            sock.sendall(
+                b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n" % (len(slow_body), slow_body)
+            )
+            time.sleep(0.3)  # both requests are in; the first is executing
+            server.process.send_signal(signal.SIGTERM)
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        first, _, rest = data.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 200"), data[:300]
+        assert b"connection: close" not in first.lower()
+        assert rest.count(b"HTTP/1.1 200 OK") == 1, data[:600]
+        assert b"connection: close" in rest.split(b"HTTP/1.1 200 OK", 1)[1].lower()
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("front_end", ["modelyard", "uvicorn"])
+def test_request_sent_during_the_drain_behind_one_in_flight_is_answered(
+    tmp_path: Path, front_end: str
+) -> None:
+    """A client pipelines a request while its previous one is still running and the drain
+    has begun: both are answered, the second with Connection: close."""
+    write_model(tmp_path, "slow", slow(), SLOW)
+    server = start_server(tmp_path, ["--http-server", front_end, "--model-control-mode", "none"])
+    try:
+        trips = _trips_for(4.0, server.host, server.port)
+        slow_body = json.dumps(
+            {"inputs": [{"name": "TRIPS", "shape": [1, 1], "datatype": "INT64", "data": [trips]}]}
+        ).encode()
+        sock = socket.create_connection((server.host, server.port), timeout=60)
+        with sock:
+            sock.sendall(
+                b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(slow_body), slow_body)
+            )
+            time.sleep(0.3)  # executing
+            server.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 30  # the drain has begun once the listener is shut
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection((server.host, server.port), timeout=5).close()
+                except ConnectionRefusedError:
+                    break
+                time.sleep(0.02)
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        assert data.count(b"HTTP/1.1 200 OK") == 2, data[:600]
+        first, _, rest = data.partition(b"\r\n\r\n")
+        assert b"connection: close" not in first.lower()
+        assert b"connection: close" in rest.split(b"HTTP/1.1 200 OK", 1)[1].lower()
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        server.stop()
+
+
+def _trips_for(seconds: float, host: str, port: int) -> int:
+    """Rounds of the slow model that take about ``seconds`` on this machine."""
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        start = time.perf_counter()
+        body = json.dumps(
+            {"inputs": [{"name": "TRIPS", "shape": [1, 1], "datatype": "INT64", "data": [200]}]}
+        ).encode()
+        conn.request("POST", "/v2/models/slow/infer", body)
+        assert conn.getresponse().read()
+        per_trip = (time.perf_counter() - start) / 200
+    finally:
+        conn.close()
+    return max(200, int(seconds / per_trip))

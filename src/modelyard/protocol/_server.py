@@ -546,8 +546,14 @@ class HttpFrontEnd:
             for conn in list(self.connections):
                 if header_timeout:
                     conn.check_head_timeout(now - header_timeout)
-                # no bytes for that long: between requests, or a stalled upload
-                if not conn.busy and not conn.pending and conn.last_active < cutoff:
+                # no bytes for that long: between requests, or a stalled upload (unless a
+                # request came just now and is waiting to be read)
+                if (
+                    not conn.busy
+                    and not conn.pending
+                    and conn.last_active < cutoff
+                    and not conn.unread()
+                ):
                     conn.close()
 
 

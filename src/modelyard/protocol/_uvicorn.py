@@ -19,7 +19,11 @@ import asyncio
 import time
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from modelyard.errors import ModelyardError, RequestTimeout, UriTooLong
 from modelyard.protocol._server import DRAIN_QUIET_SECS, headers_too_large, unread_bytes
@@ -55,6 +59,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.last_active = time.monotonic()
         self.refused: ModelyardError | None = None
         self.head_timer: asyncio.TimerHandle | None = None
+        # during a drain: the request whose response closes the connection, and whether
+        # its client wanted the connection kept (restored if one arrives behind it)
+        self.drain_last: tuple[RequestResponseCycle, bool] | None = None
 
     # -- counting the head as it arrives ----------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -100,9 +107,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.url) + self.header_bytes + 16 > self.max_head:
             self.refused = headers_too_large(self.max_head)
             raise self.refused
+        previous = self.cycle
         super().on_headers_complete()
-        if self.draining and self.cycle is not None:
-            self.cycle.keep_alive = False  # arrived during the drain: answered, then closed
+        if self.draining and self.cycle is not None and self.cycle is not previous:
+            # arrived during the drain: answered, then closed; the request before it (still
+            # being answered, this one pipelined behind it) keeps the connection open again
+            self._close_after(self.cycle)
 
     def on_message_complete(self) -> None:
         self.in_head = self.in_body = False
@@ -169,9 +179,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         flight is closed only once quiet, with no request arriving or unread."""
         self.draining = True
         if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False
+            # the last request received closes the connection (uvicorn's ``cycle`` is the
+            # newest, pipelined ones included)
+            self._close_after(self.cycle)
             return
         self._close_when_quiet()
+
+    def _close_after(self, cycle: RequestResponseCycle) -> None:
+        """``cycle``'s response is the connection's last (``Connection: close``)."""
+        marked = self.drain_last
+        if marked is not None and marked[0] is not cycle and not marked[0].response_complete:
+            marked[0].keep_alive = marked[1]  # a request came in behind it after all
+        self.drain_last = (cycle, cycle.keep_alive)
+        cycle.keep_alive = False
 
     def _close_when_quiet(self) -> None:
         if self.transport.is_closing():
