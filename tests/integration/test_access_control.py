@@ -363,6 +363,31 @@ def test_tokens_on_sagemaker_faces(tokens: RunningServer) -> None:
     assert reply["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
+def test_the_same_gate_under_uvicorn(repository: Path, tmp_path: Path) -> None:
+    """The ASGI application (``--http-server uvicorn``, both ports) goes through the gate."""
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"inference {INFER_TOKEN}\nmanagement {MGMT_TOKEN}\n")
+    token_file.chmod(0o600)
+    port = free_port()
+    args = ["--http-server", "uvicorn", f"--auth-token-file={token_file}"]
+    args += ["--http-restricted-api=model-repository:admin-key=s3cret"]
+    args += ["--allow-sagemaker=true", f"--sagemaker-port={port}"]
+    with running_server(repository, args) as server:
+        infer = _bearer(INFER_TOKEN)
+        r = httpx.post(f"{server.base_url}/v2/models/add_sub/infer", json=_infer_body())
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        r = httpx.post(
+            f"{server.base_url}/v2/models/add_sub/infer", json=_infer_body(), headers=infer
+        )
+        assert r.status_code == 200
+        models = f"http://127.0.0.1:{port}/models"
+        assert httpx.get(models, headers=infer).status_code == 403  # the role
+        r = httpx.get(models, headers=_bearer(MGMT_TOKEN))  # the role, not the header
+        assert (r.status_code, r.json()) == (403, {"error": RESTRICTED.format("admin-key")})
+        assert httpx.get(models, headers={**_bearer(MGMT_TOKEN), **ADMIN}).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/ping").status_code == 200
+
+
 def test_malformed_token_file_stops_the_start(repository: Path, tmp_path: Path) -> None:
     token_file = tmp_path / "tokens"
     token_file.write_text(f"inference {INFER_TOKEN}\nadmin {MGMT_TOKEN}\n")
