@@ -145,13 +145,17 @@ def v2_group(path: str) -> Group | None:
     return None
 
 
+_INVOKE = re.compile(r"/models/[^/]+/invoke")  # the route's own shape: a model named
+# "invoke" (``/models/invoke``) is described and unloaded as any other, under model-repository
+
+
 def sagemaker_group(path: str) -> Group | None:
     """The group of a path on SageMaker's container face, as Triton's SageMaker server files
     them: ``/ping`` health, ``/invocations`` and ``/models/{m}/invoke`` inference, the rest
     of ``/models`` (list, describe, load, unload) model-repository."""
     if path == "/ping":
         return Group.HEALTH
-    if path == "/invocations" or (path.startswith("/models/") and path.endswith("/invoke")):
+    if path == "/invocations" or _INVOKE.fullmatch(path):
         return Group.INFERENCE
     if path == "/models" or path.startswith("/models/"):
         return Group.MODEL_REPOSITORY

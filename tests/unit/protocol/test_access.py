@@ -115,6 +115,11 @@ def test_every_sagemaker_route_has_its_triton_group() -> None:
         assert served, f"no sample path for route {route.pattern.pattern}: add one"
     for path, group in SAGEMAKER_SAMPLES.items():
         assert sagemaker_group(path) is group, path
+    # a model named like an action stays in the group of the route that serves it
+    assert sagemaker_group("/models/invoke") is Group.MODEL_REPOSITORY
+    assert sagemaker_group("/models/a/b/invoke") is Group.MODEL_REPOSITORY
+    assert v2_group("/v2/models/versions/ready") is Group.HEALTH
+    assert v2_group("/v2/models/infer") is Group.METADATA
 
 
 def _tokens() -> list[Token]:
