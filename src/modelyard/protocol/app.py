@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from modelyard.errors import ModelyardError
 from modelyard.manager.manager import ManagerOptions, ModelManager
 from modelyard.metrics import CustomMetrics, VersionSample, build_registry, render
 from modelyard.protocol._access import (
@@ -158,32 +159,41 @@ class ModelyardApp:
             return HttpResponse(status, body, headers=headers)
         return HttpResponse(*v2_error(exc))
 
+    def _refused(
+        self, group: Group | None, request: HttpRequest, answer: Refusal
+    ) -> HttpResponse | None:
+        """The access gate (``protocol/_access.py``) for one request: None lets it through,
+        else the refusal in the face's own error format. Every port calls this, before
+        routing, so no handler can forget it."""
+        try:
+            self.access.check(group, request.headers, request.path)
+        except ModelyardError as exc:
+            status, body, headers = answer(exc)
+            return HttpResponse(status, body, headers=headers)
+        return None
+
     async def handle(self, request: HttpRequest) -> HttpResponse:
         path = request.path
         if path == "/metrics":
             return await self.handle_metrics(request)
         if path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
             if self.access.enabled:
-                try:
-                    self.access.check(Group.INFERENCE, request.headers, path)
-                except Exception as exc:
-                    status, body, headers = sagemaker_error(exc)
-                    return HttpResponse(status, body, headers=headers)
+                refused = self._refused(Group.INFERENCE, request, _client_face_refusal)
+                if refused is not None:
+                    return refused
             return await self.sagemaker.invoke_endpoint(request)
         if self.access.enabled:
-            try:
-                self.access.check(v2_group(path), request.headers, path)
-            except Exception as exc:
-                return _refusal(*v2_error(exc), exc)
+            refused = self._refused(v2_group(path), request, _v2_refusal)
+            if refused is not None:
+                return refused
         return await self.v2.handle(request)
 
     async def handle_sagemaker(self, request: HttpRequest) -> HttpResponse:
         """SageMaker's container face (``--allow-sagemaker``), served on its own port."""
         if self.access.enabled:
-            try:
-                self.access.check(sagemaker_group(request.path), request.headers, request.path)
-            except Exception as exc:
-                return _refusal(*sagemaker_container_error(exc), exc)
+            refused = self._refused(sagemaker_group(request.path), request, _container_refusal)
+            if refused is not None:
+                return refused
         return await self.sagemaker.handle(request, request.query)
 
     async def sagemaker_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -200,10 +210,9 @@ class ModelyardApp:
         on, on the HTTP port and the metrics port alike: it names every model served.
         """
         if self.access.enabled:
-            try:
-                self.access.check(None, request.headers, request.path)
-            except Exception as exc:
-                return _refusal(*v2_error(exc), exc)
+            refused = self._refused(None, request, _v2_refusal)
+            if refused is not None:
+                return refused
         if request.path != "/metrics":
             return HttpResponse(404, b'{"error":"Not Found"}')
         if request.method not in ("GET", "HEAD"):
@@ -290,8 +299,19 @@ class ModelyardApp:
                 return
 
 
-def _refusal(status: int, body: bytes, exc: BaseException) -> HttpResponse:
-    return HttpResponse(status, body, headers=challenge(exc))
+Refusal = Callable[[BaseException], tuple[int, bytes, list[tuple[bytes, bytes]]]]
+
+
+def _v2_refusal(exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    return (*v2_error(exc), challenge(exc))
+
+
+def _container_refusal(exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    return (*sagemaker_container_error(exc), challenge(exc))
+
+
+def _client_face_refusal(exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    return sagemaker_error(exc)  # its 401 carries the challenge already
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
