@@ -21,6 +21,7 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     │   └── EnvironmentUnusable (400) a Python model's environment that cannot run its worker
     ├── MissingDependency (500)      an optional extra is not installed; message has the pip command
     ├── Unsupported (501)            a protocol feature modelyard does not implement (e.g. br bodies)
+    ├── InvalidSetting (500)         a setting the server cannot start with (a malformed token file)
     └── Internal (500)               a runtime failed while executing
 
 Messages are complete sentences a user can act on; the wire layer never rewrites them.
@@ -121,6 +122,14 @@ class MissingDependency(ModelyardError):
         super().__init__(
             f"{package} is not installed; install it with: pip install 'modelyard[{extra}]'"
         )
+
+
+class InvalidSetting(ModelyardError):
+    """A server setting it refuses to start with (a malformed ``--auth-token-file``, ...).
+
+    Raised while the application is built, before anything listens, and reported as one
+    ``cannot start:`` line; never answered to a client.
+    """
 
 
 class Unsupported(ModelyardError):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from modelyard.errors import ModelyardError, PermissionDenied, Unauthenticated
+from modelyard.errors import InvalidSetting, PermissionDenied, Unauthenticated
 
 
 class Group(StrEnum):
@@ -61,14 +61,6 @@ MANAGEMENT_GROUPS = frozenset(
 
 # one restriction as settings hold it: (group, header name as given, expected value)
 RestrictionSetting = tuple[str, str, str]
-
-
-class InvalidSetting(ModelyardError):
-    """An access setting the server refuses to start with (a malformed token file, ...).
-
-    Raised while the application is built, before anything listens; never answered to a
-    client.
-    """
 
 
 # -- restricted API groups -----------------------------------------------------------------

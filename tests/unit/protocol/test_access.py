@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.errors import PermissionDenied, Unauthenticated
+from modelyard.errors import InvalidSetting, PermissionDenied, Unauthenticated
 from modelyard.protocol._access import (
     AccessPolicy,
     Group,
-    InvalidSetting,
     Role,
     Token,
     exposure,
