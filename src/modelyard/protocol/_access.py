@@ -63,6 +63,9 @@ MANAGEMENT_GROUPS = frozenset(
 RestrictionSetting = tuple[str, str, str]
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
+
+
 # -- restricted API groups -----------------------------------------------------------------
 def parse_restricted_features(
     args: Sequence[str], option: str = "http-restricted-api", kind: str = "api"
@@ -83,6 +86,8 @@ def parse_restricted_features(
             raise ValueError(
                 f"--{option} option format is '<config name>:<setting>=<value>'. Got {arg}"
             )
+        if not _HEADER_NAME.fullmatch(key):
+            raise ValueError(f"--{option}: '{key}' is not a valid HTTP header name")
         for name in groups.split(","):
             if name not in Group._value2member_map_:
                 known = ", ".join(g.value for g in Group)

@@ -45,6 +45,8 @@ def test_restricted_features_parse_as_triton() -> None:
         ("model-repository:=value", "option format"),
         ("model-repository:key=", "option format"),
         ("admin:key=value", "unknown restricted api 'admin'"),
+        ("inference:bad key=value", "'bad key' is not a valid HTTP header name"),
+        ("inference:clé=value", "is not a valid HTTP header name"),
     ],
 )
 def test_malformed_restrictions_are_refused(arg: str, message: str) -> None:
