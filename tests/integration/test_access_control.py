@@ -86,6 +86,14 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
+def _get(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(url, timeout=60, **kwargs)  # a loaded machine: no 5 s default
+
+
+def _post(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url, timeout=60, **kwargs)
+
+
 def _infer_body() -> dict[str, Any]:
     one = {"shape": [1, 16], "datatype": "FP32", "data": [1.0] * 16}
     return {"inputs": [{"name": "INPUT0", **one}, {"name": "INPUT1", **one}]}
@@ -149,7 +157,7 @@ def test_default_server_refuses_load_with_files(repository: Path, tmp_path: Path
             _upload(server, marker)
         assert info.value.status() == "403"
         assert "--allow-model-load-files" in info.value.message()
-        raw = httpx.post(
+        raw = _post(
             f"{server.base_url}/v2/repository/models/evil/load",
             json={"parameters": {"config": "{}", "file:1/model.py": "eA=="}},
         )
@@ -157,20 +165,20 @@ def test_default_server_refuses_load_with_files(repository: Path, tmp_path: Path
         assert set(raw.json()) == {"error"}
         assert not marker.exists()
         assert not list(tmp.glob("modelyard-override-*"))  # nothing written
-        names = [row["name"] for row in httpx.post(f"{server.base_url}/v2/repository/index").json()]
+        names = [row["name"] for row in _post(f"{server.base_url}/v2/repository/index").json()]
         assert "evil" not in names
         # an environment from anywhere on the host, through a config override: refused too
         config = {"backend": "onnxruntime"}
         config["parameters"] = {"EXECUTION_ENV_PATH": {"string_value": str(tmp_path)}}
-        r = httpx.post(
+        r = _post(
             f"{server.base_url}/v2/repository/models/add_sub/load",
             json={"parameters": {"config": json.dumps(config)}},
         )
         assert r.status_code == 403
         assert "EXECUTION_ENV_PATH" in r.json()["error"]
         # what stays allowed: a repository model, with or without a plain config override
-        assert httpx.post(f"{server.base_url}/v2/repository/models/add_sub/load").status_code == 200
-        r = httpx.post(
+        assert _post(f"{server.base_url}/v2/repository/models/add_sub/load").status_code == 200
+        r = _post(
             f"{server.base_url}/v2/repository/models/add_sub/load",
             json={"parameters": {"config": json.dumps({"max_batch_size": 4})}},
         )
@@ -273,12 +281,12 @@ def test_restricted_health_needs_its_header(repository: Path) -> None:
     args = ["--http-restricted-api=health:probe-key=p", "--allow-sagemaker=true"]
     args += [f"--sagemaker-port={port}"]
     with running_server(repository, args, headers={"probe-key": "p"}) as server:
-        r = httpx.get(f"{server.base_url}/v2/health/live")
+        r = _get(f"{server.base_url}/v2/health/live")
         assert (r.status_code, r.json()) == (403, {"error": RESTRICTED.format("probe-key")})
-        assert httpx.get(f"{server.base_url}/v2/models/add_sub/ready").status_code == 403
-        assert httpx.get(f"http://127.0.0.1:{port}/ping").status_code == 403
-        assert httpx.get(f"http://127.0.0.1:{port}/ping", headers={"probe-key": "p"}).is_success
-        assert httpx.post(f"{server.base_url}/v2/repository/index").status_code == 200
+        assert _get(f"{server.base_url}/v2/models/add_sub/ready").status_code == 403
+        assert _get(f"http://127.0.0.1:{port}/ping").status_code == 403
+        assert _get(f"http://127.0.0.1:{port}/ping", headers={"probe-key": "p"}).is_success
+        assert _post(f"{server.base_url}/v2/repository/index").status_code == 200
 
 
 def test_malformed_restriction_is_refused_at_start(repository: Path) -> None:
@@ -329,8 +337,8 @@ def test_tokens_on_v2(tokens: RunningServer) -> None:
         # the metrics port asks for a token too: it names every model
         assert tokens.metrics_port is not None
         metrics = f"http://127.0.0.1:{tokens.metrics_port}/metrics"
-        assert httpx.get(metrics).status_code == 401
-        assert httpx.get(metrics, headers=infer).status_code == 200
+        assert _get(metrics).status_code == 401
+        assert _get(metrics, headers=infer).status_code == 200
     client = httpclient.InferenceServerClient(tokens.url)
     assert client.is_server_ready()
     with pytest.raises(InferenceServerException, match="bearer token"):
@@ -374,18 +382,16 @@ def test_the_same_gate_under_uvicorn(repository: Path, tmp_path: Path) -> None:
     args += ["--allow-sagemaker=true", f"--sagemaker-port={port}"]
     with running_server(repository, args) as server:
         infer = _bearer(INFER_TOKEN)
-        r = httpx.post(f"{server.base_url}/v2/models/add_sub/infer", json=_infer_body())
+        r = _post(f"{server.base_url}/v2/models/add_sub/infer", json=_infer_body())
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
-        r = httpx.post(
-            f"{server.base_url}/v2/models/add_sub/infer", json=_infer_body(), headers=infer
-        )
+        r = _post(f"{server.base_url}/v2/models/add_sub/infer", json=_infer_body(), headers=infer)
         assert r.status_code == 200
         models = f"http://127.0.0.1:{port}/models"
-        assert httpx.get(models, headers=infer).status_code == 403  # the role
-        r = httpx.get(models, headers=_bearer(MGMT_TOKEN))  # the role, not the header
+        assert _get(models, headers=infer).status_code == 403  # the role
+        r = _get(models, headers=_bearer(MGMT_TOKEN))  # the role, not the header
         assert (r.status_code, r.json()) == (403, {"error": RESTRICTED.format("admin-key")})
-        assert httpx.get(models, headers={**_bearer(MGMT_TOKEN), **ADMIN}).status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{port}/ping").status_code == 200
+        assert _get(models, headers={**_bearer(MGMT_TOKEN), **ADMIN}).status_code == 200
+        assert _get(f"http://127.0.0.1:{port}/ping").status_code == 200
 
 
 def test_malformed_token_file_stops_the_start(repository: Path, tmp_path: Path) -> None:
