@@ -6,7 +6,10 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
 
     ModelyardError (500)
     ├── InvalidArgument (400)        bad request: shape, dtype, JSON, missing input
-    │   └── PayloadTooLarge (400)    body over --http-max-input-size (Triton answers 400)
+    │   ├── PayloadTooLarge (400)    body over --http-max-input-size (Triton answers 400)
+    │   ├── UriTooLong (414)         request target over --http-max-url-size
+    │   ├── HeadersTooLarge (431)    request line + headers over --http-max-header-size
+    │   └── RequestTimeout (408)     headers not complete within --http-header-timeout
     ├── Unauthenticated (401)        no bearer token, or one the server does not know (--auth-token-file)
     ├── PermissionDenied (403)       a restricted API without its header, a token without the role,
     │                                or a feature switched off (load with files)
@@ -21,7 +24,8 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     │   └── EnvironmentUnusable (400) a Python model's environment that cannot run its worker
     ├── MissingDependency (500)      an optional extra is not installed; message has the pip command
     ├── Unsupported (501)            a protocol feature modelyard does not implement (e.g. br bodies)
-    ├── InvalidSetting (500)         a setting the server cannot start with (a malformed token file)
+    ├── InvalidSetting (500)         start-up: a setting the server cannot start with (token file)
+    ├── PortUnavailable (500)        start-up: a port that cannot be bound (in use, no permission)
     └── Internal (500)               a runtime failed while executing
 
 Messages are complete sentences a user can act on; the wire layer never rewrites them.
@@ -36,6 +40,12 @@ class ModelyardError(Exception):
     """Base of every error modelyard raises on purpose."""
 
     status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+    # raised by a model's own code (a Python model's TritonError), not by the server: some
+    # answers depend on who failed (the generate extension answers a model's error with 400)
+    from_model: bool = False
+    # the scheduler already counted this failure in the model's statistics (an ensemble
+    # step's error re-raised by the ensemble must not be counted twice)
+    stats_recorded: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -71,6 +81,25 @@ class PermissionDenied(ModelyardError):
     """The caller is known (or no one is asked to be) but may not do this."""
 
     status = HTTPStatus.FORBIDDEN
+
+
+class UriTooLong(InvalidArgument):
+    """The request target is longer than ``--http-max-url-size``: refused while it arrives."""
+
+    status = HTTPStatus.REQUEST_URI_TOO_LONG
+
+
+class HeadersTooLarge(InvalidArgument):
+    """The request line and headers pass ``--http-max-header-size``: refused while they
+    arrive, so one client cannot make the server buffer (and re-copy) megabytes of them."""
+
+    status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+
+
+class RequestTimeout(InvalidArgument):
+    """A request's headers did not arrive within ``--http-header-timeout`` (slowloris)."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
 
 
 class NotFound(ModelyardError):
@@ -147,3 +176,14 @@ class DecoupledModel(Unsupported):
 
 class Internal(ModelyardError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class PortUnavailable(ModelyardError):
+    """A listening port the server cannot bind: one line naming it and the flag that moves it
+    (``modelyard serve`` prints ``cannot start: ...`` and exits 1, no traceback)."""
+
+    def __init__(self, address: str, port: int, flag: str, reason: str) -> None:
+        super().__init__(
+            f"cannot listen on {address}:{port}: {reason.lower()}; choose another port with {flag}"
+        )
+        self.port = port

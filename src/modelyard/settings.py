@@ -1,11 +1,23 @@
-"""Server settings: one frozen value, built by the CLI and passed down; no module globals."""
+"""Server settings: one frozen value, built by the CLI and passed down; no module globals.
+
+The defaults written here are the only ones: ``modelyard serve``'s options take theirs from
+this class, and the manager's options have none of their own (the app passes every field).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelyard.manager.eviction import DEFAULT_POLICY
+
 DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024  # Triton's --http-max-input-size default
+DEFAULT_SAGEMAKER_MODEL_ROOT = "/opt/ml/models"  # where SageMaker puts an endpoint's models
+# request line and headers: nginx refuses a request line over 8 KiB; 64 KiB of headers leaves
+# room for large bearer tokens and cookies while bounding what one client makes us buffer
+DEFAULT_MAX_URL_SIZE = 8 * 1024
+DEFAULT_MAX_HEADER_SIZE = 64 * 1024
+DEFAULT_HEADER_TIMEOUT = 30.0  # seconds from a request's first byte to the end of its headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +29,9 @@ class ServerSettings:
     load_models: tuple[str, ...] = ()
     autocomplete: bool = True  # --disable-auto-complete-config / --strict-model-config
     max_input_size: int = DEFAULT_MAX_INPUT_SIZE
+    max_url_size: int = DEFAULT_MAX_URL_SIZE  # --http-max-url-size: longer targets get 414
+    max_header_size: int = DEFAULT_MAX_HEADER_SIZE  # --http-max-header-size: larger heads 431
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # --http-header-timeout (0: none)
     exit_timeout_secs: float = 30.0
     strict_readiness: bool = False
     log_verbose: int = 0
@@ -26,7 +41,7 @@ class ServerSettings:
     load_wait_timeout: float = 60.0
     repository_poll_secs: float = 15.0
     memory_budget: int | None = None  # bytes
-    eviction_policy: str = "gdsf"
+    eviction_policy: str = DEFAULT_POLICY
     allow_metrics: bool = True
     metrics_port: int = 8002  # Triton's; /metrics is on the HTTP port as well
     gpu_limits: tuple[tuple[int, float], ...] = ()  # --model-load-gpu-limit device:share
@@ -34,6 +49,11 @@ class ServerSettings:
     model_cache_size: int = 20 * 2**30
     allow_sagemaker: bool = False  # SageMaker's container face (/ping, /invocations, /models)
     sagemaker_port: int = 8080  # Triton's default --sagemaker-port
+    # --sagemaker-model-root: the only folders POST /models may load from
+    sagemaker_model_roots: tuple[str, ...] = (DEFAULT_SAGEMAKER_MODEL_ROOT,)
+    sagemaker_safe_port_range: tuple[int, int] | None = None  # SAGEMAKER_SAFE_PORT_RANGE
+    sagemaker_ping_mode: str = "ready"  # ready | live (SAGEMAKER_MULTI_MODEL=true: live)
+    sagemaker_default_model: str | None = None  # SAGEMAKER_TRITON_DEFAULT_MODEL_NAME
     python_execute_timeout: float = 0.0  # seconds a Python model may take per request (0: none)
     python_env_dir: Path | None = None  # None: $XDG_CACHE_HOME/modelyard/envs
     python_env_build: bool = True  # build environments from requirements.txt

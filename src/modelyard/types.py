@@ -2,8 +2,8 @@
 
 A request arrives on some protocol, is decoded into an :class:`InferRequest` of numpy
 tensors, validated against the model's config, run by a :class:`Runtime` (one loaded model
-version), and the outputs go back as an :class:`InferResponse`. Protocols (HTTP v2, later
-gRPC and SageMaker) only translate to and from these types.
+version), and the outputs go back as an :class:`InferResponse`. Protocols (KServe v2 HTTP,
+SageMaker's two faces, gRPC later) only translate to and from these types.
 """
 
 from __future__ import annotations

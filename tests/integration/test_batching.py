@@ -4,7 +4,6 @@ metrics and real clients (a real server; ONNX and Python models built here)."""
 from __future__ import annotations
 
 import concurrent.futures as cf
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from onnx import TensorProto
 from modelyard.testing import RunningServer, running_server
 from tests.factories.onnx_models import identity, write_model
 from tests.factories.python_models import write_python_model
+from tests.integration.traffic import wait_in_flight
 
 BATCHED = """
 name: "batched"
@@ -65,6 +65,9 @@ dynamic_batching {{ {batching} }}
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("batching")
     write_model(root, "batched", identity(TensorProto.FLOAT, ["batch", "n"]), BATCHED)
+    # a queue delay longer than the client's timeout: only the preferred size can release it
+    patient = BATCHED.replace('"batched"', '"patient"').replace("3000000", "600000000")
+    write_model(root, "patient", identity(TensorProto.FLOAT, ["batch", "n"]), patient)
 
     def slow(name: str, batching: str, extra: str = "") -> None:
         write_python_model(
@@ -100,12 +103,12 @@ def server(repo: Path) -> Iterator[RunningServer]:
         yield srv
 
 
-def _identity(server: RunningServer, rows: int, cols: int) -> np.ndarray:
-    client = triton_http.InferenceServerClient(server.url)
+def _identity(server: RunningServer, rows: int, cols: int, model: str = "batched") -> np.ndarray:
+    client = triton_http.InferenceServerClient(server.url, network_timeout=120)
     x = np.arange(rows * cols, dtype=np.float32).reshape(rows, cols)
     inp = triton_http.InferInput("INPUT0", [rows, cols], "FP32")
     inp.set_data_from_numpy(x)
-    out = client.infer("batched", [inp]).as_numpy("OUTPUT0")
+    out = client.infer(model, [inp]).as_numpy("OUTPUT0")
     np.testing.assert_array_equal(out, x)  # each request gets its own rows back
     return out
 
@@ -116,20 +119,19 @@ def _stats(server: RunningServer, model: str) -> dict:
 
 
 def test_four_batch_2_requests_become_one_execution_of_8(server: RunningServer) -> None:
-    start = time.perf_counter()
-    with cf.ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda _: _identity(server, 2, 5), range(4)))
-    assert time.perf_counter() - start < 2.5  # the preferred size went at once, no 3 s wait
-    stats = _stats(server, "batched")
+    with cf.ThreadPoolExecutor(4) as pool:  # the preferred size goes at once, no 600 s wait
+        list(pool.map(lambda _: _identity(server, 2, 5, "patient"), range(4)))
+    stats = _stats(server, "patient")
     assert stats["inference_count"] == 8
     assert stats["execution_count"] == 1
     assert [b["batch_size"] for b in stats["batch_stats"]] == [8]
     metrics = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).text
-    assert 'nv_inference_count{model="batched",version="1"} 8' in metrics
-    assert 'nv_inference_exec_count{model="batched",version="1"} 1' in metrics
+    assert 'nv_inference_count{model="patient",version="1"} 8' in metrics
+    assert 'nv_inference_exec_count{model="patient",version="1"} 1' in metrics
 
 
 def test_requests_of_other_shapes_are_not_merged(server: RunningServer) -> None:
+    httpx.post(f"{server.base_url}/v2/repository/models/batched/load", timeout=60)
     before = _stats(server, "batched")["execution_count"]
     with cf.ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(_identity, server, 1, cols) for cols in (3, 7)]
@@ -170,9 +172,9 @@ def test_queue_full_is_refused(server: RunningServer) -> None:
     _slow(server, "py_queue_full", 0)
     with cf.ThreadPoolExecutor(3) as pool:
         running = pool.submit(_slow, server, "py_queue_full", 1.0)
-        time.sleep(0.3)
+        wait_in_flight(server, "py_queue_full", 1)
         queued = pool.submit(_slow, server, "py_queue_full", 0)
-        time.sleep(0.2)
+        wait_in_flight(server, "py_queue_full", 2)
         refused = _slow(server, "py_queue_full", 0)
         assert refused.status_code == 503
         assert refused.json()["error"] == "Exceeds maximum queue size"
@@ -183,14 +185,13 @@ def test_queue_full_is_refused(server: RunningServer) -> None:
 def test_queue_timeout_rejects_a_request_that_waited_too_long(server: RunningServer) -> None:
     _slow(server, "py_queue_timeout", 0)
     with cf.ThreadPoolExecutor(2) as pool:
-        running = pool.submit(_slow, server, "py_queue_timeout", 1.0)
-        time.sleep(0.3)
-        start = time.perf_counter()
+        running = pool.submit(_slow, server, "py_queue_timeout", 5.0)
+        wait_in_flight(server, "py_queue_timeout", 1)
         late = _slow(server, "py_queue_timeout", 0)
-        waited = time.perf_counter() - start
         assert late.status_code == 503
         assert late.json()["error"] == "Request timeout expired"
-        assert waited < 0.8  # refused when its 200 ms ran out, not when the model freed up
+        # refused when its 200 ms ran out, not when the model freed up 5 s later
+        assert not running.done()
         assert running.result().status_code == 200
 
 

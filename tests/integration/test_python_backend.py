@@ -33,6 +33,7 @@ from tests.factories.python_models import (
     write_python_model,
 )
 from tests.integration.conftest import ADD_SUB
+from tests.integration.traffic import wait_in_flight
 
 # BLS from initialize: modelyard answers it with a clear error at once (no event loop side
 # for the worker exists yet), and the model decides what to do with it
@@ -211,7 +212,7 @@ def test_killed_worker_fails_only_its_requests_and_recovers(server: RunningServe
             httpx.Client(base_url=server.base_url) as c2,
         ):
             in_flight = [pool.submit(_sleep, c, "victim", 5.0) for c in (c1, c2)]
-            time.sleep(0.5)
+            wait_in_flight(server, "victim", 2)
             psutil.Process(old_pid).kill()
             answers = [f.result(timeout=10) for f in in_flight]
         other_count = sum(f.result() for f in traffic)
@@ -248,9 +249,8 @@ def test_model_failing_in_initialize_is_a_clear_load_error(server: RunningServer
 
 def test_bls_from_initialize_is_a_clear_error_not_a_hang(server: RunningServer) -> None:
     body = {"inputs": [{"name": "X", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
-    start = time.perf_counter()
+    # a hang would last the worker's 300 s start timeout, past this request's 60 s
     answer = httpx.post(f"{server.base_url}/v2/models/bls_in_init/infer", json=body, timeout=60)
-    assert time.perf_counter() - start < 10
     assert answer.status_code == 200, answer.text
     seen = answer.json()["outputs"][0]["data"][0]
     assert "from initialize is not supported" in seen
@@ -264,12 +264,9 @@ def test_hung_model_hits_the_execute_timeout_and_recovers(tmp_path: Path) -> Non
         httpx.Client(base_url=srv.base_url) as client,
     ):
         assert _sleep(client, "hang", 0).status_code == 200
-        start = time.perf_counter()
-        answer = _sleep(client, "hang", 30)
-        elapsed = time.perf_counter() - start
+        answer = _sleep(client, "hang", 30)  # without the timeout: 200 after 30 s
         assert answer.status_code == 503
         assert "did not answer within 1 s" in answer.json()["error"]
-        assert elapsed < 5
         deadline = time.monotonic() + 15
         while _sleep(client, "hang", 0).status_code != 200:
             assert time.monotonic() < deadline

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,19 +98,22 @@ def test_the_model_runs_on_its_environment(server: RunningServer, repo: Path, mo
         assert mark == "venv-pack"
 
 
-def test_a_cached_environment_loads_fast(server: RunningServer) -> None:
-    """Unload and load again: the archive is already unpacked, nothing is redone."""
+def test_a_cached_environment_is_not_unpacked_again(server: RunningServer) -> None:
+    """Unload and load again: the archive is already unpacked, nothing is redone (the time
+    this saves is a figure for bench/, not an assertion a loaded machine could fail)."""
     base = server.base_url
-    _where(server, "in_conda")
-    times = []
+    prefix = Path(_where(server, "in_conda")[1])
+    cache = prefix.parent
+    before = {p.name: p.stat().st_ino for p in cache.iterdir()}
+    stamp = prefix.stat().st_mtime_ns, prefix.stat().st_ino
     for _ in range(3):
         assert (
             httpx.post(f"{base}/v2/repository/models/in_conda/unload", timeout=60).status_code
             == 200
         )
-        start = time.perf_counter()
         assert (
             httpx.post(f"{base}/v2/repository/models/in_conda/load", timeout=60).status_code == 200
         )
-        times.append(time.perf_counter() - start)
-    assert sorted(times)[1] < 1.0, times  # a generous bound for CI; bench/ has the figure
+        assert Path(_where(server, "in_conda")[1]) == prefix  # the same unpacked folder
+    assert (prefix.stat().st_mtime_ns, prefix.stat().st_ino) == stamp  # not rebuilt in place
+    assert {p.name: p.stat().st_ino for p in cache.iterdir()} == before  # nor beside it

@@ -4,6 +4,7 @@ many models through a small budget, a restart that downloads nothing, hostile ar
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -120,10 +121,41 @@ def test_hostile_and_corrupt_archives_are_clear_errors(
         r = http.post("/v2/models/corrupt/infer", json=_mlp_body())
         assert r.status_code == 400 and "corrupt_1.tar.gz" in r.json()["error"], r.text
         assert http.post("/v2/models/good/infer", json=_mlp_body()).status_code == 200
+        # refused at extraction: the index says so, with the reason, as for a failed load
+        rows = {row["name"]: row for row in http.post("/v2/repository/index").json()}
+        for name, why in (("evil", "../../escape.txt"), ("corrupt", "corrupt_1.tar.gz")):
+            assert rows[name]["state"] == "UNAVAILABLE", rows[name]
+            assert why in rows[name]["reason"], rows[name]
+        assert rows["good"]["state"] == "READY"
         assert server.cache_dir is not None
         written = [p for p in server.cache_dir.rglob("*") if p.name == "escape.txt"]
         near = [d / "escape.txt" for d in (server.cache_dir, *server.cache_dir.parents[:2])]
         assert not written and not any(p.exists() for p in near)
+
+
+def test_a_model_larger_than_the_disk_cache_is_refused_without_downloading_it(
+    moto_server: MotoServer, s3: Any, bucket: str
+) -> None:
+    big = _artifact("big", 1, add_sub() + os.urandom(3 * 2**20))  # incompressible padding
+    s3.put_object(Bucket=bucket, Key="q/big_1.tar.gz", Body=big)
+    s3.put_object(Bucket=bucket, Key="q/small_1.tar.gz", Body=_artifact("small", 1, mlp()))
+    url = f"s3://{moto_server.host_port}/{bucket}/q"
+    with (
+        running_server(url, ["--model-cache-size", "2MiB"], env=_env(moto_server)) as server,
+        httpx.Client(base_url=server.base_url, timeout=30) as http,
+    ):
+        for _ in range(2):  # every request, the same answer
+            r = http.post("/v2/models/big/infer", json=_mlp_body())
+            assert r.status_code == 400, r.text
+            assert "more than the model cache's 2097152 bytes" in r.json()["error"], r.text
+        assert http.post("/v2/models/small/infer", json=_mlp_body()).status_code == 200
+        rows = {row["name"]: row for row in http.post("/v2/repository/index").json()}
+        assert (
+            rows["big"]["state"] == "UNAVAILABLE"
+            and "nothing was downloaded" in rows["big"]["reason"]
+        )
+    fetched = [line for line in moto_server.requests() if "big_1.tar.gz" in line]
+    assert fetched == []  # the S3 server itself saw no download of it
 
 
 def test_requests_for_unknown_models_do_not_list_the_store_each(

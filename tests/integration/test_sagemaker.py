@@ -77,8 +77,14 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(repository: Path) -> Iterator[RunningServer]:
-    args = ["--memory-budget", "1GiB"]
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Every test's tmp_path is under pytest's base folder: the model root here."""
+    return str(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path, model_root: str) -> Iterator[RunningServer]:
+    args = ["--memory-budget", "1GiB", "--sagemaker-model-root", model_root]
     port = free_port()
     args += ["--allow-sagemaker=true", "--sagemaker-port", str(port)]
     with running_server(repository, args) as s:
@@ -240,6 +246,13 @@ def test_an_unknown_target_model_is_validation_error(runtime: Any, target: str) 
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
+@pytest.mark.parametrize("target", ["..", "dir/..", "._1.tar.gz", "..tar.gz", " "])
+def test_a_target_model_no_model_can_have_is_validation_error(runtime: Any, target: str) -> None:
+    with pytest.raises(runtime.exceptions.ValidationError) as info:
+        _invoke(runtime, TargetModel=target, Body=_json_body(), ContentType="application/json")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
 def test_no_target_model_is_validation_error(runtime: Any) -> None:
     with pytest.raises(runtime.exceptions.ValidationError, match="no target model"):
         runtime.invoke_endpoint(
@@ -381,9 +394,10 @@ def test_list_models_pages_under_the_own_front_end(container: httpx.Client, tmp_
 
 
 @pytest.fixture(scope="module")
-def uvicorn_container(repository: Path) -> Iterator[httpx.Client]:
+def uvicorn_container(repository: Path, model_root: str) -> Iterator[httpx.Client]:
     port = free_port()
     args = ["--http-server", "uvicorn", "--allow-sagemaker=true", "--sagemaker-port", str(port)]
+    args += ["--sagemaker-model-root", model_root]
     env = {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "add_sub"}
     with (
         running_server(repository, args, env=env) as server,
@@ -516,10 +530,11 @@ def test_model_folder_prefers_the_ensemble(tmp_path: Path) -> None:
     ensemble = tmp_path / "pipeline"
     ensemble.mkdir()
     (ensemble / "config.pbtxt").write_text('name: "pipeline"\nplatform:  "ensemble"\n')
-    assert model_folder(str(tmp_path)) == ensemble
-    assert model_folder(str(tmp_path / "step")) == tmp_path / "step"
-    with pytest.raises(InvalidArgument, match="/proc"):
-        model_folder("/proc/../proc/self")
+    roots = [tmp_path.parent]
+    assert model_folder(str(tmp_path), roots) == (ensemble, [tmp_path / "step"])
+    assert model_folder(str(tmp_path / "step"), roots) == (tmp_path / "step", [])
+    with pytest.raises(InvalidArgument, match="not a folder under the model root"):
+        model_folder("/proc/../proc/self", [Path("/")])
 
 
 def test_an_oversize_body_is_a_sagemaker_error(repository: Path) -> None:

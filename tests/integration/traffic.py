@@ -47,3 +47,23 @@ def traffic_with_peak_rss(
         stop.set()
         sampler.join()
     return codes, peak
+
+
+def wait_in_flight(server: RunningServer, model: str, count: int, timeout: float = 60.0) -> None:
+    """Block until ``count`` requests for ``model`` are inside the server (queued or running),
+    as its ``nv_inference_pending_request_count`` says: a fixed sleep instead would race on
+    a loaded machine (the request may not have arrived yet)."""
+    deadline = time.monotonic() + timeout
+    prefix = f'nv_inference_pending_request_count{{model="{model}",'
+    while True:
+        text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+        pending = sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines()
+            if line.startswith(prefix)
+        )
+        if pending >= count:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{model}: {pending} of {count} requests arrived in {timeout} s")
+        time.sleep(0.02)

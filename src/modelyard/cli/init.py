@@ -31,10 +31,11 @@ def init(
         console.print("  [dim]and a git repository (branch main)[/]")
     d = str(directory)
     console.print(
-        "\nNext, from a folder to production in four more commands:\n"
-        f"  modelyard package {d}/models/add_sub --output dist\n"
+        "\nNext, from a folder to production (the README's steps):\n"
+        f"  cd {d}\n"
+        "  modelyard package models/add_sub --output dist\n"
         "  modelyard test dist/add_sub_1.tar.gz\n"
-        "  modelyard push dist/add_sub_1.tar.gz --to s3://BUCKET/staging\n"
-        "  modelyard promote add_sub 1 --from s3://BUCKET/staging --to s3://BUCKET/production\n"
-        f"or the whole CI pipeline locally: {d}/scripts/pipeline (see {d}/README.md)"
+        "  modelyard push dist/add_sub_1.tar.gz --to s3://models/staging\n"
+        "  modelyard promote add_sub 1 --from s3://models/staging --to s3://models/production\n"
+        "or the whole CI pipeline locally: scripts/pipeline (see README.md there)"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from modelyard.cli.init import init
@@ -32,9 +34,24 @@ app.command("rollback")(rollback)
 app.command("ls")(ls)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from modelyard import __version__
+
+        typer.echo(f"modelyard {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """Keeps `modelyard serve` a sub-command even while it is the only one."""
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Many models behind one endpoint, from unmodified Triton model repositories."""
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from signal import SIGINT, SIGTERM
@@ -18,12 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelyard.errors import ModelyardError
-from modelyard.settings import DEFAULT_MAX_INPUT_SIZE, ServerSettings
+from modelyard.errors import ModelyardError, PortUnavailable
+from modelyard.settings import DEFAULT_SAGEMAKER_MODEL_ROOT, ServerSettings
 
 if TYPE_CHECKING:
     from modelyard.protocol.app import ModelyardApp
 
+# the one set of defaults (settings.py): each option below shows and takes its default from here
+_D = ServerSettings(model_repository="")
 _TRUE = {"1", "true", "on", "yes"}
 _FALSE = {"0", "false", "off", "no"}
 
@@ -38,6 +41,7 @@ def _bool(value: str, flag: str) -> bool:
 
 
 def serve(
+    ctx: typer.Context,
     model_repository: Annotated[
         str,
         typer.Option(
@@ -57,10 +61,10 @@ def serve(
         str,
         typer.Option("--model-cache-size", help="Disk the model cache may use (bytes, 20GiB)."),
     ] = "20GiB",
-    http_port: Annotated[int, typer.Option("--http-port", help="HTTP port.")] = 8000,
+    http_port: Annotated[int, typer.Option("--http-port", help="HTTP port.")] = _D.http_port,
     http_address: Annotated[
         str, typer.Option("--http-address", help="Address the HTTP server binds.")
-    ] = "0.0.0.0",
+    ] = _D.http_address,
     model_control_mode: Annotated[
         str,
         typer.Option(
@@ -68,21 +72,21 @@ def serve(
             help="on-demand (load on first request), none (load all at start), explicit "
             "(repository API only) or poll (rescan the repository).",
         ),
-    ] = "on-demand",
+    ] = _D.model_control_mode,
     repository_poll_secs: Annotated[
         float,
         typer.Option(
             "--repository-poll-secs",
             help="poll and on-demand modes: rescan the repository this often (0: never).",
         ),
-    ] = 15.0,
+    ] = _D.repository_poll_secs,
     load_wait_timeout: Annotated[
         float,
         typer.Option(
             "--load-wait-timeout",
             help="on-demand: how long a request waits for its model to load (then 503).",
         ),
-    ] = 60.0,
+    ] = _D.load_wait_timeout,
     memory_budget: Annotated[
         str | None,
         typer.Option(
@@ -102,7 +106,7 @@ def serve(
     eviction_policy: Annotated[
         str,
         typer.Option("--eviction-policy", help="gdsf (size, reload cost and use) or lru."),
-    ] = "gdsf",
+    ] = _D.eviction_policy,
     load_model: Annotated[
         list[str] | None,
         typer.Option("--load-model", help="explicit mode: model to load at start ('*' = all)."),
@@ -117,17 +121,41 @@ def serve(
     ] = False,
     http_max_input_size: Annotated[
         int, typer.Option("--http-max-input-size", help="Largest request body, in bytes.")
-    ] = DEFAULT_MAX_INPUT_SIZE,
+    ] = _D.max_input_size,
+    http_max_url_size: Annotated[
+        int,
+        typer.Option(
+            "--http-max-url-size",
+            help="Longest request target (path and query), in bytes; longer ones get 414.",
+        ),
+    ] = _D.max_url_size,
+    http_max_header_size: Annotated[
+        int,
+        typer.Option(
+            "--http-max-header-size",
+            help="Largest request line plus headers, in bytes; larger ones get 431.",
+        ),
+    ] = _D.max_header_size,
+    http_header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--http-header-timeout",
+            help="Seconds a request's headers may take to arrive, from its first byte; "
+            "slower clients get 408 and are disconnected (0: no limit).",
+        ),
+    ] = _D.header_timeout,
     exit_timeout_secs: Annotated[
         float, typer.Option("--exit-timeout-secs", help="Grace period for in-flight requests.")
-    ] = 30.0,
+    ] = _D.exit_timeout_secs,
     exit_on_error: Annotated[
         str, typer.Option("--exit-on-error", help="true: exit when a model fails to load.")
     ] = "false",
     strict_readiness: Annotated[
         str, typer.Option("--strict-readiness", help="true: ready only when every model is.")
     ] = "false",
-    log_verbose: Annotated[int, typer.Option("--log-verbose", help="0 info, 1+ debug.")] = 0,
+    log_verbose: Annotated[
+        int, typer.Option("--log-verbose", help="0 info, 1+ debug.")
+    ] = _D.log_verbose,
     inline_threshold_us: Annotated[
         float,
         typer.Option(
@@ -135,7 +163,7 @@ def serve(
             help="Models averaging under this many µs per execution run on the event loop "
             "thread; slower ones on worker threads. 0: always worker threads.",
         ),
-    ] = 50.0,
+    ] = _D.inline_threshold_us,
     http_server: Annotated[
         str,
         typer.Option(
@@ -156,7 +184,7 @@ def serve(
             "--metrics-port",
             help="Prometheus /metrics port (0: none; /metrics is also on the HTTP port).",
         ),
-    ] = 8002,
+    ] = _D.metrics_port,
     allow_sagemaker: Annotated[
         str,
         typer.Option(
@@ -166,7 +194,23 @@ def serve(
     ] = "false",
     sagemaker_port: Annotated[
         int, typer.Option("--sagemaker-port", help="Port of SageMaker's container API.")
-    ] = 8080,
+    ] = _D.sagemaker_port,
+    sagemaker_safe_port_range: Annotated[
+        str | None,
+        typer.Option(
+            "--sagemaker-safe-port-range",
+            help="<low>-<high>: the ports the other listeners must use beside SageMaker's "
+            "(Triton's flag; also SAGEMAKER_SAFE_PORT_RANGE).",
+        ),
+    ] = None,
+    sagemaker_model_root: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sagemaker-model-root",
+            help="A folder SageMaker's POST /models may load models from (repeat; "
+            "default /opt/ml/models). Nothing outside these is read.",
+        ),
+    ] = None,
     python_execute_timeout: Annotated[
         float,
         typer.Option(
@@ -174,7 +218,7 @@ def serve(
             help="Seconds a Python model may take on one request before its worker is "
             "restarted (0: no limit).",
         ),
-    ] = 0.0,
+    ] = _D.python_execute_timeout,
     python_env_dir: Annotated[
         Path | None,
         typer.Option(
@@ -204,7 +248,7 @@ def serve(
         typer.Option(
             "--python-env-no-index", help="Build environments from --python-env-find-links only."
         ),
-    ] = False,
+    ] = _D.python_env_no_index,
     allow_model_load_files: Annotated[
         str,
         typer.Option(
@@ -237,15 +281,31 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    if model_control_mode not in ("none", "explicit", "poll", "on-demand"):
+    from modelyard.manager.eviction import POLICIES
+    from modelyard.manager.manager import MODES
+
+    if model_control_mode not in MODES:
         raise typer.BadParameter(
-            f"unsupported model control mode '{model_control_mode}' "
-            "(on-demand, none, explicit or poll)",
+            f"unsupported model control mode '{model_control_mode}' ({', '.join(MODES)})",
             param_hint="--model-control-mode",
         )
-    if eviction_policy not in ("gdsf", "lru"):
+    if eviction_policy not in POLICIES:
         raise typer.BadParameter(
-            f"unknown eviction policy '{eviction_policy}'", param_hint="--eviction-policy"
+            f"unknown eviction policy '{eviction_policy}' ({', '.join(POLICIES)})",
+            param_hint="--eviction-policy",
+        )
+    for flag, size in (
+        ("--http-max-url-size", http_max_url_size),
+        ("--http-max-header-size", http_max_header_size),
+    ):
+        if size <= 0:
+            raise typer.BadParameter(
+                f"must be a positive number of bytes, got {size}", param_hint=flag
+            )
+    if http_header_timeout < 0:
+        raise typer.BadParameter(
+            f"must be 0 (no limit) or more seconds, got {http_header_timeout}",
+            param_hint="--http-header-timeout",
         )
     from modelyard.manager.memory import host_memory_limit, parse_budget, parse_gpu_limits
 
@@ -280,6 +340,9 @@ def serve(
         load_models=tuple(load_model or ()),
         autocomplete=autocomplete,
         max_input_size=http_max_input_size,
+        max_url_size=http_max_url_size,
+        max_header_size=http_max_header_size,
+        header_timeout=http_header_timeout,
         exit_timeout_secs=exit_timeout_secs,
         exit_on_error=_bool(exit_on_error, "--exit-on-error"),
         strict_readiness=_bool(strict_readiness, "--strict-readiness"),
@@ -297,6 +360,7 @@ def serve(
         allow_metrics=_bool(allow_metrics, "--allow-metrics"),
         metrics_port=metrics_port,
         sagemaker_port=sagemaker_port,
+        sagemaker_model_roots=tuple(sagemaker_model_root or ()) or (DEFAULT_SAGEMAKER_MODEL_ROOT,),
         python_execute_timeout=python_execute_timeout,
         python_env_dir=python_env_dir,
         python_env_build=_bool(python_env_build, "--python-env-build"),
@@ -307,6 +371,7 @@ def serve(
         http_restricted_api=restricted,
         auth_token_file=auth_token_file,
     )
+    settings = _with_sagemaker_environment(ctx, settings, sagemaker_safe_port_range)
     if "://" not in model_repository and not Path(model_repository).is_dir():
         typer.echo(f"error: model repository '{model_repository}' is not a folder", err=True)
         raise typer.Exit(2)
@@ -324,6 +389,47 @@ SECURITY_EPILOG = (
     "127.0.0.1 behind a TLS proxy unless the network in front is trusted. The start-up log "
     "states the address and what is open there."
 )
+
+
+# command-line parameters -> the settings fields SageMaker's variables may also set
+_SAGEMAKER_FLAGS = {
+    "sagemaker_port": "sagemaker_port",
+    "sagemaker_safe_port_range": "sagemaker_safe_port_range",
+    "load_model": "load_models",
+    "allow_metrics": "allow_metrics",
+    "metrics_port": "metrics_port",
+    "log_verbose": "log_verbose",
+}
+
+
+def _with_sagemaker_environment(
+    ctx: typer.Context, settings: ServerSettings, safe_range: str | None
+) -> ServerSettings:
+    """SageMaker's variables applied (``cli/_sagemaker_env.py``); flags given win."""
+    from dataclasses import replace
+
+    from modelyard.cli._sagemaker_env import (
+        SageMakerEnvError,
+        apply_sagemaker_environment,
+        parse_port_range,
+    )
+
+    explicit = {
+        field
+        for param, field in _SAGEMAKER_FLAGS.items()
+        if getattr(ctx.get_parameter_source(param), "name", None) == "COMMANDLINE"
+    }
+    try:
+        if safe_range is not None:
+            pair = parse_port_range(safe_range, "--sagemaker-safe-port-range")
+            settings = replace(settings, sagemaker_safe_port_range=pair)
+        settings, warnings = apply_sagemaker_environment(settings, os.environ, explicit)
+    except SageMakerEnvError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    return settings
 
 
 def _default_max_batch_size(configs: list[str]) -> int:
@@ -400,6 +506,12 @@ def _run_own(app: ModelyardApp) -> int:
     return 0
 
 
+def _listen(address: str, port: int) -> socket.socket:
+    return socket.create_server(
+        (address, port), family=socket.AF_INET6 if ":" in address else socket.AF_INET, backlog=4096
+    )
+
+
 def _run_uvicorn(app: ModelyardApp) -> int:
     """The same application under uvicorn (ASGI), kept for comparison and for ASGI setups.
 
@@ -410,16 +522,17 @@ def _run_uvicorn(app: ModelyardApp) -> int:
     """
     import asyncio
     import contextlib
-    import socket
     from collections.abc import Generator
 
     import uvicorn
+
+    from modelyard.protocol._uvicorn import bounded_protocol
 
     settings = app.settings
     common: dict[str, Any] = {
         "host": settings.http_address,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": bounded_protocol(settings),  # httptools, with modelyard's limits and drain
         "access_log": False,
         "log_level": "debug" if settings.log_verbose else "info",
         "timeout_graceful_shutdown": int(max(1, settings.exit_timeout_secs)),
@@ -440,18 +553,12 @@ def _run_uvicorn(app: ModelyardApp) -> int:
     if settings.allow_sagemaker:
         address = settings.http_address
         try:
-            face_socket = socket.create_server(
-                (address, settings.sagemaker_port),
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                backlog=4096,
-            )
+            face_socket = _listen(address, settings.sagemaker_port)
         except OSError as exc:
-            logging.getLogger("modelyard.server").error(
-                "cannot serve SageMaker's container API on %s:%d: %s",
-                address,
-                settings.sagemaker_port,
-                exc,
+            error = PortUnavailable(
+                address, settings.sagemaker_port, "--sagemaker-port", os.strerror(exc.errno or 0)
             )
+            logging.getLogger("modelyard.server").error("cannot start: %s", error)
             return 1
         face_config = uvicorn.Config(
             app.sagemaker_asgi,
@@ -495,9 +602,17 @@ def _run_uvicorn(app: ModelyardApp) -> int:
                     )
             await super().shutdown(sockets=sockets)
 
+    try:  # bound here, as the container face's is, so that a busy port is one clear line
+        main_socket = _listen(settings.http_address, settings.http_port)
+    except OSError as exc:
+        error = PortUnavailable(
+            settings.http_address, settings.http_port, "--http-port", os.strerror(exc.errno or 0)
+        )
+        logging.getLogger("modelyard.server").error("cannot start: %s", error)
+        return 1
     server = _Server(config)
-    with face_socket or contextlib.nullcontext():
-        server.run()
+    with main_socket, face_socket or contextlib.nullcontext():
+        server.run(sockets=[main_socket])
     if not server.started:
         return 1
     return 0

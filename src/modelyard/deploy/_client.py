@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import struct
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -16,7 +15,8 @@ from urllib.parse import quote
 import numpy as np
 
 from modelyard.datatypes import numpy_dtype
-from modelyard.types import Array
+from modelyard.types import Array, Tensor
+from modelyard.wire.v2 import decode_infer_response, encode_infer_request
 
 __all__ = ["InferFailed", "Output", "V2Client"]
 
@@ -92,36 +92,22 @@ class V2Client:
         outputs: list[str],
         parameters: dict[str, Any] | None = None,
     ) -> dict[str, Output]:
-        header: dict[str, Any] = {"inputs": []}
-        chunks: list[bytes] = []
-        for name, datatype, array in inputs:
-            raw = _to_raw(datatype, array)
-            header["inputs"].append(
-                {
-                    "name": name,
-                    "datatype": datatype,
-                    "shape": list(array.shape),
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            )
-            chunks.append(raw)
-        if outputs:
-            header["outputs"] = [{"name": n, "parameters": {"binary_data": True}} for n in outputs]
-        else:
-            header["parameters"] = {"binary_data_output": True}
-        if parameters:
-            header.setdefault("parameters", {}).update(parameters)
-        head = json.dumps(header).encode()
-        body = head + b"".join(chunks)
+        tensors = [
+            Tensor(name, datatype, list(array.shape), _typed(datatype, array))
+            for name, datatype, array in inputs
+        ]
+        body, head = encode_infer_request(tensors, outputs, parameters)
         status, headers, data = self._request(
             "POST",
             _model_path(model, version) + "/infer",
             body,
-            {"Content-Type": "application/octet-stream", _HEADER: str(len(head))},
+            {"Content-Type": "application/octet-stream", _HEADER: str(head)},
         )
         if status != 200:
             raise InferFailed(status, _error_text(data))
-        return _decode(headers, data)
+        length = headers.get(_HEADER.lower())
+        answer = decode_infer_response(data, int(length) if length is not None else None)
+        return {t.name: Output(t.datatype, tuple(t.shape), t.data) for t in answer}
 
 
 def _model_path(model: str, version: str) -> str:
@@ -139,54 +125,10 @@ def _error_text(data: bytes) -> str:
     return data.decode(errors="replace")
 
 
-def _to_raw(datatype: str, array: Array) -> bytes:
+def _typed(datatype: str, array: Array) -> Array:
+    """A test case's values as the datatype's array (BYTES: an object array of bytes)."""
     if datatype == "BYTES":
-        parts = []
-        for item in array.reshape(-1).tolist():
-            value = item if isinstance(item, bytes) else str(item).encode()
-            parts.append(struct.pack("<I", len(value)) + value)
-        return b"".join(parts)
-    dtype = numpy_dtype(datatype).newbyteorder("<")
-    return np.ascontiguousarray(array, dtype=dtype).tobytes()
-
-
-def _decode(headers: dict[str, str], data: bytes) -> dict[str, Output]:
-    length = int(headers.get(_HEADER.lower(), len(data)))
-    doc = json.loads(data[:length])
-    offset = length
-    out: dict[str, Output] = {}
-    for item in doc.get("outputs", []):
-        datatype = str(item["datatype"])
-        shape = tuple(int(d) for d in item.get("shape", []))
-        size = (item.get("parameters") or {}).get("binary_data_size")
-        if size is not None:
-            raw = data[offset : offset + int(size)]
-            offset += int(size)
-            array = _from_raw(datatype, shape, raw)
-        else:
-            array = _from_json(datatype, shape, item.get("data", []))
-        out[str(item["name"])] = Output(datatype, shape, array)
-    return out
-
-
-def _from_raw(datatype: str, shape: tuple[int, ...], raw: bytes) -> Array:
-    if datatype == "BYTES":
-        items: list[bytes] = []
-        pos = 0
-        while pos + 4 <= len(raw):
-            (n,) = struct.unpack_from("<I", raw, pos)
-            items.append(raw[pos + 4 : pos + 4 + n])
-            pos += 4 + n
-        arr = np.empty(len(items), dtype=object)
-        arr[:] = items
-        return arr.reshape(shape)
-    dtype = numpy_dtype(datatype).newbyteorder("<")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(numpy_dtype(datatype))
-
-
-def _from_json(datatype: str, shape: tuple[int, ...], data: list[Any]) -> Array:
-    if datatype == "BYTES":
-        arr = np.empty(len(data), dtype=object)
-        arr[:] = [x.encode() if isinstance(x, str) else bytes(x) for x in data]
-        return arr.reshape(shape)
-    return np.asarray(data, dtype=numpy_dtype(datatype)).reshape(shape)
+        out = np.empty(array.size, dtype=object)
+        out[:] = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
+        return out.reshape(array.shape)
+    return np.ascontiguousarray(array, dtype=numpy_dtype(datatype))

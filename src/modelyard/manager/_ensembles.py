@@ -89,6 +89,9 @@ async def _step_loaded(manager: ModelManager, record: ModelRecord, version: str)
     or joining the load under way; raises its load error."""
     if record.lookup(version) is not None:
         return
+    if record.registered:  # beside the ensemble in its SageMaker url: loaded with it
+        await manager.load_registered(record)
+        return
     if manager.on_demand:
         await manager.runner_for(record.name, version)
         return

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Awaitable
@@ -17,6 +19,7 @@ import numpy as np
 from modelyard.datatypes import numpy_dtype
 from modelyard.errors import ConfigError, InvalidArgument
 from modelyard.manager.memory import process_tree_rss
+from modelyard.names import check_model_name
 from modelyard.repository import (
     ModelEntry,
     load_config,
@@ -69,6 +72,11 @@ def prepare_config(
         model_file = model_file_path(entry.path, max(entry.versions), config)
         factory_for(config).autocomplete(config, model_file, options.runtime)
         normalize_config(config, model_dir=entry.path)
+    if entry.mapped:  # Triton's model mapping: the served name, whatever the config says
+        config.name = entry.name
+    aliases = dict(entry.aliases)
+    for step in config.ensemble_scheduling.step if aliases else ():
+        step.model_name = aliases.get(step.model_name, step.model_name)
     validate_config(
         config,
         folder_name=entry.name,
@@ -158,21 +166,85 @@ def trim_heap() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def write_override(name: str, files: dict[str, bytes]) -> Path:
-    """Write a load request's files into a fresh ``<tmp>/<name>/`` model folder.
+OVERRIDE_PREFIX = "modelyard-override-"
 
-    Paths come from the client: absolute paths and ``..`` are refused, as for archives.
+
+def write_override(name: str, files: dict[str, bytes]) -> Path:
+    """Write a load request's files into a fresh ``<private folder>/<name>/`` model folder.
+
+    ``name`` has passed :func:`~modelyard.names.check_model_name`. Paths are relative to the
+    model folder, as in Triton: a leading ``/`` (``file:/1/model.py``) still means the model
+    folder, not the host's root. A path that leaves the model folder once normalised
+    (``../x``, ``/../x``) or names the folder itself is refused with Triton's text, and the
+    private folder is removed again: nothing of a refused request stays on disk.
     """
-    root = Path(tempfile.mkdtemp(prefix="modelyard-override-")) / name
-    for rel, data in files.items():
-        parts = Path(rel).parts
-        if not rel or Path(rel).is_absolute() or ".." in parts:
-            raise InvalidArgument(f"failed to load '{name}': unsafe file path 'file:{rel}'")
-        target = root.joinpath(*parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    root.mkdir(parents=True, exist_ok=True)
+    check_model_name(name)
+    private = Path(tempfile.mkdtemp(prefix=OVERRIDE_PREFIX))
+    root = private / name
+    try:
+        root.mkdir()
+        for rel, data in files.items():
+            target = _override_target(root, rel)
+            if target.parent.exists() and not target.parent.is_dir():
+                raise InvalidArgument(
+                    f"Invalid file parameter 'file:{rel}', directory has been created as a file"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir():
+                raise InvalidArgument(
+                    f"Invalid file parameter 'file:{rel}', a directory has that path"
+                )
+            target.write_bytes(data)
+    except BaseException:
+        shutil.rmtree(private, ignore_errors=True)
+        raise
     return root
+
+
+def _override_target(root: Path, rel: str) -> Path:
+    """Where ``file:<rel>`` goes under ``root``; InvalidArgument when it leaves ``root``.
+
+    Normalised without touching the disk (the folder is fresh: it holds no links), then
+    checked again with links resolved, as Triton checks ``weakly_canonical`` against the
+    model folder.
+    """
+    text = rel.lstrip("/")
+    if "\0" in rel or not text:
+        raise InvalidArgument(f"Invalid file parameter 'file:{rel}': not a file path")
+    normal = os.path.normpath(text)
+    target = root / normal
+    if normal in (".", "..") or normal.startswith("../") or os.path.isabs(normal):
+        escapes = True
+    else:
+        escapes = not target.resolve().is_relative_to(root.resolve())
+    if escapes:
+        raise InvalidArgument(
+            f"Invalid file parameter 'file:{rel}' with normalized path '{normal}' must stay "
+            "within model directory."
+        )
+    return target
+
+
+def remove_override(folder: Path | None) -> None:
+    """Delete the private folder :func:`write_override` made, and only such a folder.
+
+    The folder removed is ``folder``'s parent, which the server created with mkdtemp; a
+    path of any other shape is left alone (it was not made here), so no model name or
+    path can turn this into removing something the server did not create.
+    """
+    if folder is None:
+        return
+    private = folder.parent
+    made_here = (
+        private.name.startswith(OVERRIDE_PREFIX)
+        and private.parent == Path(tempfile.gettempdir())
+        and folder.name not in ("", ".", "..")
+        and not private.is_symlink()
+    )
+    if made_here:
+        shutil.rmtree(private, ignore_errors=True)
+    else:
+        log.error("not removing '%s': not a folder this server created", folder)
 
 
 def gpu_device_of(entry: ModelEntry) -> int | None:

@@ -23,9 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from modelyard.manager._loading import (
     gpu_device_of,
     measured_load,
     prepare_config,
+    remove_override,
     runner_for_version,
     trim_heap,
     write_override,
@@ -66,6 +66,7 @@ from modelyard.manager.records import (
     versions_with_stats,
 )
 from modelyard.metrics import ManagerCounters
+from modelyard.names import check_model_name
 from modelyard.repository import scan_model, select_versions
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.scheduling.runner import DEFAULT_INLINE_NS, ModelRunner
@@ -77,20 +78,23 @@ MODES = ("none", "explicit", "poll", "on-demand")
 _REQUEST_LISTING_INTERVAL = 1.0  # seconds between listings caused by unknown names
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ManagerOptions:
+    """What the manager is told; the server-wide defaults live in ``ServerSettings`` alone, so
+    the fields a user can set have no default here (they drifted when written twice)."""
+
     repository: str  # a folder, or s3://... (docs/model-store.md)
+    control_mode: str  # one of MODES
+    load_wait_timeout: float
+    repository_poll_secs: float  # 0: no periodic rescan
+    memory_budget: int | None  # bytes; None: unbounded
+    eviction_policy: str  # one of eviction.POLICIES
+    cache_max_bytes: int
     autocomplete: bool = True
-    control_mode: str = "none"
     startup_models: tuple[str, ...] = ()  # --load-model; "*" loads all
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     inline_threshold_ns: int = DEFAULT_INLINE_NS
-    load_wait_timeout: float = 60.0
-    repository_poll_secs: float = 0.0  # 0: no periodic rescan
-    memory_budget: int | None = None  # bytes; None: unbounded
-    eviction_policy: str = "gdsf"
     cache_dir: Path | None = None  # None: default_cache_dir()
-    cache_max_bytes: int = 20 * 2**30
     memory_watch_secs: float = 1.0  # the watchdog's period (0: off)
     gpu_limits: dict[int, float] = field(default_factory=dict)  # device -> share of its memory
 
@@ -133,6 +137,14 @@ class ModelManager:
     async def start(self) -> None:
         await self.refresh()
         mode = self.options.control_mode
+        log.info(
+            "serving %d model%s from %s (model control mode %s%s)",
+            len(self.models),
+            "" if len(self.models) == 1 else "s",
+            self.options.repository,
+            mode,
+            ": each loads on its first request" if mode == "on-demand" else "",
+        )
         if mode in ("none", "poll") or "*" in self.options.startup_models:
             names = list(self.models)
         else:
@@ -151,7 +163,7 @@ class ModelManager:
                     await task
         await asyncio.gather(*(self.unload(n) for n in list(self.models)), return_exceptions=True)
         for record in self.models.values():
-            _remove_override(record.override)
+            remove_override(record.override)
 
     async def refresh(self) -> list[str]:
         """List the store again; returns the models whose files changed or vanished."""
@@ -262,6 +274,7 @@ class ModelManager:
         sent, until a load without files goes back to the store; Triton requires the config
         with them.
         """
+        check_model_name(name)
         await self.refresh()
         if files is not None:
             if config_json is None:
@@ -274,16 +287,11 @@ class ModelManager:
             if record is None:
                 record = self.models[name] = ModelRecord(name, None)
             async with record.lock:
-                old, record.override = record.override, override
-                record.entry = await asyncio.to_thread(scan_model, override)
-                try:
-                    await self._admitted_load(record, config_json)
-                finally:
-                    _remove_override(old)
+                await self._load_override(record, override, config_json)
             return
         record = self.models.get(name)
         if record is not None and record.override is not None:
-            _remove_override(record.override)  # back to the store's files
+            remove_override(record.override)  # back to the store's files
             record.override = None
         if record is None or (record.source is None and not record.local):
             raise ModelNotFound(
@@ -292,13 +300,37 @@ class ModelManager:
         async with record.lock:
             await self._admitted_load(record, config_json)
 
+    async def _load_override(
+        self, record: ModelRecord, override: Path, config_json: str | None
+    ) -> None:
+        """Load from the files a request sent; the caller holds ``record.lock``.
+
+        On success the files of the previous override go; on failure the new ones go and
+        the previous ones stay (the versions still serving may read them), so a failed
+        load leaves no folder of its own behind.
+        """
+        old, old_entry = record.override, record.entry
+        record.override = override
+        record.entry = await asyncio.to_thread(scan_model, override)
+        try:
+            await self._admitted_load(record, config_json)
+        except BaseException:
+            record.override, record.entry = old, old_entry
+            remove_override(override)
+            raise
+        remove_override(old)
+
     async def _fetch(self, record: ModelRecord) -> None:
         """Bring the model's files from the store to a local folder (cached, pinned)."""
         if record.local:
             return
         if record.source is None:
             raise ModelNotFound(record.name)
-        entry, view, seconds = await asyncio.to_thread(self.source.fetch, record.source)
+        try:
+            entry, view, seconds = await asyncio.to_thread(self.source.fetch, record.source)
+        except ModelyardError as exc:  # refused at extraction, over the cache, store down
+            _failed(record, exc)  # the index says UNAVAILABLE and why, as for a failed load
+            raise
         if seconds is not None:
             self.counters.download.observe(seconds)
         old, record.view, record.entry = record.view, view, entry
@@ -431,31 +463,68 @@ class ModelManager:
             err = errors[0]
             raise err if isinstance(err, ModelyardError) else ConfigError(str(err))
 
-    async def register(self, name: str, model_dir: Path) -> None:
+    async def register(self, name: str, model_dir: Path, companions: Sequence[Path] = ()) -> None:
         """Serve a model folder from outside the repository under ``name`` and load it now.
 
-        SageMaker's container face registers models this way. They are never evicted: only
-        :meth:`deregister` unloads them, so the platform's list of models stays true (when
-        the budget is full, registering fails and the platform deletes models itself).
+        SageMaker's container face registers models this way, as Triton's maps them: the
+        model is served under ``name`` whatever its folder and its config call it.
+        ``companions`` are the other model folders that came with it (an ensemble's steps,
+        beside it in the same SageMaker url). They are scoped to it, as Triton's model
+        namespacing scopes a repository's models: served as ``<name>/<folder>`` (a name no
+        request can spell, so two models' steps may share a folder name), the ensemble's
+        steps renamed to match, loaded as the ensemble needs them and removed with it.
+        Registered models are never evicted: only :meth:`deregister` unloads them, so the
+        platform's list of models stays true (when the budget is full, registering fails
+        and the platform deletes models itself). A name already served is refused (409).
         """
-        if name in self.models and (self.models[name].loaded or self.models[name].registered):
+        check_model_name(name)
+        taken = self.models.get(name)
+        if taken is not None and (taken.loaded or taken.registered):
             raise AlreadyExists(f"model '{name}' is already loaded")
-        entry = await asyncio.to_thread(scan_model, model_dir)
-        record = self.models[name] = ModelRecord(name, None, entry, registered=True)
+        scoped = {folder.name: f"{name}/{folder.name}" for folder in companions}
+        aliases = tuple(sorted(scoped.items()))
+        entry = await asyncio.to_thread(scan_model, model_dir, name, aliases)
+        parts = [
+            ModelRecord(
+                scoped[folder.name],
+                None,
+                await asyncio.to_thread(scan_model, folder, scoped[folder.name], aliases),
+                registered=True,
+            )
+            for folder in companions
+        ]
+        record = ModelRecord(name, None, entry, registered=True, parts=tuple(scoped.values()))
+        for r in (*parts, record):
+            self.models[r.name] = r
         try:
             async with record.lock:
                 await self._admitted_load(record)
         except BaseException:
-            await self.unload(name)
-            self.models.pop(name, None)
+            await self._forget(record)
             raise
 
+    async def load_registered(self, record: ModelRecord) -> None:
+        """Load a registered model not loaded yet (an ensemble's step, when it is needed)."""
+        async with record.lock:
+            if not record.loaded:
+                await self._admitted_load(record)
+
     async def deregister(self, name: str) -> None:
+        """Unload a registered model and the companions registered with it, and forget them."""
         record = self.models.get(name)
         if record is None or not record.registered:
             raise ModelNotFound(name, f"model '{name}' is not registered")
-        await self.unload(name)
-        self.models.pop(name, None)
+        await self._forget(record)
+
+    async def _forget(self, record: ModelRecord) -> None:
+        # the entry point first: an ensemble holds its steps while it runs
+        for n in (record.name, *record.parts):
+            part = self.models.get(n)
+            if part is None or not part.registered:
+                continue
+            with contextlib.suppress(ModelyardError):
+                await self.unload(n)
+            self.models.pop(n, None)
 
     async def unload(self, name: str, reason: str = "unloaded") -> None:
         record = self.models.get(name)
@@ -463,6 +532,9 @@ class ModelManager:
             raise ModelNotFound(name, f"failed to unload '{name}', no version is available")
         async with record.lock:
             await self.unload_locked(record, reason)
+            if record.override is not None:  # files a request sent go with an unload (Triton)
+                remove_override(record.override)
+                record.override, record.entry = None, None
 
     async def unload_locked(self, record: ModelRecord, reason: str) -> None:
         """Unload every version; the caller holds ``record.lock``."""
@@ -522,6 +594,8 @@ class ModelManager:
         record = self.models.get(name)
         if record is not None and not version and record.default is not None:
             return self._hit(record, record.default)
+        if record is None:
+            check_model_name(name)  # a name no model can have: refused before any listing
         if self.on_demand and (record is None or record.unseen(version)):
             await self._refresh_for_request(
                 name, version
@@ -628,6 +702,8 @@ class ModelManager:
             runner = record.lookup(version)
             if runner is not None:
                 return runner.config
+        if record is None:
+            check_model_name(name)
         if not self.on_demand:
             return self.runner(name, version).config
         if record is None or record.unseen(version):
@@ -700,15 +776,11 @@ def _gpu_budget(device: int, share: float) -> int:
     return int(total * share)
 
 
-def _remove_override(folder: Path | None) -> None:
-    """Delete the private folder files sent with a load were written to (write_override)."""
-    if folder is not None:
-        shutil.rmtree(folder.parent, ignore_errors=True)
-
-
 def _failed(record: ModelRecord, exc: ModelyardError) -> None:
     """A model that could not be (re)loaded says why; a failed reload leaves the versions
-    already serving as they are (as Triton does)."""
+    already serving as they are (as Triton does). Logged here, once per load, at ERROR: the
+    requests it fails are not (protocol/errors.py logs a client's 4xx at debug only)."""
+    log.error("failed to load '%s': %s", record.name, exc)
     if record.default is None:
         record.reason = str(exc)
         for v in record.versions.values():

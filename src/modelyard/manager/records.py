@@ -62,6 +62,7 @@ class ModelRecord:
     view: Path | None = None  # the pinned cache folder the loaded versions came from
     override: Path | None = None  # files sent with a load request (Triton's file: params)
     registered: bool = False  # served from a folder outside the repository (register())
+    parts: tuple[str, ...] = ()  # models registered with this one (an ensemble's steps)
 
     def version(self, version: str) -> VersionRecord:
         vrec = self.versions.get(version)

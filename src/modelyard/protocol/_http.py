@@ -2,7 +2,7 @@
 
 Inference requests and responses are small and complete, so handlers almost never stream
 (only the generate extension's server-sent events do: ``HttpResponse.stream``): the front
-end (modelyard's own ``_server.py``, or any ASGI server through ``asgi.py``) reads the body
+end (modelyard's own ``_server.py``, or uvicorn through ``ModelyardApp.__call__``) reads the body
 with the size cap applied, and writes the response in one piece. Content codings are handled
 here, so both front ends behave the same.
 """

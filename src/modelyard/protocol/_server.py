@@ -10,7 +10,10 @@ ASGI server can still run it (``--http-server uvicorn``).
 What it does, and only that: HTTP/1.1 and 1.0, keep-alive, pipelined requests answered in
 order, ``Expect: 100-continue``, the body size cap enforced while the body arrives, write
 back-pressure (reading pauses while the socket's buffer is full), idle keep-alive timeout,
-and a graceful drain: stop accepting, close idle connections, let in-flight requests finish.
+limits on the request line, headers and header time (414, 431, 408: counted as the bytes
+arrive, so a hostile client costs next to nothing), and a graceful drain that answers every
+request it has received (stop accepting, ``Connection: close`` on each connection's last
+response, close keep-alive connections only between requests; see ``HttpFrontEnd._drain``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import collections
 import functools
 import gc
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
@@ -28,14 +33,32 @@ from urllib.parse import unquote
 
 import httptools
 
+from modelyard.errors import (
+    HeadersTooLarge,
+    ModelyardError,
+    PortUnavailable,
+    RequestTimeout,
+    UriTooLong,
+)
 from modelyard.protocol._http import HttpRequest, HttpResponse, too_large
 from modelyard.protocol.app import ModelyardApp
 from modelyard.protocol.errors import v2_error
+
+try:  # how many received bytes a socket holds unread (Linux, macOS, the BSDs)
+    import fcntl
+    import termios
+
+    _FIONREAD: int | None = termios.FIONREAD
+except ImportError:  # Windows: the drain cannot look, and closes idle connections as before
+    _FIONREAD = None
 
 log = logging.getLogger("modelyard.http")
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 Listener = tuple[str, int, Handler]  # (address, port, handler): a further port to serve
+
+# a keep-alive connection must be this quiet before the drain closes it (see _drain)
+DRAIN_QUIET_SECS = 0.5
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
@@ -59,6 +82,7 @@ class _Connection(asyncio.Protocol):
         )
         self.busy = False
         self.closing = False
+        self._upgraded = False  # CONNECT or Upgrade: answer what came, then close
         self.last_active = time.monotonic()
         # the request being parsed
         self._url = b""
@@ -66,7 +90,20 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._too_large = False
-        self._discarding = False  # refused a declared-oversize body: ignore what follows
+        self._discarding = False  # refused a request (oversize, upgrade): ignore what follows
+        # where the connection stands in the request now arriving: its head (request line
+        # and headers, with the bytes counted so far and when its first byte came) or its
+        # body; neither between requests. The drain closes a connection only between them.
+        settings = front.app.settings
+        self.max_url = settings.max_url_size
+        self.max_head = settings.max_header_size
+        self.in_head = False
+        self.in_body = False
+        self.head_size = 0
+        self._header_bytes = 0  # the current request's headers, as httptools hands them over
+        self.head_since = 0.0
+        self._begun = 0  # requests begun on this connection: tells a chunk that starts one
+        self._refused: ModelyardError | None = None  # raised in a parser callback
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,12 +119,39 @@ class _Connection(asyncio.Protocol):
         self.last_active = time.monotonic()
         if self._discarding:
             return
+        # between requests, a chunk begins with the next request's head
+        between = not self.in_head and not self.in_body
+        begun = self._begun
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if self._refused is None:
+                raise
+            self._refuse(self._refused)
+            return
         except httptools.HttpParserUpgrade:
-            self._fail(400, b'{"error":"protocol upgrade is not supported"}')
+            # CONNECT, or a request asking to switch protocols: the request itself is
+            # answered (405 for CONNECT, as an HTTP/1.1 request otherwise), then the
+            # connection closes, since what follows on it is not HTTP/1.1
+            self._discarding = self._upgraded = True
+            if self.idle():
+                self.close()
+            return
         except httptools.HttpParserError as exc:
             self._fail(400, b'{"error":"malformed HTTP request: ' + _ascii(exc) + b'"}')
+            return
+        if self.in_head:
+            # The head's bytes are counted as they arrive, not as httptools hands them over:
+            # it hands a header over only once whole, after re-copying it at each chunk. A
+            # chunk that ends inside a head is all head when that head was already arriving,
+            # or when the chunk started it from between requests; one that also finished an
+            # earlier request counts from the next chunk on (at most one read's worth more).
+            if self._begun == begun:
+                self.head_size += len(data)
+            elif between and self._begun == begun + 1:
+                self.head_size = len(data)
+            if self.head_size > self.max_head:
+                self._refuse(headers_too_large(self.max_head))
 
     def pause_writing(self) -> None:
         if self.transport is not None:
@@ -104,14 +168,31 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._too_large = False
+        self._begun += 1
+        self.in_head, self.in_body = True, False
+        self.head_size = self._header_bytes = 0
+        self.head_since = self.last_active  # when the chunk holding its first byte came
 
     def on_url(self, url: bytes) -> None:
+        if len(self._url) + len(url) > self.max_url:
+            # stop here, before buffering more: the parser passes the exception back
+            self._refused = UriTooLong(
+                f"the request target exceeds the maximum allowed value of {self.max_url} "
+                "bytes. Use --http-max-url-size to increase the limit."
+            )
+            raise self._refused
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.lower()] = value
+        self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
 
     def on_headers_complete(self) -> None:
+        self.in_head, self.in_body = False, True
+        # a head that came whole in one chunk is measured here ("GET " ... " HTTP/1.1\r\n")
+        if len(self._url) + self._header_bytes + 16 > self.max_head:
+            self._refused = headers_too_large(self.max_head)
+            raise self._refused
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             # answer now rather than after receiving a body we will not keep
@@ -136,10 +217,15 @@ class _Connection(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
-        keep_alive = bool(self.parser.should_keep_alive()) and not self.front.draining
+        self.in_head = self.in_body = False
+        # the client's wish; whether this response keeps the connection is decided when it
+        # is written (a drain closes it after the last request received, not before)
+        keep_alive = bool(self.parser.should_keep_alive())
         item: HttpRequest | HttpResponse
         if self._too_large:
             item, keep_alive = self._too_large_response(), False
+        elif self.parser.get_method() == b"CONNECT":  # a proxy's tunnel: not served here
+            item, keep_alive = HttpResponse(405, b'{"error":"Method Not Allowed"}'), False
         else:
             raw_path, _, query = self._url.partition(b"?")
             item = HttpRequest(
@@ -161,7 +247,7 @@ class _Connection(asyncio.Protocol):
     def _next(self) -> None:
         if not self.pending or self.transport is None:
             self.busy = False
-            if self.front.draining:
+            if self._upgraded:
                 self.close()
             return
         self.busy = True
@@ -188,7 +274,20 @@ class _Connection(asyncio.Protocol):
                 response.status,
                 (time.perf_counter() - start) * 1000,
             )
-        self._write(response, keep_alive and not self.front.draining, request.method == "HEAD")
+        self._write(response, self._keep_alive(keep_alive), request.method == "HEAD")
+
+    def _keep_alive(self, wanted: bool) -> bool:
+        """Whether the response now written leaves the connection open.
+
+        During a drain the last request this connection has received gets ``Connection:
+        close``; requests already queued behind it (pipelined) or arriving on it are still
+        answered, so a request the server has read is never dropped with the connection.
+        """
+        if not wanted or self._upgraded:
+            return False
+        if self.front.draining:
+            return bool(self.pending) or self.in_head or self.in_body
+        return True
 
     def _write(self, response: HttpResponse, keep_alive: bool, head: bool) -> None:
         transport = self.transport
@@ -253,11 +352,12 @@ class _Connection(asyncio.Protocol):
             task.add_done_callback(self.front.tasks.discard)
 
     def _fail(self, status: int, body: bytes) -> None:
-        self.pending.clear()
+        """Malformed input: requests received before it are still answered, then this."""
+        self._discarding = True
+        self.in_head = self.in_body = False
+        self.pending.append((HttpResponse(status, body), False))
         if not self.busy:
-            self._write(HttpResponse(status, body), keep_alive=False, head=False)
-        else:
-            self.close()
+            self._next()
 
     def close(self) -> None:
         self.closing = True
@@ -274,7 +374,32 @@ class _Connection(asyncio.Protocol):
         transport.close()
 
     def idle(self) -> bool:
-        return not self.busy and not self.pending
+        """No request being answered, queued, or arriving."""
+        return not self.busy and not self.pending and not self.in_head and not self.in_body
+
+    def unread(self) -> bool:
+        return self.transport is not None and unread_bytes(self.transport)
+
+    def _refuse(self, exc: ModelyardError) -> None:
+        """Answer a request refused while its head arrives (414, 431, 408), after any the
+        connection is still answering, then close; what the client still sends is ignored."""
+        self._refused = None
+        self._discarding = True
+        self.in_head = self.in_body = False
+        self.pending.append((HttpResponse(*v2_error(exc)), False))
+        if not self.busy:
+            self._next()
+
+    def check_head_timeout(self, cutoff: float) -> None:
+        """The sweeper's slowloris check: a head begun before ``cutoff`` and still arriving."""
+        if self.in_head and self.head_since < cutoff and not self._discarding:
+            self._refuse(
+                RequestTimeout(
+                    "the request headers did not arrive within "
+                    f"{self.front.app.settings.header_timeout:g} seconds "
+                    "(--http-header-timeout)"
+                )
+            )
 
 
 def _head(response: HttpResponse, framing: bytes, keep_alive: bool) -> list[bytes]:
@@ -287,6 +412,26 @@ def _head(response: HttpResponse, framing: bytes, keep_alive: bool) -> list[byte
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
     return parts
+
+
+def unread_bytes(transport: asyncio.BaseTransport) -> bool:
+    """Bytes the client sent that the event loop has not read yet (a request it sent on a
+    keep-alive connection just now): closing the connection now would lose that request."""
+    if _FIONREAD is None:
+        return False
+    sock = transport.get_extra_info("socket")
+    try:
+        raw = fcntl.ioctl(sock.fileno(), _FIONREAD, b"\0\0\0\0")
+    except (OSError, AttributeError, ValueError):
+        return False
+    return int.from_bytes(raw, sys.byteorder) > 0
+
+
+def headers_too_large(limit: int) -> HeadersTooLarge:
+    return HeadersTooLarge(
+        f"the request line and headers exceed the maximum allowed value of {limit} bytes. "
+        "Use --http-max-header-size to increase the limit."
+    )
 
 
 def _ascii(exc: Exception) -> bytes:
@@ -324,21 +469,21 @@ class HttpFrontEnd:
         extra = []
         for address, port, handler in self.listeners:  # before the main port reports ready
             extra.append(
-                await loop.create_server(
+                await _bind(
+                    loop,
                     functools.partial(_Connection, self, handler),
                     address,
                     port,
-                    backlog=4096,
-                    reuse_address=True,
+                    "--metrics-port" if port == settings.metrics_port else "--sagemaker-port",
                 )
             )
             log.info("Started HTTPService at %s:%d", address, port)
-        server = await loop.create_server(
+        server = await _bind(
+            loop,
             lambda: _Connection(self),
             settings.http_address,
             settings.http_port,
-            backlog=4096,
-            reuse_address=True,
+            "--http-port",
         )
         log.info("Started HTTPService at %s:%d", settings.http_address, settings.http_port)
         sweeper = loop.create_task(self._sweep_idle())
@@ -358,17 +503,26 @@ class HttpFrontEnd:
         return not self.tasks
 
     async def _drain(self, server: asyncio.Server, grace: float) -> None:
-        """Readiness false, stop accepting, close idle connections, finish in-flight work."""
+        """Readiness false, stop accepting, finish in-flight work, then close.
+
+        No request the server has received is lost: each connection's last response carries
+        ``Connection: close``, and a keep-alive connection is closed only between requests,
+        with nothing unread, and after a moment's quiet. Closing one the moment the drain
+        starts would race its client, which may be sending its next request on it right
+        then and would see "connection closed without response"; a busy client instead gets
+        its next answer with ``Connection: close`` and reconnects (to a closed listener).
+        """
         self.draining = True
         self.app.begin_drain()
         server.close()
-        for conn in list(self.connections):
-            if conn.idle():
-                conn.close()
+        header_timeout = self.app.settings.header_timeout
         deadline = time.monotonic() + grace
         while (self.tasks or self.connections) and time.monotonic() < deadline:
+            now = time.monotonic()
             for conn in list(self.connections):
-                if conn.idle():
+                if header_timeout:  # a slowloris does not hold the drain either
+                    conn.check_head_timeout(now - header_timeout)
+                if conn.idle() and conn.last_active < now - DRAIN_QUIET_SECS and not conn.unread():
                     conn.close()
             await asyncio.sleep(0.01)
         if self.tasks or self.connections:
@@ -381,10 +535,32 @@ class HttpFrontEnd:
             conn.close()
 
     async def _sweep_idle(self) -> None:
-        """Close keep-alive connections idle for longer than the timeout."""
+        """Close keep-alive connections idle for longer than the timeout, and connections
+        whose request headers take longer than ``--http-header-timeout`` (slowloris)."""
+        header_timeout = self.app.settings.header_timeout
+        period = min(10.0, self.keep_alive_timeout, header_timeout or 10.0) / 2
         while True:
-            await asyncio.sleep(min(10.0, self.keep_alive_timeout))
-            cutoff = time.monotonic() - self.keep_alive_timeout
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            cutoff = now - self.keep_alive_timeout
             for conn in list(self.connections):
-                if conn.idle() and conn.last_active < cutoff:
+                if header_timeout:
+                    conn.check_head_timeout(now - header_timeout)
+                # no bytes for that long: between requests, or a stalled upload
+                if not conn.busy and not conn.pending and conn.last_active < cutoff:
                     conn.close()
+
+
+async def _bind(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], asyncio.Protocol],
+    address: str,
+    port: int,
+    flag: str,
+) -> asyncio.Server:
+    """A listening socket, or a one-line error a user can act on (not asyncio's traceback)."""
+    try:
+        return await loop.create_server(factory, address, port, backlog=4096, reuse_address=True)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise PortUnavailable(address, port, flag, reason) from None

@@ -86,8 +86,10 @@ class ModelyardApp:
         self.sagemaker = SageMakerRoutes(
             self.manager,
             settings.max_input_size,
-            # Triton's variable: the model SageMaker's /invocations serves
-            default_model=os.environ.get("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"),
+            # SAGEMAKER_TRITON_DEFAULT_MODEL_NAME: the model SageMaker's /invocations serves
+            default_model=settings.sagemaker_default_model,
+            model_roots=settings.sagemaker_model_roots,
+            ping_mode=settings.sagemaker_ping_mode,
         )
         self.metrics = build_registry(
             self._metrics_snapshot, self.manager.counters, self.custom_metrics

@@ -21,7 +21,10 @@ log = logging.getLogger("modelyard.protocol")
 
 
 def _status_and_message(exc: BaseException, model: str | None) -> tuple[int, str]:
-    """The status an error carries and its message, logged once: 5xx as errors, 4xx as info.
+    """The status an error carries and its message, logged once: 5xx as errors, 4xx at debug.
+
+    A refused request is the client's business (it gets the message): one INFO line per bad
+    request would let any client flood the log. Failed loads are logged by the manager.
 
     Anything that is not a modelyard error is a bug or a runtime crash: a 500, logged with
     its traceback and the model it concerned.
@@ -31,7 +34,7 @@ def _status_and_message(exc: BaseException, model: str | None) -> tuple[int, str
         if status >= 500:
             log.error("model %s: %s", model or "-", message)
         else:
-            log.info("model %s: %s", model or "-", message)
+            log.debug("model %s: %s", model or "-", message)
     else:
         status, message = 500, f"internal error: {type(exc).__name__}: {exc}"
         log.exception("unexpected error serving model %s", model or "-", exc_info=exc)

@@ -8,8 +8,9 @@
 * **Container face** (``--allow-sagemaker=true``, ``--sagemaker-port``): what SageMaker's
   platform calls on a multi-model container, as Triton's SageMaker server answers it:
   ``/ping``, ``/invocations`` and the MME contract's ``/models`` API. ``/invocations`` serves
-  the model ``SAGEMAKER_TRITON_DEFAULT_MODEL_NAME`` names, as Triton's does (read once, at
-  start, by the composition root and passed in here).
+  the model ``SAGEMAKER_TRITON_DEFAULT_MODEL_NAME`` names, as Triton's does (SageMaker's
+  variables are read once, at start, by ``cli/_sagemaker_env.py`` and passed in here).
+  ``POST /models`` reads folders under the model roots only (``--sagemaker-model-root``).
 
 Bodies are KServe v2 JSON, or v2 with binary tensors under Triton's content type
 ``application/vnd.sagemaker-triton.binary+json;json-header-size=N`` (``wire/sagemaker.py``).
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -30,6 +31,7 @@ from modelyard.manager.manager import ModelManager
 from modelyard.protocol._http import JSON, HttpRequest, HttpResponse, Route, decoded_body, dispatch
 from modelyard.protocol.errors import sagemaker_container_error, sagemaker_error
 from modelyard.scheduling.runner import ModelRunner
+from modelyard.settings import DEFAULT_SAGEMAKER_MODEL_ROOT
 from modelyard.wire.sagemaker import (
     TARGET_MODEL_HEADER,
     binary_content_type,
@@ -54,10 +56,20 @@ class SageMakerRoutes:
     """``invoke_endpoint`` serves the client face; ``handle`` the container face."""
 
     def __init__(
-        self, manager: ModelManager, max_input_size: int, default_model: str | None = None
+        self,
+        manager: ModelManager,
+        max_input_size: int,
+        default_model: str | None = None,
+        model_roots: Sequence[str | Path] = (DEFAULT_SAGEMAKER_MODEL_ROOT,),
+        ping_mode: str = "ready",
     ) -> None:
         self.manager = manager
         self.max_input_size = max_input_size
+        # --sagemaker-model-root: POST /models loads only folders under one of these
+        self.model_roots = tuple(Path(r) for r in model_roots)
+        # SAGEMAKER_TRITON_PING_MODE: "live" (multi-model endpoints) answers /ping while the
+        # process runs; "ready" only while it takes traffic (not during the drain)
+        self.ping_mode = ping_mode
         # SAGEMAKER_TRITON_DEFAULT_MODEL_NAME: the model /invocations serves
         self.default_model = default_model or None
         self.draining = False
@@ -107,7 +119,8 @@ class SageMakerRoutes:
         return await dispatch(self, self.table, request, sagemaker_container_error)
 
     async def ping(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        return HttpResponse(400 if self.draining else 200, b"")
+        ready = self.ping_mode == "live" or not self.draining
+        return HttpResponse(200 if ready else 400, b"")
 
     async def invocations(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         """The single-model form, on a model of the repository (:meth:`invocations_target`)."""
@@ -145,8 +158,8 @@ class SageMakerRoutes:
             raise AlreadyExists(f"model '{name}' is already loaded")
         self._loading.add(name)
         try:
-            folder = await asyncio.to_thread(model_folder, url)
-            await self.manager.register(name, folder)
+            folder, companions = await asyncio.to_thread(model_folder, url, self.model_roots)
+            await self.manager.register(name, folder, companions)
         finally:
             self._loading.discard(name)
         self.urls[name] = url
@@ -201,39 +214,67 @@ class SageMakerRoutes:
         return HttpResponse(200, out, JSON if json_len is None else binary_content_type(json_len))
 
 
-def model_folder(url: str) -> Path:
-    """The Triton model folder a load request's ``url`` names (blocking: reads the disk).
+def model_folder(url: str, roots: Sequence[Path]) -> tuple[Path, list[Path]]:
+    """The model folder a load request's ``url`` names, and the model folders beside it
+    (blocking: reads the disk).
 
-    The folder itself when it has ``config.pbtxt`` or only version folders; otherwise the
-    one model folder inside it, or, when it holds several, the ensemble among them (the
-    entry point, as in Triton's SageMaker server).
+    As Triton's SageMaker server reads ``/opt/ml/models/<hash>/model``: the folder itself
+    when it is a model folder (``config.pbtxt``, or only version folders); otherwise the one
+    model folder inside it, or, when it holds several, the ensemble among them, the entry
+    point, whose steps are the others. Folder names do not matter: the model is served
+    under the request's ``model_name``.
+
+    Only folders under one of ``roots`` (``--sagemaker-model-root``) are read, checked
+    after links and ``..`` are resolved; errors name the url as sent and nothing found on
+    disk, so a request cannot learn what a folder holds.
     """
-    path = Path(os.path.abspath(url))  # normalised: ".." cannot reach the folders below
-    if any(str(path) == f or str(path).startswith(f + "/") for f in _SYSTEM_FOLDERS):
-        raise InvalidArgument(f"model url '{url}' cannot be under /dev, /proc or /sys")
-    if not path.is_dir():
-        raise InvalidArgument(f"model url '{url}' is not a folder")
+    path = _under_roots(url, roots)
     if (path / "config.pbtxt").is_file():
-        return path
-    models = sorted(
-        c for c in path.iterdir() if c.is_dir() and not c.name.isdigit() and c.name[0] != "."
-    )
+        return path, []
+    try:
+        models = sorted(
+            c for c in path.iterdir() if c.is_dir() and not c.name.isdigit() and c.name[0] != "."
+        )
+    except OSError:
+        raise InvalidArgument(f"model url '{url}' cannot be read") from None
     if not models:
-        return path
+        return path, []
     if len(models) == 1:
-        return models[0]
+        return models[0], []
     ensembles = [m for m in models if _is_ensemble(m)]
     if len(ensembles) == 1:
-        return ensembles[0]
-    names = ", ".join(m.name for m in models)
+        return ensembles[0], [m for m in models if m != ensembles[0]]
     if not ensembles:
         raise InvalidArgument(
-            f"model url '{url}' holds {len(models)} models ({names}) and none is an ensemble: "
-            "a folder with several models is served through the ensemble that combines them"
+            f"model url '{url}' holds {len(models)} models and none is an ensemble: a "
+            "folder with several models is served through the ensemble that combines them"
         )
     raise InvalidArgument(
         f"model url '{url}' holds {len(ensembles)} ensembles; put one entry point per model"
     )
+
+
+def _under_roots(url: str, roots: Sequence[Path]) -> Path:
+    """``url`` resolved (links, ``..``), when it is a folder under one of ``roots``."""
+    refused = InvalidArgument(
+        f"model url '{url}' is not a folder under the model root"
+        f" ({', '.join(str(r) for r in roots) or 'none configured'}; "
+        "--sagemaker-model-root)"
+    )
+    if "\0" in url or not os.path.isabs(url):
+        raise refused
+    path = Path(os.path.realpath(url))
+    if any(str(path) == f or str(path).startswith(f + "/") for f in _SYSTEM_FOLDERS):
+        raise refused
+    for root in roots:
+        real_root = Path(os.path.realpath(root))
+        if path != real_root and path.is_relative_to(real_root):
+            break
+    else:
+        raise refused
+    if not path.is_dir():
+        raise InvalidArgument(f"model url '{url}' is not a folder")
+    return path
 
 
 def _is_ensemble(folder: Path) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from modelyard import __version__
-from modelyard.errors import InvalidArgument, PermissionDenied, Unavailable
+from modelyard.errors import InvalidArgument, ModelyardError, PermissionDenied, Unavailable
 from modelyard.manager.manager import ModelManager
 from modelyard.protocol._http import (
     JSON,
@@ -325,7 +325,7 @@ def _generate_error(exc: BaseException) -> tuple[int, bytes]:
     """Triton's generate extension answers a model's own error (its first response) with
     400, whatever the error's code; the server's errors keep their status."""
     status, body = v2_error(exc)
-    return (400 if getattr(exc, "from_model", False) else status), body
+    return (400 if isinstance(exc, ModelyardError) and exc.from_model else status), body
 
 
 async def _events(stream: AsyncIterator[InferResponse]) -> AsyncIterator[bytes]:

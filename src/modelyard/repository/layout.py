@@ -61,6 +61,12 @@ class ModelEntry:
     path: Path
     config_path: Path | None  # None: no config.pbtxt, the runtime must autocomplete
     versions: tuple[int, ...]  # every valid version folder, ascending, before any policy
+    # served under ``name`` whatever the folder and its config call it (Triton's model
+    # mapping, as SageMaker's POST /models uses it): the config takes ``name``
+    mapped: bool = False
+    # ensemble steps as written -> the names they are served under (a SageMaker model's
+    # steps, scoped to it as Triton's model namespacing scopes them to their repository)
+    aliases: tuple[tuple[str, str], ...] = ()
 
 
 def scan_repository(root: Path) -> dict[str, ModelEntry]:
@@ -71,14 +77,18 @@ def scan_repository(root: Path) -> dict[str, ModelEntry]:
     return {path.name: scan_model(path) for path in entries}
 
 
-def scan_model(model_dir: Path) -> ModelEntry:
-    """The entry for one model folder."""
+def scan_model(
+    model_dir: Path, name: str | None = None, aliases: tuple[tuple[str, str], ...] = ()
+) -> ModelEntry:
+    """The entry for one model folder, named as the folder is, or ``name`` (mapped)."""
     config_path = model_dir / CONFIG_FILENAME
     return ModelEntry(
-        name=model_dir.name,
+        name=name or model_dir.name,
         path=model_dir,
         config_path=config_path if config_path.is_file() else None,
         versions=list_versions(model_dir),
+        mapped=name is not None,
+        aliases=aliases,
     )
 
 

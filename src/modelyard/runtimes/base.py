@@ -10,17 +10,30 @@ fails the models that need it.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, ModelyardError
 from modelyard.repository import ENSEMBLE_PLATFORM, PLATFORM_TO_BACKEND
-from modelyard.types import ModelResolver, Runtime
+from modelyard.types import Array, ModelResolver, Runtime
 
 if TYPE_CHECKING:
     from modelyard.metrics import CustomMetrics
     from modelyard.runtimes.python.environments import EnvironmentOptions
+
+
+@dataclass(slots=True)
+class Result:
+    """One answer of an awaited runtime (Python worker, ensemble): outputs by name and
+    response parameters, or an error response. An ensemble step's failure is raised, not
+    returned, so that the ensemble's statistics count it as a failed request, as Triton's do.
+    """
+
+    outputs: dict[str, Array] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    error: ModelyardError | None = None
+    failed_execution: bool = False  # execute raised (vs. an error response)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ decoupled (the loader marks its config, as Triton does): it answers through
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,11 @@ from modelyard.datatypes import config_to_wire
 from modelyard.errors import ConfigError, DecoupledModel, ModelyardError, Unsupported
 from modelyard.repository import ENSEMBLE_PLATFORM, ensemble_steps
 from modelyard.runtimes._ensemble_run import Run, Target, Value, reshape_for
-from modelyard.runtimes.base import RuntimeOptions
+from modelyard.runtimes.base import Result, RuntimeOptions
 from modelyard.types import Array, InferRequest, ModelResolver, Tensor
 
 # Triton's answer when a single-response path reaches a decoupled model
 _DECOUPLED_REFUSED = "HTTP end point doesn't support models with decoupled transaction policy"
-
-
-@dataclass(slots=True)
-class Result:
-    """One answer: outputs by name and response parameters (the shape the runner reads from
-    every awaited runtime; a step's failure is raised, not returned, so that the ensemble's
-    statistics count it as a failed request, as Triton's do)."""
-
-    outputs: dict[str, Array] = field(default_factory=dict)
-    parameters: dict[str, Any] = field(default_factory=dict)
-    error: ModelyardError | None = None
-    failed_execution: bool = False
 
 
 class EnsembleFactory:

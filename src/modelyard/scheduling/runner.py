@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.datatypes import wire_datatype
-from modelyard.errors import DecoupledModel, InvalidArgument
+from modelyard.errors import DecoupledModel, InvalidArgument, ModelyardError
 from modelyard.scheduling.batcher import Batcher, Job
 from modelyard.scheduling.batching import policy_from_config
 from modelyard.scheduling.signature import (
@@ -107,7 +107,7 @@ class ModelRunner:
         try:
             response, timings = await self._execute(request, start, batch, wanted, feed)
         except Exception as exc:
-            if not getattr(exc, "stats_recorded", False):
+            if not (isinstance(exc, ModelyardError) and exc.stats_recorded):
                 self.stats.record_failure(time.perf_counter_ns() - start)
             raise
         finally:
@@ -144,7 +144,7 @@ class ModelRunner:
         try:
             return await self._batcher.submit(request, wanted, feed, batch, start)
         except Exception as exc:
-            if not getattr(exc, "stats_recorded", False):
+            if not (isinstance(exc, ModelyardError) and exc.stats_recorded):
                 self.stats.record_failure(time.perf_counter_ns() - start)
             raise
 
@@ -342,7 +342,7 @@ class ModelRunner:
                     self.stats.record_success(
                         size, done - start, 0, t_input - start, t_infer - t_input, done - t_infer
                     )
-                result.error.stats_recorded = True  # type: ignore[attr-defined,unused-ignore]
+                result.error.stats_recorded = True
                 raise result.error
             response = self._response(request, result.outputs, result.parameters, wanted, batch)
             done = time.perf_counter_ns()

@@ -44,19 +44,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from modelyard.errors import VersionNotFound
+from modelyard.errors import ConfigError, VersionNotFound
 from modelyard.store._archive import extract_artifact
 from modelyard.store.base import Store, StoreError, StoreObject, is_safe_key
 from modelyard.store.catalog import StoreModel, VersionSource
 from modelyard.store.local import LocalStore
 
-__all__ = ["CacheStats", "ModelCache"]
+__all__ = ["CacheStats", "ModelCache", "TooLargeForCache"]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1  # part of every entry id: bump when the on-disk layout of entries changes
 _META = "meta.json"
 _DATA = "data"
+
+
+class TooLargeForCache(ConfigError):
+    """A model whose files cannot fit the disk cache at all: retrying cannot help (400)."""
 
 
 @dataclass(slots=True)
@@ -242,6 +246,8 @@ class ModelCache:
         with self._lock:
             if self._hit(part.id):
                 return False
+        self._check_fits(store, part)
+        with self._lock:
             build_lock = self._build_locks.setdefault(part.id, threading.Lock())
         with build_lock:
             with self._lock:
@@ -253,6 +259,20 @@ class ModelCache:
                 self._build_locks.pop(part.id, None)
                 self._evict()
         return True
+
+    def _check_fits(self, store: Store, part: _Part) -> None:
+        """Refuse, before downloading a byte, what the listing already shows cannot fit: the
+        objects alone are larger than the cache (an artifact also needs room to unpack)."""
+        listed = sum(o.size for o in part.objects)
+        limit = self.max_extract_bytes if part.kind == "artifact" else self.max_bytes
+        if listed > limit:
+            what = f"'{part.objects[0].key}' is" if len(part.objects) == 1 else "its files are"
+            version = "" if part.version is None else f" version {part.version}"
+            raise TooLargeForCache(
+                f"model '{part.model}'{version} in model store '{store.describe()}': {what} "
+                f"{listed} bytes, more than the model cache's {limit} bytes "
+                "(--model-cache-size); nothing was downloaded"
+            )
 
     def _hit(self, entry_id: str) -> bool:
         entry = self._entries.get(entry_id)

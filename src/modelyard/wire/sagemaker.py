@@ -28,6 +28,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from modelyard.errors import InvalidArgument
+from modelyard.names import check_model_name, model_name_fault
 
 __all__ = [
     "BINARY_JSON",
@@ -78,11 +79,12 @@ def parse_target_model(value: bytes | str | None) -> tuple[str, str]:
             name = name[: -len(suffix)]
             break
     model, sep, version = name.rpartition("_")
-    if sep and model and _VERSION.fullmatch(version):
-        return model, str(int(version))
-    if not name or name in (".", ".."):
-        raise InvalidTargetModel(f"target model '{text}' does not name a model")
-    return name, ""
+    if not (sep and model and _VERSION.fullmatch(version)):
+        model, version = name, ""
+    fault = model_name_fault(model)
+    if fault is not None:
+        raise InvalidTargetModel(f"target model '{text}' does not name a model: {fault}")
+    return model, str(int(version)) if version else ""
 
 
 def target_model(model: str, version: str = "") -> str:
@@ -132,8 +134,9 @@ def parse_load_request(body: bytes) -> tuple[str, str]:
     if type(doc) is not dict:
         raise InvalidArgument("the load request must be a JSON object")
     name, url = doc.get("model_name"), doc.get("url")
-    if type(name) is not str or not name or "/" in name or name in (".", ".."):
-        raise InvalidArgument("the load request needs 'model_name', a non-empty name without '/'")
+    if type(name) is not str:
+        raise InvalidArgument("the load request needs 'model_name', the model's name")
+    check_model_name(name)
     if type(url) is not str or not url:
         raise InvalidArgument("the load request needs 'url', the model's local folder")
     return name, url

@@ -8,8 +8,8 @@ header, and the server sends the header's length in the same HTTP header.
 
 Errors carry Triton 2.51's exact texts, recorded from a real server in
 ``tests/unit/wire/fixtures/triton_infer_errors.json``. Triton answers the errors its JSON
-accessors raise ("Unable to parse 'inputs': ...") with HTTP 500, not 400, so those
-InvalidArgument instances carry ``status = 500``. Checks that Triton's core makes (rather
+accessors raise ("Unable to parse 'inputs': ...") with HTTP 500; modelyard keeps the texts
+but answers 400 (see :func:`_json_error`: the request is at fault). Checks that Triton's core makes (rather
 than its HTTP front end) are prefixed with ``[request id: <id>] `` like Triton's.
 
 Checks against the model's config (datatype, shape, batch size, input and output names)
@@ -30,7 +30,13 @@ from modelyard.datatypes import ELEMENT_SIZE, WIRE_DATATYPES, numpy_dtype
 from modelyard.errors import InvalidArgument
 from modelyard.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
-__all__ = ["RAW_INPUT_NAME", "decode_infer_request", "encode_infer_response"]
+__all__ = [
+    "RAW_INPUT_NAME",
+    "decode_infer_request",
+    "decode_infer_response",
+    "encode_infer_request",
+    "encode_infer_response",
+]
 
 RAW_INPUT_NAME: Final = "raw_input"
 """Name of the one input of a raw binary request (``Inference-Header-Content-Length: 0``).
@@ -184,6 +190,12 @@ def _parse_json(header: memoryview) -> Any:
             reason = _RAPIDJSON.get(exc.msg, exc.msg + ".")
         raise _json_error(
             f"failed to parse the request JSON buffer: {reason} at {exc.pos}"
+        ) from None
+    except RecursionError:
+        # nested deeper than orjson's limit (1024) is deeper than Python's recursive
+        # decoder can go too: malformed for our purposes, like any other bad JSON
+        raise _json_error(
+            "failed to parse the request JSON buffer: The document is nested too deeply."
         ) from None
 
 
@@ -572,3 +584,66 @@ def _bytes_to_json(elements: list[Any]) -> list[Any]:
             text = json.dumps(raw.decode("utf-8", "surrogateescape"), ensure_ascii=False)
             out.append(orjson.Fragment(text.encode("utf-8", "surrogateescape")))
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# the client's half (``modelyard test``): requests out, responses in, same codec
+# ------------------------------------------------------------------------------------------
+
+
+def encode_infer_request(
+    inputs: list[Tensor], outputs: list[str], parameters: dict[str, Any] | None = None
+) -> tuple[bytes, int]:
+    """A request with every input binary and every output asked for as binary, as
+    tritonclient sends them, so every datatype round-trips exactly (BYTES that are not
+    UTF-8, NaN, BF16): ``(body, json_header_length)``."""
+    header: dict[str, Any] = {"inputs": []}
+    chunks: list[bytes | memoryview] = []
+    for tensor in inputs:
+        raw = _to_binary(tensor)
+        header["inputs"].append(
+            {
+                "name": tensor.name,
+                "datatype": tensor.datatype,
+                "shape": list(tensor.shape),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+        chunks.append(raw)
+    if outputs:
+        header["outputs"] = [{"name": n, "parameters": {"binary_data": True}} for n in outputs]
+    else:
+        header["parameters"] = {"binary_data_output": True}
+    if parameters:
+        header.setdefault("parameters", {}).update(parameters)
+    head = orjson.dumps(header)
+    return b"".join([head, *chunks]), len(head)
+
+
+def decode_infer_response(body: bytes, header_length: int | None) -> list[Tensor]:
+    """The outputs of a server's answer (binary or JSON), decoded with the server's rules."""
+    length = len(body) if header_length is None else header_length
+    view = memoryview(body)
+    doc = _parse_json(view[:length])
+    offset = length
+    tensors: list[Tensor] = []
+    for item in doc.get("outputs", []):
+        name, datatype = str(item["name"]), str(item["datatype"])
+        shape = [int(d) for d in item.get("shape", [])]
+        tensor = Tensor(name, datatype, shape, np.empty(0))
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            raw = view[offset : offset + int(size)]
+            offset += int(size)
+            tensor.data = _from_binary(tensor, raw, "", str(doc.get("model_name", "")))
+        elif datatype == "BYTES":
+            data = _flatten(item.get("data", []))
+            array = np.empty(len(data), dtype=object)
+            # a server copies non-UTF-8 bytes into its JSON as they are: take them back
+            array[:] = [s.encode("utf-8", "surrogateescape") for s in data]
+            tensor.data = array.reshape(shape)
+        else:
+            data = item.get("data", [])
+            tensor.data = _from_json(name, datatype, shape, math.prod(shape), data)
+        tensors.append(tensor)
+    return tensors

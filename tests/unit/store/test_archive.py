@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.errors import ConfigError
+from modelyard.store import _archive
 from modelyard.store._archive import (
     ArchiveLayoutError,
     ArchiveTooLarge,
@@ -80,10 +81,29 @@ def test_refuses_content_over_the_limit_before_writing_it(tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists()
 
 
-def test_refuses_too_many_members(tmp_path: Path) -> None:
-    tar = write(tmp_path, targz({f"m/1/f{i}": b"" for i in range(20)}))
-    with pytest.raises(ArchiveTooLarge, match="more than 10 members"):
-        safe_extract(tar, tmp_path / "out", MiB, max_members=10)
+@pytest.mark.parametrize("over", ["members", "bytes"])
+def test_an_archive_over_a_limit_is_refused_before_any_member_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, over: str
+) -> None:
+    """Limits are checked on the headers first: a 150k-member archive used to write 100k
+    files (20 s) before it was refused."""
+    files = {f"m/1/f{i}": b"x" * 100 for i in range(20)}
+    tar = write(tmp_path, targz(files))
+    written: list[str] = []
+    real = _archive._write_member
+
+    def spy(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
+        written.append(member.name)
+        real(tar, member, target)
+
+    monkeypatch.setattr(_archive, "_write_member", spy)
+    limits = {"max_members": 10} if over == "members" else {"max_bytes": 1500}
+    with pytest.raises(ArchiveTooLarge, match="more than"):
+        safe_extract(tar, tmp_path / "out", **({"max_bytes": MiB} | limits))  # type: ignore[arg-type]
+    assert written == []
+    assert not (tmp_path / "out").exists()
+    safe_extract(tar, tmp_path / "ok", MiB)  # within the limits: every member written once
+    assert sorted(written) == sorted(files)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from modelyard.store import (
     StoreModel,
     catalog,
 )
+from modelyard.store.cache import TooLargeForCache
 from tests.factories.onnx_models import add_sub
 from tests.unit.store.archives import model_artifact
 
@@ -297,3 +298,22 @@ def test_fetch_tells_whether_this_call_downloaded(tmp_path: Path) -> None:
     cache.fetch(store, models["b"])  # another model downloaded in between
     again, downloaded = cache.fetch(store, models["a"])
     assert again == path_a and not downloaded
+
+
+@pytest.mark.parametrize("layout", ["artifact", "folder"])
+def test_what_cannot_fit_the_cache_is_refused_before_it_is_downloaded(
+    tmp_path: Path, layout: str
+) -> None:
+    """The listing says how big a model is: a 734 MB artifact used to be downloaded whole
+    before the quota refused it."""
+    rng = os.urandom  # incompressible: the artifact is as big as its content
+    if layout == "artifact":
+        store = MemoryStore({"big_1.tar.gz": model_artifact("big", 1, rng(64 * 1024))})
+    else:
+        store = MemoryStore(folder_objects("big") | {"big/1/weights.bin": rng(64 * 1024)})
+    cache = ModelCache(tmp_path / "cache", max_bytes=32 * 1024)
+    with pytest.raises(TooLargeForCache, match=r"more than the model cache's 32768 bytes"):
+        cache.materialize(store, model_of(store, "big"))
+    assert store.fetched == []
+    assert cache.stats.downloads == 0
+    assert entry_count(cache) == 0

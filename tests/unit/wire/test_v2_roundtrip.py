@@ -304,3 +304,11 @@ def test_full_round_trip_client_to_client() -> None:
     result = _parse(out, out_hl)
     _check_equal(result.as_numpy("OUTPUT0"), x + x)
     _check_equal(result.as_numpy("OUTPUT1"), x - x)
+
+
+@pytest.mark.parametrize("depth", [1_100, 100_000])
+def test_json_nested_past_the_parsers_depth_is_invalid_argument(depth: int) -> None:
+    """Past orjson's depth limit the fallback decoder recursed out (RecursionError: 500)."""
+    body = b'{"inputs": ' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        decode_infer_request(body, None, "m", "")

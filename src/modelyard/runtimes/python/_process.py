@@ -21,7 +21,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from modelyard.errors import (
     Unavailable,
     Unsupported,
 )
+from modelyard.runtimes.base import Result
 from modelyard.runtimes.python.worker_lib.modelyard_worker._wire import (
     INLINE,
     Arena,
@@ -67,7 +68,7 @@ def model_error(message: str, code: int) -> ModelyardError:
     """A model's own error (``TritonError``) as the server's typed error, marked as the
     model's (``from_model``): some answers depend on who failed (the generate extension)."""
     error = _ERRORS.get(code, Internal)(message)
-    error.from_model = True  # type: ignore[attr-defined]
+    error.from_model = True
     return error
 
 
@@ -87,16 +88,6 @@ class WorkerSpec:
     arena_bytes: int = 32 * 2**20
     arena_threshold: int = 64 * 2**10
     start_timeout: float = 300.0
-
-
-@dataclass(slots=True)
-class Result:
-    """One request's outcome: outputs (name -> array) and response parameters, or an error."""
-
-    outputs: dict[str, Array] = field(default_factory=dict)
-    parameters: dict[str, Any] = field(default_factory=dict)
-    error: ModelyardError | None = None
-    failed_execution: bool = False  # execute raised (vs. an error response)
 
 
 class WorkerHooks:

@@ -194,7 +194,7 @@ async def _bls(
         )
         await worker.send_bls_reply(call_id, _bls_failure(request.model_name, refused), None, True)
     except ModelyardError as exc:
-        error = exc if getattr(exc, "from_model", False) else _bls_failure(request.model_name, exc)
+        error = exc if exc.from_model else _bls_failure(request.model_name, exc)
         await worker.send_bls_reply(call_id, error, None, True)
     except Exception as exc:
         log.exception("BLS call from model '%s' failed", worker.spec.model_name)

@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from modelyard.errors import ModelyardError, Unavailable, Unsupported
-from modelyard.runtimes.python._process import Result, WorkerHooks, WorkerProcess, WorkerSpec
+from modelyard.runtimes.base import Result
+from modelyard.runtimes.python._process import WorkerHooks, WorkerProcess, WorkerSpec
 from modelyard.types import Array, InferRequest
 
 log = logging.getLogger("modelyard.python")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy
@@ -63,13 +62,8 @@ def test_a_cached_environment_is_reused_without_installing(
     monkeypatch.setattr(environments, "probe", no_build)
     # another model with the same requirements, and a restart (a fresh call), share it
     other = _pinned(tmp_path, "b", "1.0")
-    elapsed = []
     for _ in range(5):
-        start = time.perf_counter()
-        again = resolve_environment(other, {}, options)
-        elapsed.append(time.perf_counter() - start)
-        assert again == first
-    assert min(elapsed) < 0.02, f"a cached resolve took {min(elapsed) * 1000:.1f} ms"
+        assert resolve_environment(other, {}, options) == first
     assert (root.stat().st_mtime_ns, record.stat().st_mtime_ns, record.stat().st_ino) == marks
 
 
