@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from modelyard.protocol._access import (
     v2_group,
 )
 from modelyard.protocol.sagemaker import SageMakerRoutes
-from modelyard.protocol.v2 import V2Routes
+from modelyard.protocol.v2 import V2Routes, _refuse_code_from_request
 
 MGMT = "m" * 20
 INFER = "i" * 20
@@ -229,3 +230,30 @@ def test_exposure_sentence() -> None:
 )
 def test_loopback(address: str, loopback: bool) -> None:
     assert is_loopback(address) is loopback
+
+
+def _env_config(path: str) -> str:
+    return json.dumps({"parameters": {"EXECUTION_ENV_PATH": {"string_value": path}}})
+
+
+@pytest.mark.parametrize(
+    ("params", "refused"),
+    [
+        ({"file:1/model.py": "eA==", "config": "{}"}, True),
+        ({"file:/1/model.onnx": "eA=="}, True),
+        ({"config": _env_config("/opt/envs/any.tar.gz")}, True),
+        ({"config": _env_config("  /abs/with/space")}, True),
+        ({"config": _env_config("$$TRITON_MODEL_DIRECTORY/env.tar.gz")}, False),  # confined
+        ({"config": _env_config("env.tar.gz")}, False),  # relative: confined to the model
+        ({"config": '{"max_batch_size": 2}'}, False),
+        ({"config": "{not json"}, False),  # the load reports it
+        ({"config": '{"parameters": []}'}, False),
+        ({}, False),
+    ],
+)
+def test_what_needs_allow_model_load_files(params: dict[str, str], refused: bool) -> None:
+    if refused:
+        with pytest.raises(PermissionDenied, match="--allow-model-load-files=true"):
+            _refuse_code_from_request("m", params, params.get("config"))
+    else:
+        _refuse_code_from_request("m", params, params.get("config"))
