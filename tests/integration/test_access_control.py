@@ -192,7 +192,10 @@ def test_load_with_files_when_enabled(repository: Path, tmp_path: Path) -> None:
     with running_server(repository, ["--allow-model-load-files=true"]) as server:
         _upload(server, marker)
         assert marker.read_text() == "ran"
-        assert "load with files ENABLED" in server.output()
+        output = server.output()
+        assert "load with files ENABLED" in output
+        # on 127.0.0.1 too: any local user could run code as the server
+        assert "(load/unload, with uploaded files: code execution) is open to anyone" in output
 
 
 # -- Triton's restricted API groups --------------------------------------------------------

@@ -132,7 +132,8 @@ class ModelyardApp:
         log.info("access: %s: %s", ", ".join(ports), summary)
         for warning in self.access_warnings:
             log.warning("%s", warning)
-        if open_management and not is_loopback(s.http_address):
+        # on loopback too when files are allowed: every local user could run code as us
+        if open_management and (s.allow_model_load_files or not is_loopback(s.http_address)):
             log.warning(
                 "the model-repository API (load/unload%s) is open to anyone who can reach "
                 "%s:%d: restrict it (--http-restricted-api model-repository:<header>=<value> "
