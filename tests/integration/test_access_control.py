@@ -416,6 +416,27 @@ def test_shared_token_file_is_a_warning(repository: Path, tmp_path: Path) -> Non
         assert "readable or writable by other users (mode 644); chmod 600 it" in server.output()
 
 
+# -- tools that start a server of their own --------------------------------------------------
+def test_modelyard_test_passes_access_flags_through(tmp_path: Path) -> None:
+    """``modelyard test --server-arg`` with access flags: the runner sends the credentials
+    they imply (before, the restricted health probe kept its server from ever being ready)."""
+    from typer.testing import CliRunner
+
+    from modelyard.cli.main import app
+    from tests.unit.deploy.models import python_model
+
+    model = python_model(tmp_path / "repo", "m")
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"inference {INFER_TOKEN}\nmanagement {MGMT_TOKEN}\n")
+    token_file.chmod(0o600)
+    args = ["test", str(model), "--allow-no-cases", "--server-timeout", "60"]
+    args += [f"--server-arg=--auth-token-file={token_file}"]
+    args += ["--server-arg=--http-restricted-api=health,model-repository:k=v"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 passed, 0 failed" in result.output
+
+
 # -- what the start-up log says -------------------------------------------------------------
 def test_startup_log_states_address_and_exposure(repository: Path) -> None:
     with running_server(repository) as server:

@@ -294,6 +294,48 @@ def build_policy(
     return AccessPolicy(restrictions, loaded.tokens), loaded.warnings
 
 
+def credentials_for(serve_args: Sequence[str]) -> dict[str, str]:
+    """The headers a client of a server started with ``serve_args`` sends to use every API:
+    each restricted group's header, and a bearer token from the token file (a management
+    one when there is one).
+
+    For tools that start a server of their own (``modelyard test``), so access flags passed
+    through to it do not lock the tool out. Arguments that do not parse are skipped: the
+    server refuses them at start and says why.
+    """
+    restricted: list[str] = []
+    token_file: str | None = None
+    args = list(serve_args)
+    for i, arg in enumerate(args):
+        for flag in ("--http-restricted-api", "--auth-token-file"):
+            value = None
+            if arg == flag and i + 1 < len(args):
+                value = args[i + 1]
+            elif arg.startswith(flag + "="):
+                value = arg.split("=", 1)[1]
+            if value is None:
+                continue
+            if flag == "--auth-token-file":
+                token_file = value
+            else:
+                restricted.append(value)
+    headers: dict[str, str] = {}
+    for arg in restricted:
+        try:
+            for _, key, value in parse_restricted_features([arg]):
+                headers[key] = value
+        except ValueError:
+            continue
+    if token_file is not None:
+        try:
+            tokens = load_token_file(Path(token_file)).tokens
+        except InvalidSetting:
+            return headers
+        best = next((t for t in tokens if t.role is Role.MANAGEMENT), tokens[0])
+        headers["Authorization"] = "Bearer " + best.secret.decode()
+    return headers
+
+
 # -- what the start-up log says ------------------------------------------------------------
 def is_loopback(address: str) -> bool:
     """True for an address only this host can reach (127.0.0.0/8, ::1, localhost)."""

@@ -14,6 +14,7 @@ from modelyard.protocol._access import (
     Group,
     Role,
     Token,
+    credentials_for,
     exposure,
     is_loopback,
     load_token_file,
@@ -257,3 +258,15 @@ def test_what_needs_allow_model_load_files(params: dict[str, str], refused: bool
             _refuse_code_from_request("m", params, params.get("config"))
     else:
         _refuse_code_from_request("m", params, params.get("config"))
+
+
+def test_credentials_for_serve_args(tmp_path: Path) -> None:
+    tokens = _write(tmp_path, f"inference {INFER}\nmanagement {MGMT}\n")
+    args = ["--http-restricted-api", "health:probe=1", "--http-restricted-api=inference:k=v"]
+    got = credentials_for([*args, f"--auth-token-file={tokens}", "--log-verbose=1"])
+    assert got == {"probe": "1", "k": "v", "Authorization": f"Bearer {MGMT}"}
+    only_inference = _write(tmp_path, f"inference {INFER}\n")
+    assert credentials_for(["--auth-token-file", str(only_inference)]) == {
+        "Authorization": f"Bearer {INFER}"
+    }
+    assert credentials_for(["--http-restricted-api=bogus", "--auth-token-file=/absent"]) == {}
