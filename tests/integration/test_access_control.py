@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -395,6 +396,40 @@ def test_the_same_gate_under_uvicorn(repository: Path, tmp_path: Path) -> None:
         assert (r.status_code, r.json()) == (403, {"error": RESTRICTED.format("admin-key")})
         assert _get(models, headers={**_bearer(MGMT_TOKEN), **ADMIN}).status_code == 200
         assert _get(f"http://127.0.0.1:{port}/ping").status_code == 200
+
+
+@pytest.mark.parametrize("front_end", ["modelyard", "uvicorn"])
+def test_refused_before_the_body(repository: Path, tmp_path: Path, front_end: str) -> None:
+    """A request the gate refuses is answered from its head: no ``100 Continue``, no upload
+    of the 60 MB it announces (before, the server asked for the body and read all of it)."""
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"inference {INFER_TOKEN}\n")
+    token_file.chmod(0o600)
+    args = ["--http-server", front_end, f"--auth-token-file={token_file}"]
+    args += ["--http-max-input-size", str(100 << 20)]
+    with running_server(repository, args) as server:
+        with socket.create_connection((server.host, server.port), timeout=60) as sock:
+            sock.sendall(
+                b"POST /v2/models/add_sub/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 60000000\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert b"www-authenticate: bearer" in answer.lower()
+        # with a token, the same announcement is asked for (the gate let it through)
+        with socket.create_connection((server.host, server.port), timeout=60) as sock:
+            sock.sendall(
+                b"POST /v2/models/add_sub/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + INFER_TOKEN.encode() + b"\r\n"
+                b"Content-Length: 60000000\r\nExpect: 100-continue\r\n\r\n"
+            )
+            assert sock.recv(65536).startswith(b"HTTP/1.1 100")
 
 
 def test_malformed_token_file_stops_the_start(repository: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -162,39 +162,49 @@ class ModelyardApp:
             return HttpResponse(status, body, headers=headers)
         return HttpResponse(*v2_error(exc))
 
-    def _refused(
-        self, group: Group | None, request: HttpRequest, answer: Refusal
+    def refusal(
+        self, handler: Callable[..., Any], path: str, headers: Mapping[bytes, bytes]
     ) -> HttpResponse | None:
-        """The access gate (``protocol/_access.py``) for one request: None lets it through,
-        else the refusal in the face's own error format. Every port calls this, before
-        routing, so no handler can forget it."""
+        """The access gate (``protocol/_access.py``) for a request to ``handler``'s port:
+        None lets it through, else the refusal in that face's error format.
+
+        From the path and headers alone, so the front ends call it before reading a body
+        (an unauthenticated client cannot make the server take in 64 MiB first), and the
+        handlers call it again for requests that reach them any other way.
+        """
+        if not self.access.enabled:
+            return None
+        if handler == self.handle_sagemaker:
+            group, answer = sagemaker_group(path), _container_refusal
+        elif handler == self.handle_metrics or path == "/metrics":
+            group, answer = None, _v2_refusal
+        elif path.startswith("/endpoints/"):
+            group, answer = Group.INFERENCE, _client_face_refusal
+        else:
+            group, answer = v2_group(path), _v2_refusal
         try:
-            self.access.check(group, request.headers, request.path)
+            self.access.check(group, headers, path)
         except ModelyardError as exc:
-            status, body, headers = answer(exc)
-            return HttpResponse(status, body, headers=headers)
+            status, body, extra = answer(exc)
+            return HttpResponse(status, body, headers=extra)
         return None
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         path = request.path
-        if path == "/metrics":
-            return await self.handle_metrics(request)
-        if path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
-            if self.access.enabled:
-                refused = self._refused(Group.INFERENCE, request, _client_face_refusal)
-                if refused is not None:
-                    return refused
-            return await self.sagemaker.invoke_endpoint(request)
         if self.access.enabled:
-            refused = self._refused(v2_group(path), request, _v2_refusal)
+            refused = self.refusal(self.handle, path, request.headers)
             if refused is not None:
                 return refused
+        if path == "/metrics":
+            return self._metrics(request)
+        if path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
+            return await self.sagemaker.invoke_endpoint(request)
         return await self.v2.handle(request)
 
     async def handle_sagemaker(self, request: HttpRequest) -> HttpResponse:
         """SageMaker's container face (``--allow-sagemaker``), served on its own port."""
         if self.access.enabled:
-            refused = self._refused(sagemaker_group(request.path), request, _container_refusal)
+            refused = self.refusal(self.handle_sagemaker, request.path, request.headers)
             if refused is not None:
                 return refused
         return await self.sagemaker.handle(request, request.query)
@@ -207,15 +217,19 @@ class ModelyardApp:
             await self._asgi_http(scope, receive, send, self.handle_sagemaker)
 
     async def handle_metrics(self, request: HttpRequest) -> HttpResponse:
-        """Prometheus text: Triton's nv_inference_* families plus the model store's.
+        """The metrics port: Prometheus text (:meth:`_metrics`).
 
         No restricted group covers it (as in Triton); a bearer token does, when tokens are
         on, on the HTTP port and the metrics port alike: it names every model served.
         """
         if self.access.enabled:
-            refused = self._refused(None, request, _v2_refusal)
+            refused = self.refusal(self.handle_metrics, request.path, request.headers)
             if refused is not None:
                 return refused
+        return self._metrics(request)
+
+    def _metrics(self, request: HttpRequest) -> HttpResponse:
+        """Prometheus text: Triton's nv_inference_* families plus the model store's."""
         if request.path != "/metrics":
             return HttpResponse(404, b'{"error":"Not Found"}')
         if request.method not in ("GET", "HEAD"):
@@ -239,21 +253,22 @@ class ModelyardApp:
         send: Send,
         handler: Callable[[HttpRequest], Awaitable[HttpResponse]],
     ) -> None:
-        try:
-            body = await _read_body(receive, self.settings.max_input_size)
-        except Exception as exc:
-            response = HttpResponse(*v2_error(exc))
+        headers = {bytes(k): bytes(v) for k, v in scope["headers"]}
+        raw_path = scope.get("raw_path")
+        path = unquote(raw_path.decode("latin-1")) if raw_path else scope["path"]
+        refused = self.refusal(handler, path, headers) if self.access.enabled else None
+        if refused is not None:  # before the body: refused clients cost no upload
+            response = refused
         else:
-            headers = {bytes(k): bytes(v) for k, v in scope["headers"]}
-            path = scope.get("raw_path")
-            request = HttpRequest(
-                scope["method"],
-                unquote(path.decode("latin-1")) if path else scope["path"],
-                headers,
-                body,
-                scope.get("query_string") or b"",
-            )
-            response = await handler(request)
+            try:
+                body = await _read_body(receive, self.settings.max_input_size)
+            except Exception as exc:
+                response = HttpResponse(*v2_error(exc))
+            else:
+                request = HttpRequest(
+                    scope["method"], path, headers, body, scope.get("query_string") or b""
+                )
+                response = await handler(request)
         if response.stream is not None:
             await self._send_stream(response, send)
             return
@@ -300,9 +315,6 @@ class ModelyardApp:
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-Refusal = Callable[[BaseException], tuple[int, bytes, list[tuple[bytes, bytes]]]]
 
 
 def _v2_refusal(exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
