@@ -3,6 +3,10 @@
 One table so that the config parser, the wire codec and the runtimes agree. numpy has no
 bfloat16, so BF16 is ``ml_dtypes.bfloat16``: two bytes per element on the wire, exactly the
 form ``tritonclient`` sends and expects. BYTES tensors are numpy ``object`` arrays of ``bytes``.
+
+This is the source of truth. The Python backend's worker restates it
+(``runtimes/python/worker_lib/modelyard_worker/_wire.py``: it runs in models' own
+environments, where modelyard cannot be imported); a unit test pins the copy to this table.
 """
 
 from __future__ import annotations

@@ -54,7 +54,12 @@ class ServerSettings:
     sagemaker_safe_port_range: tuple[int, int] | None = None  # SAGEMAKER_SAFE_PORT_RANGE
     sagemaker_ping_mode: str = "ready"  # ready | live (SAGEMAKER_MULTI_MODEL=true: live)
     sagemaker_default_model: str | None = None  # SAGEMAKER_TRITON_DEFAULT_MODEL_NAME
-    python_execute_timeout: float = 0.0  # seconds a Python model may take per request (0: none)
+    # seconds a model's Python worker may take for auto_complete_config and for initialize
+    # (each instance); then the load fails and the worker is killed. Triton has no such limit;
+    # 300 s stays under SageMaker's 360 s model-load limit, so the reason reaches the platform
+    model_load_timeout: float = 300.0
+    # seconds a Python model may take per request (0: none, as in Triton: see python-models.md)
+    python_execute_timeout: float = 0.0
     python_env_dir: Path | None = None  # None: $XDG_CACHE_HOME/modelyard/envs
     python_env_build: bool = True  # build environments from requirements.txt
     python_env_index_url: str | None = None

@@ -27,6 +27,8 @@ from tests.factories.onnx_models import add_sub, write_model
 from tests.factories.python_models import (
     CRASH_AT_INIT_PY,
     add_sub_model,
+    bf16_model,
+    bls_bytes_name_model,
     bls_onnx_model,
     probe_model,
     sleep_model,
@@ -67,6 +69,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sleep_model(root, "victim", count=1)
     write_model(root, "add_sub", add_sub(dims=["batch", 16]), ADD_SUB)
     bls_onnx_model(root, "pre_onnx", target="add_sub")
+    bf16_model(root)
+    bls_bytes_name_model(root)
     write_python_model(
         root,
         "bls_in_init",
@@ -154,6 +158,36 @@ def test_bls_reaches_an_onnx_model_loaded_on_demand(server: RunningServer) -> No
     # the ONNX add_sub adds its inputs: 2x + x
     np.testing.assert_allclose(result.as_numpy("Y"), 3 * x, rtol=1e-6)
     assert client.is_model_ready("add_sub")  # loaded for the BLS call
+
+
+def test_bf16_round_trips_through_a_python_model(server: RunningServer) -> None:
+    """BF16 in, BF16 out (ml_dtypes arithmetic, and a DLPack pass-through): before, the
+    worker refused with "unsupported numpy dtype bfloat16 for a Triton tensor"."""
+    import ml_dtypes
+
+    x = np.array([1.5, -2.0, 3.25, 0.0078125], dtype=ml_dtypes.bfloat16)
+    client = triton_http.InferenceServerClient(server.url)
+    inp = triton_http.InferInput("X", [4], "BF16")
+    inp.set_data_from_numpy(x, binary_data=True)
+    outs = [triton_http.InferRequestedOutput(n, binary_data=True) for n in ("DOUBLED", "SAME")]
+    result = client.infer("py_bf16", [inp], outputs=outs)
+    doubled, same = result.as_numpy("DOUBLED"), result.as_numpy("SAME")
+    assert doubled.dtype == same.dtype == np.dtype(ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(doubled, (x.astype(np.float32) * 2).astype(ml_dtypes.bfloat16))
+    np.testing.assert_array_equal(same, x)
+    metadata = client.get_model_metadata("py_bf16")
+    assert {o["datatype"] for o in metadata["outputs"]} == {"BF16"}
+
+
+def test_bls_takes_the_model_name_as_bytes(server: RunningServer) -> None:
+    """``as_numpy()[0]`` of a BYTES tensor is bytes: Triton looks up 'py_add_sub' with it;
+    modelyard looked up "b'py_add_sub'" (not found)."""
+    client = triton_http.InferenceServerClient(server.url)
+    inputs = _add_sub_inputs()
+    name = triton_http.InferInput("MODEL_NAME", [1], "BYTES")
+    name.set_data_from_numpy(np.array([b"py_add_sub"], dtype=object))
+    result = client.infer("bls_bytes_name", [*inputs, name])
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), np.arange(16) + 1)
 
 
 def test_instances_run_in_parallel(server: RunningServer) -> None:

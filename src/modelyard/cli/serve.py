@@ -40,6 +40,12 @@ def _bool(value: str, flag: str) -> bool:
     raise typer.BadParameter(f"{flag} takes true or false, got '{value}'")
 
 
+def _positive(value: float, flag: str) -> float:
+    if not value > 0:
+        raise typer.BadParameter(f"{flag} takes a number of seconds above 0, got {value:g}")
+    return value
+
+
 def serve(
     ctx: typer.Context,
     model_repository: Annotated[
@@ -211,6 +217,14 @@ def serve(
             "default /opt/ml/models). Nothing outside these is read.",
         ),
     ] = None,
+    model_load_timeout: Annotated[
+        float,
+        typer.Option(
+            "--model-load-timeout",
+            help="Seconds a Python model's initialize (and auto_complete_config) may take "
+            "per instance; then the load fails with that reason and the worker is killed.",
+        ),
+    ] = _D.model_load_timeout,
     python_execute_timeout: Annotated[
         float,
         typer.Option(
@@ -361,6 +375,7 @@ def serve(
         metrics_port=metrics_port,
         sagemaker_port=sagemaker_port,
         sagemaker_model_roots=tuple(sagemaker_model_root or ()) or (DEFAULT_SAGEMAKER_MODEL_ROOT,),
+        model_load_timeout=_positive(model_load_timeout, "--model-load-timeout"),
         python_execute_timeout=python_execute_timeout,
         python_env_dir=python_env_dir,
         python_env_build=_bool(python_env_build, "--python-env-build"),
@@ -500,7 +515,11 @@ def _run_own(app: ModelyardApp) -> int:
         return 1
     if not drained:
         # --exit-timeout-secs is a promise: do not wait at exit for worker threads still
-        # inside a model; exit 1, as Triton does when its exit timeout expires
+        # inside a model; exit 1, as Triton does when its exit timeout expires (os._exit
+        # skips atexit: the children go first)
+        from modelyard.runtimes import children
+
+        children.kill_all()
         logging.shutdown()
         os._exit(1)
     return 0

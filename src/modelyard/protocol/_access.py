@@ -126,7 +126,7 @@ def v2_group(path: str) -> Group | None:
         return Group.HEALTH
     if path.startswith("/v2/repository/") or path == "/v2/repository":
         return Group.MODEL_REPOSITORY
-    if path in ("/v2", "/v2/"):
+    if path in ("/v2", "/v2/", "/v2/openapi.json"):  # the API's description is metadata too
         return Group.METADATA
     if path == "/v2/models/stats":
         return Group.STATISTICS

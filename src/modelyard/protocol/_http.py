@@ -113,15 +113,13 @@ class Route:
     handler: RouteHandler
 
 
-async def dispatch(
-    owner: object, table: Sequence[Route], request: HttpRequest, error: ErrorBody
-) -> HttpResponse:
-    """Route a request through ``table`` (first match wins; HEAD is served as GET).
-
-    A handler's exception becomes ``error(exc, model)``'s answer; a path that matches only
-    with another method is 405, anything else 404, both in Triton's ``{"error"}`` form.
-    """
-    path, method = request.path, request.method
+def match_route(
+    table: Sequence[Route], method: str, path: str
+) -> tuple[Route | None, dict[str, str], bool]:
+    """``(route, params, allowed)``: the first route of ``table`` that serves ``method`` on
+    ``path`` (HEAD is served as GET), its path parameters, and whether some route matched
+    the path with another method (a 405 rather than a 404). ``dispatch`` routes with it, and
+    the OpenAPI drift test checks the published description against it."""
     allowed = False
     for route in table:
         match = route.pattern.fullmatch(path)
@@ -130,7 +128,20 @@ async def dispatch(
         if route.method != method and not (method == "HEAD" and route.method == "GET"):
             allowed = True
             continue
-        params = {k: v for k, v in match.groupdict().items() if v is not None}
+        return route, {k: v for k, v in match.groupdict().items() if v is not None}, allowed
+    return None, {}, allowed
+
+
+async def dispatch(
+    owner: object, table: Sequence[Route], request: HttpRequest, error: ErrorBody
+) -> HttpResponse:
+    """Route a request through ``table`` (first match wins; HEAD is served as GET).
+
+    A handler's exception becomes ``error(exc, model)``'s answer; a path that matches only
+    with another method is 405, anything else 404, both in Triton's ``{"error"}`` form.
+    """
+    route, params, allowed = match_route(table, request.method, request.path)
+    if route is not None:
         try:
             return await route.handler(owner, request, params)
         except Exception as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -27,15 +28,16 @@ from modelyard.protocol._access import (
     sagemaker_group,
     v2_group,
 )
-from modelyard.protocol._http import HttpRequest, HttpResponse, too_large
+from modelyard.protocol._http import HttpRequest, HttpResponse, Route, too_large
 from modelyard.protocol.errors import (
     challenge,
     sagemaker_container_error,
     sagemaker_error,
     v2_error,
 )
-from modelyard.protocol.sagemaker import SageMakerRoutes
+from modelyard.protocol.sagemaker import INVOCATIONS, SageMakerRoutes
 from modelyard.protocol.v2 import V2Routes
+from modelyard.runtimes import children
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.runtimes.python.environments import EnvironmentOptions
 from modelyard.settings import ServerSettings
@@ -46,6 +48,20 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+METRICS = re.compile(r"/metrics")
+
+
+async def _metrics_route(
+    app: ModelyardApp, request: HttpRequest, p: dict[str, str]
+) -> HttpResponse:
+    return await app.handle_metrics(request)
+
+
+async def _invoke_endpoint_route(
+    app: ModelyardApp, request: HttpRequest, p: dict[str, str]
+) -> HttpResponse:
+    return await app.sagemaker.invoke_endpoint(request)
 
 
 class ModelyardApp:
@@ -68,6 +84,7 @@ class ModelyardApp:
                     default_max_batch_size=settings.default_max_batch_size,
                     custom_metrics=self.custom_metrics,
                     python_execute_timeout=settings.python_execute_timeout,
+                    python_start_timeout=settings.model_load_timeout,
                     python_envs=_environment_options(settings),
                 ),
                 inline_threshold_ns=int(settings.inline_threshold_us * 1000),
@@ -153,7 +170,18 @@ class ModelyardApp:
             raise RuntimeError(f"models failed to load (--exit-on-error): {failed}")
 
     async def stop(self) -> None:
-        await self.manager.shutdown()
+        """Unload every model; then no child process outlives the server, whatever was
+        still running (a worker hung in initialize or execute, an environment build): the
+        last step runs even when the exit timeout cancels the unloads."""
+        try:
+            await self.manager.shutdown()
+        finally:
+            left = children.live_pids()
+            if left:
+                logging.getLogger("modelyard.server").warning(
+                    "killing %d child process(es) still running at exit: %s", len(left), left
+                )
+                children.kill_all()
 
     def error_response(self, path: str, exc: BaseException) -> HttpResponse:
         """An error raised before routing (an oversize body), in the protocol of ``path``."""
@@ -188,6 +216,19 @@ class ModelyardApp:
             status, body, extra = answer(exc)
             return HttpResponse(status, body, headers=extra)
         return None
+
+    def routes(self) -> dict[str, list[Route]]:
+        """Every route of each port, in the order ``handle`` tries them: ``"main"`` (the HTTP
+        port) and ``"sagemaker"`` (the container face's port). ``handle`` itself tests the
+        two paths it serves before the v2 table with plain string checks (the inference path
+        pays no extra regex); the OpenAPI drift test checks the description against this
+        table and every described route against the running server."""
+        main = [
+            Route("GET", METRICS, _metrics_route),
+            Route("POST", INVOCATIONS, _invoke_endpoint_route),
+            *self.v2.table,
+        ]
+        return {"main": main, "sagemaker": list(self.sagemaker.table)}
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         path = request.path

@@ -46,7 +46,7 @@ from modelyard.wire.v2 import decode_infer_request, encode_infer_response
 
 Handler = Callable[["SageMakerRoutes", HttpRequest, dict[str, str]], Awaitable[HttpResponse]]
 
-_INVOCATIONS = re.compile(r"/endpoints/(?P<endpoint>[^/]+)/invocations")
+INVOCATIONS = re.compile(r"/endpoints/(?P<endpoint>[^/]+)/invocations")
 _LIST = re.compile(r"/models/?")
 _ENSEMBLE = re.compile(rb'platform\s*:\s*"ensemble"')
 _SYSTEM_FOLDERS = ("/dev", "/proc", "/sys")
@@ -89,7 +89,7 @@ class SageMakerRoutes:
     # -- client face -----------------------------------------------------------------------
     async def invoke_endpoint(self, request: HttpRequest) -> HttpResponse:
         """``POST /endpoints/{endpoint}/invocations`` with a TargetModel."""
-        if _INVOCATIONS.fullmatch(request.path) is None:
+        if INVOCATIONS.fullmatch(request.path) is None:
             return HttpResponse(404, b'{"message":"Not Found"}')
         if request.method != "POST":
             return HttpResponse(405, b'{"message":"Method Not Allowed"}')

@@ -30,6 +30,7 @@ from modelyard.protocol._http import (
     dispatch,
 )
 from modelyard.protocol.errors import v2_error
+from modelyard.protocol.openapi import spec_json
 from modelyard.repository import config_to_json
 from modelyard.scheduling.signature import signature_of
 from modelyard.types import InferRequest, InferResponse
@@ -75,6 +76,7 @@ class V2Routes:
             Route("GET", re.compile(r"/v2/health/live"), V2Routes.live),
             Route("GET", re.compile(r"/v2/health/ready"), V2Routes.ready),
             Route("GET", re.compile(r"/v2"), V2Routes.server_metadata),
+            Route("GET", re.compile(r"/v2/openapi\.json"), V2Routes.openapi),
             Route("GET", re.compile(r"/v2/models/stats"), V2Routes.stats),
             Route("GET", re.compile(_M + "/ready"), V2Routes.model_ready),
             Route("GET", re.compile(_M + "/config"), V2Routes.model_config),
@@ -190,6 +192,10 @@ class V2Routes:
     async def server_metadata(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         body = {"name": "modelyard", "version": __version__, "extensions": EXTENSIONS}
         return HttpResponse(200, orjson.dumps(body))
+
+    async def openapi(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
+        """modelyard's own route (Triton has none): the API's OpenAPI description."""
+        return HttpResponse(200, spec_json())
 
     async def model_ready(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         if await self.manager.is_ready(p["model"], p.get("version", "")):

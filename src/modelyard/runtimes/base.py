@@ -51,7 +51,7 @@ class RuntimeOptions:
     resolver: ModelResolver | None = None
     custom_metrics: CustomMetrics | None = None
     python_execute_timeout: float = 0.0  # seconds; 0 = no limit
-    python_start_timeout: float = 300.0
+    python_start_timeout: float = 300.0  # --model-load-timeout
     python_arena_bytes: int = 32 * 2**20
 
 

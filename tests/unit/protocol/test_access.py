@@ -73,6 +73,7 @@ V2_SAMPLES = {
     "/v2/health/live": Group.HEALTH,
     "/v2/health/ready": Group.HEALTH,
     "/v2": Group.METADATA,
+    "/v2/openapi.json": Group.METADATA,
     "/v2/models/stats": Group.STATISTICS,
     "/v2/models/m/ready": Group.HEALTH,
     "/v2/models/m/versions/1/ready": Group.HEALTH,

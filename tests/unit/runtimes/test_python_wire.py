@@ -106,3 +106,64 @@ def test_unsupported_dtypes_are_refused() -> None:
     with pytest.raises(TypeError):
         datatype_of(np.zeros(2, dtype=np.complex64))
     assert datatype_of(np.array(["a"])) == "BYTES"
+
+
+def test_worker_datatype_table_is_pinned_to_modelyard_datatypes() -> None:
+    """The worker restates modelyard.datatypes (it cannot import modelyard): every wire
+    datatype, its numpy dtype and its element size must agree, BF16 included."""
+    from modelyard.datatypes import ELEMENT_SIZE, WIRE_DATATYPES, numpy_dtype
+    from modelyard.runtimes.python.worker_lib.modelyard_worker import _wire
+
+    assert set(_wire.NUMPY_OF) == set(WIRE_DATATYPES)  # the server side has ml_dtypes
+    assert set(_wire.STORAGE_OF) == set(WIRE_DATATYPES)
+    for wire in WIRE_DATATYPES:
+        assert _wire.NUMPY_OF[wire] == numpy_dtype(wire), wire
+        if wire != "BYTES":
+            assert _wire.STORAGE_OF[wire].itemsize == ELEMENT_SIZE[wire], wire
+        assert datatype_of(np.empty(0, dtype=numpy_dtype(wire))) == wire
+
+
+def test_pb_utils_type_codes_cover_every_wire_datatype() -> None:
+    import sys
+
+    from modelyard.datatypes import WIRE_DATATYPES
+    from modelyard.runtimes.python._process import WORKER_LIB
+
+    sys.path.insert(0, str(WORKER_LIB))
+    try:
+        import triton_python_backend_utils as pb_utils
+    finally:
+        sys.path.remove(str(WORKER_LIB))
+    assert set(pb_utils._TRITON_DTYPE_CODE) == set(WIRE_DATATYPES)
+    # Triton's own config-type table has no TYPE_BF16 (numpy has no such type): the rest agree
+    for key, value in pb_utils.TRITON_STRING_TO_NUMPY.items():
+        wire = "BYTES" if key == "TYPE_STRING" else key.removeprefix("TYPE_")
+        assert wire in WIRE_DATATYPES
+        if wire not in ("BOOL", "BYTES"):
+            assert np.dtype(value) == _numpy(wire), key
+
+
+def _numpy(wire: str) -> np.dtype:  # type: ignore[type-arg]
+    from modelyard.datatypes import numpy_dtype
+
+    return numpy_dtype(wire)
+
+
+def test_bf16_crosses_the_wire_as_two_bytes_per_element() -> None:
+    import ml_dtypes
+
+    arr = np.array([[1.5, -2.0, 3.25]], dtype=ml_dtypes.bfloat16)
+    out = Outgoing({"op": "x"})
+    out.add("h", arr)
+    # and raw 16-bit patterns tagged BF16 (a worker without ml_dtypes sends those)
+    out.add("raw", arr.view(np.uint16), datatype="BF16")
+    parts = out.frame()
+    frames = FrameReader().feed(b"".join(bytes(p) for p in parts))
+    msg, payload = frames[0]
+    assert [spec[1] for spec in msg["t"]] == ["BF16", "BF16"]
+    assert [spec[3] for spec in msg["t"]] == [6, 6]
+    (_, dt1, back), (_, dt2, raw) = tensors_of(msg, payload)
+    assert dt1 == dt2 == "BF16"
+    assert back.dtype == arr.dtype and raw.dtype == arr.dtype
+    np.testing.assert_array_equal(back, arr)
+    np.testing.assert_array_equal(raw, arr)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from modelyard.errors import EnvironmentUnusable
+from modelyard.runtimes import children
 
 __all__ = [
     "ENV_METADATA",
@@ -157,14 +158,9 @@ def _index_args(options: IndexOptions) -> list[str]:
 def _run(command: Sequence[str], what: str, step: str, cwd: Path | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     try:
-        done = subprocess.run(
-            list(command),
-            env=env,
-            cwd=str(cwd) if cwd else None,
-            capture_output=True,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )
+        # through modelyard.runtimes.children: pip and its own subprocesses die with the
+        # server (and with a timed-out build), never left running on their own
+        done = children.run(list(command), env=env, cwd=cwd, timeout=BUILD_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise EnvironmentUnusable(f"{what}: {step} failed: {err}") from err
     if done.returncode != 0:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelyard.errors import EnvironmentUnusable
+from modelyard.runtimes import children
 
 __all__ = [
     "Layout",
@@ -181,13 +182,8 @@ def compose(
 def probe(python: Path, env: dict[str, str], what: str) -> Probe:
     """Run ``python`` once; an interpreter that cannot start is a clear load error."""
     try:
-        done = subprocess.run(
-            [str(python), "-c", _PROBE_CODE],
-            env=env,
-            capture_output=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-            cwd=str(python.parent),
+        done = children.run(
+            [str(python), "-c", _PROBE_CODE], env=env, timeout=PROBE_TIMEOUT_S, cwd=python.parent
         )
     except OSError as err:
         raise EnvironmentUnusable(

@@ -35,6 +35,7 @@ from modelyard.errors import (
     Unavailable,
     Unsupported,
 )
+from modelyard.runtimes import children
 from modelyard.runtimes.base import Result
 from modelyard.runtimes.python.worker_lib.modelyard_worker._wire import (
     INLINE,
@@ -87,7 +88,7 @@ class WorkerSpec:
     own_interpreter: bool  # True for the server's interpreter: keep its PYTHONPATH
     arena_bytes: int = 32 * 2**20
     arena_threshold: int = 64 * 2**10
-    start_timeout: float = 300.0
+    start_timeout: float = 300.0  # --model-load-timeout: initialize / auto_complete_config
 
 
 class WorkerHooks:
@@ -147,9 +148,11 @@ def start_worker_process(
             str(spec.arena_threshold),
             "--instance",  # for ps and top: which model this process serves
             spec.instance_name,
+            "--parent-pid",  # it dies with this process (PR_SET_PDEATHSIG, a watchdog)
+            str(os.getpid()),
         ]
         try:
-            proc = subprocess.Popen(
+            proc = children.spawn(
                 cmd, pass_fds=(child.fileno(), *fds), env=env, stdin=subprocess.DEVNULL
             )
         except OSError as exc:
@@ -188,13 +191,13 @@ def read_until(
     ops: set[str],
     deadline: float,
     on_frame: Callable[[dict[str, Any], bytearray], None],
-    what: str,
 ) -> dict[str, Any]:
-    """Blocking read (on a loading thread) until a frame whose op is in ``ops``."""
+    """Blocking read (on a loading thread) until a frame whose op is in ``ops``; raises
+    :class:`_TimedOut` at ``deadline`` and :class:`_Exited` when the worker goes away."""
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise Unavailable(f"{what}: no answer within the start timeout")
+            raise _TimedOut()
         sock.settimeout(left)
         try:
             data = sock.recv(1 << 16)
@@ -212,6 +215,18 @@ def read_until(
 
 class _Exited(Exception):
     """The worker closed its end before answering."""
+
+
+class _TimedOut(Exception):
+    """The worker did not answer before the load timeout."""
+
+
+def _load_timeout(spec: WorkerSpec, step: str) -> Unavailable:
+    return Unavailable(
+        f"failed to load '{spec.model_name}': {step} did not finish within the model load "
+        f"timeout of {spec.start_timeout:g} s (--model-load-timeout); its Python worker "
+        f"(instance {spec.instance_name}) was killed"
+    )
 
 
 class WorkerProcess:
@@ -257,7 +272,6 @@ class WorkerProcess:
         proc, sock, arena_in, arena_out = start_worker_process(spec, "serve")
         self.proc, self._sock = proc, sock
         self._arena_in, self._arena_out = arena_in, arena_out
-        what = f"initializing model '{spec.model_name}' (instance {spec.instance_name})"
         try:
             msg = read_until(
                 sock,
@@ -265,7 +279,6 @@ class WorkerProcess:
                 {"ready", "init_err"},
                 time.monotonic() + spec.start_timeout,
                 self._early_frame,
-                what,
             )
         except _Exited:
             code = _wait(proc, 5)
@@ -274,6 +287,12 @@ class WorkerProcess:
                 f"failed to load '{spec.model_name}': its Python worker exited with code "
                 f"{code} before initialize finished (its output is in the server log)"
             ) from None
+        except _TimedOut:
+            self.kill()
+            _wait(proc, 5)
+            self._close_resources()
+            log.error("%s", _load_timeout(spec, "initialize"))
+            raise _load_timeout(spec, "initialize") from None
         except BaseException:
             self.kill()
             self._close_resources()
@@ -598,9 +617,9 @@ class WorkerProcess:
         return code
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self.proc.kill()
+        """SIGKILL the worker and its process group (whatever the model started)."""
+        if self.proc is not None:
+            children.kill_group(self.proc)
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
@@ -646,6 +665,7 @@ class _Protocol(asyncio.Protocol):
 def run_autocomplete(spec: WorkerSpec) -> dict[str, Any]:
     """Runs the model's static ``auto_complete_config`` in a short-lived worker."""
     proc, sock, arena_in, arena_out = start_worker_process(spec, "auto")
+    timed_out = False
     try:
         msg = read_until(
             sock,
@@ -653,19 +673,24 @@ def run_autocomplete(spec: WorkerSpec) -> dict[str, Any]:
             {"auto", "init_err"},
             time.monotonic() + spec.start_timeout,
             lambda *_: None,
-            f"auto-completing the config of '{spec.model_name}'",
         )
     except _Exited:
         raise ConfigError(
             f"failed to load '{spec.model_name}': its Python worker exited with code "
             f"{_wait(proc, 5)} during auto_complete_config (its output is in the server log)"
         ) from None
+    except _TimedOut:
+        timed_out = True
+        raise _load_timeout(spec, "auto_complete_config") from None
     finally:
+        if timed_out:
+            children.kill_group(proc)
         sock.close()
         arena_in.close()
         arena_out.close()
         if _wait(proc, 10) is None:
-            proc.kill()
+            children.kill_group(proc)
+            _wait(proc, 5)
     if msg["op"] == "init_err":
         raise ConfigError(f"Failed to initialize Python stub: {msg['e'].rstrip()}")
     config = msg["config"]

@@ -212,7 +212,11 @@ async def _control(resolver: Any, msg: dict[str, Any], worker: WorkerProcess) ->
             await worker.send_bls_reply(call_id, None, None, True, {"ready": ready})
             return
         if action == "load":
-            files = {k: base64.b64decode(v) for k, v in (msg.get("files") or {}).items()}
+            # Triton's keys name the file as the HTTP API does ("file:1/model.onnx")
+            files = {
+                k.removeprefix("file:"): base64.b64decode(v)
+                for k, v in (msg.get("files") or {}).items()
+            }
             await resolver.load(name, msg.get("config") or None, files or None)
         elif action == "unload":
             await resolver.unload(name)

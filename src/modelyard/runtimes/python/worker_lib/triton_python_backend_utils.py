@@ -9,14 +9,16 @@ through the worker's connection in :mod:`modelyard_worker`.
 
 from __future__ import annotations
 
+import importlib
 import json
 import struct
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from modelyard_worker import _state
-from modelyard_worker._wire import NUMPY_OF, datatype_of
+from modelyard_worker._wire import BF16_DTYPE, NUMPY_OF, datatype_of
 
 TRITON_STRING_TO_NUMPY = {
     "TYPE_BOOL": bool,
@@ -183,24 +185,56 @@ class _Capsule:
 
 
 class Tensor:
-    """A named tensor; the data is a numpy array (CPU only in modelyard)."""
+    """A named tensor; the data is a numpy array (CPU only in modelyard).
+
+    BF16 has no numpy dtype. As in Triton, ``to_dlpack``/``from_dlpack`` carry it (torch's
+    ``bfloat16``); beyond Triton, where ``ml_dtypes`` is installed in the model's
+    environment ``as_numpy`` returns an ``ml_dtypes.bfloat16`` array and ``Tensor(name,
+    bfloat16_array)`` makes a BF16 tensor. Without ml_dtypes ``as_numpy`` raises Triton's
+    error, and the raw 16-bit patterns stay reachable as ``as_numpy_raw()`` (a uint16 view).
+    """
 
     def __init__(self, name: str, numpy_array: Any, *_: Any, **__: Any) -> None:
         arr = np.asarray(numpy_array)
         if arr.dtype.kind == "U":
             arr = arr.astype(np.object_)
-        datatype_of(arr)  # refuse dtypes Triton has no type for, now rather than later
-        self._name = str(name)
+        # refuse dtypes Triton has no type for, now rather than later
+        self._datatype = datatype_of(arr)
+        self._name = _text(name)
         self._array = arr
+
+    @classmethod
+    def _received(cls, name: str, datatype: str, arr: np.ndarray) -> Tensor:
+        """A tensor off the wire: its datatype is the wire's (BF16 may be raw uint16)."""
+        tensor = cls.__new__(cls)
+        tensor._name = name
+        tensor._datatype = datatype
+        tensor._array = arr
+        return tensor
+
+    def _wire(self) -> tuple[str, np.ndarray, str]:
+        return self._name, self._array, self._datatype
 
     def name(self) -> str:
         return self._name
 
     def as_numpy(self) -> np.ndarray:
+        if self._datatype == "BF16" and self._array.dtype != BF16_DTYPE:
+            raise TritonModelException(
+                "Tensor dtype is BF16 and cannot be converted to NumPy. Use to_dlpack() and "
+                "from_dlpack() instead (or install ml_dtypes in the model's environment for "
+                "an ml_dtypes.bfloat16 array)."
+            )
+        return self._array
+
+    def as_numpy_raw(self) -> np.ndarray:
+        """modelyard's addition: the data as stored, BF16 as uint16 bit patterns."""
+        if self._datatype == "BF16":
+            return self._array.view(np.uint16)
         return self._array
 
     def triton_dtype(self) -> int:
-        return _TRITON_DTYPE_CODE[datatype_of(self._array)]
+        return _TRITON_DTYPE_CODE[self._datatype]
 
     def shape(self) -> list[int]:
         return list(self._array.shape)
@@ -209,11 +243,17 @@ class Tensor:
         return True
 
     def to_dlpack(self) -> Any:
-        if self._array.dtype == np.object_:
-            raise TritonModelException("DLPack does not support BYTES tensors")
+        if self._datatype == "BYTES":
+            raise TritonModelException("DLPack does not have support for string tensors.")
+        if self._datatype == "BF16":
+            # numpy cannot export bfloat16 over DLPack; torch can (Triton's BF16 users use it)
+            torch = _torch("a BF16 tensor's to_dlpack()")
+            raw = torch.from_numpy(np.ascontiguousarray(self._array.view(np.int16)))
+            return torch.utils.dlpack.to_dlpack(raw.view(torch.bfloat16))
         return self._array.__dlpack__()
 
-    def __dlpack__(self, stream: Any = None) -> Any:
+    def __dlpack__(self, stream: Any = None, **_: Any) -> Any:
+        # newer consumers pass max_version/dl_device/copy: a CPU capsule of version 0 suits all
         return self.to_dlpack()
 
     def __dlpack_device__(self) -> Any:
@@ -221,6 +261,8 @@ class Tensor:
 
     @staticmethod
     def from_dlpack(name: str, dlpack_tensor: Any) -> Tensor:
+        if isinstance(dlpack_tensor, Tensor):
+            return Tensor._received(_text(name), dlpack_tensor._datatype, dlpack_tensor._array)
         source = dlpack_tensor if hasattr(dlpack_tensor, "__dlpack__") else _Capsule(dlpack_tensor)
         device = source.__dlpack_device__() if hasattr(source, "__dlpack_device__") else (1, 0)
         if int(device[0]) != 1:
@@ -228,10 +270,58 @@ class Tensor:
                 "modelyard's Python backend takes CPU tensors only: move the tensor to the "
                 "CPU before Tensor.from_dlpack"
             )
-        return Tensor(name, np.from_dlpack(source))
+        if _is_torch_bf16(dlpack_tensor):
+            return _from_torch_bf16(name, dlpack_tensor)
+        try:
+            return Tensor(name, np.from_dlpack(source))
+        except (BufferError, TypeError, RuntimeError, ValueError):
+            # numpy refuses bfloat16 DLPack tensors (a bare capsule from torch's to_dlpack):
+            # torch can read them, where it is installed; the capsule was not consumed
+            if "torch" not in sys.modules:
+                raise
+            torch = sys.modules["torch"]
+
+            tensor = torch.utils.dlpack.from_dlpack(dlpack_tensor)
+            if tensor.dtype != torch.bfloat16:
+                raise
+            return _from_torch_bf16(name, tensor)
 
     def __repr__(self) -> str:
-        return f"Tensor(name={self._name!r}, shape={list(self._array.shape)}, dtype={self._array.dtype})"
+        return (
+            f"Tensor(name={self._name!r}, shape={list(self._array.shape)}, dtype={self._datatype})"
+        )
+
+
+def _torch(what: str) -> Any:
+    try:
+        torch: Any = importlib.import_module("torch")
+    except ImportError:
+        raise TritonModelException(
+            f"{what} needs torch in the model's environment (numpy has no bfloat16 DLPack "
+            "type); or install ml_dtypes and use as_numpy()"
+        ) from None
+    return torch
+
+
+def _is_torch_bf16(obj: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor) and obj.dtype == torch.bfloat16
+
+
+def _from_torch_bf16(name: str, tensor: Any) -> Tensor:
+    torch = sys.modules["torch"]
+
+    bits = tensor.detach().contiguous().view(torch.int16).numpy().view(np.uint16)
+    arr = bits.view(BF16_DTYPE) if BF16_DTYPE is not None else bits.copy()
+    return Tensor._received(_text(name), "BF16", arr)
+
+
+def _text(value: Any) -> str:
+    """A string argument as Triton's pybind11 layer takes it: str, or bytes as UTF-8 (what
+    ``as_numpy()[0]`` of a BYTES tensor gives); anything else as its str()."""
+    if isinstance(value, (bytes, bytearray, np.bytes_)):
+        return bytes(value).decode("utf-8")
+    return str(value)
 
 
 # --- responses and requests -----------------------------------------------------------
@@ -312,10 +402,10 @@ class InferenceRequest:
         parameters: Any = None,
         **_: Any,
     ) -> None:
-        self._model_name = str(model_name)
+        self._model_name = _text(model_name)
         self._inputs = list(inputs or [])
-        self._requested = list(requested_output_names or [])
-        self._request_id = str(request_id or "")
+        self._requested = [_text(n) for n in requested_output_names or []]
+        self._request_id = _text(request_id or "")
         self._correlation_id = correlation_id
         self._flags = int(flags)
         self._timeout = int(timeout)
@@ -501,6 +591,36 @@ class Metric:
         if self._family._kind == MetricFamily.HISTOGRAM:
             raise TritonModelException("value is not supported for histogram metrics")
         return self._value
+
+
+# --- model control (Triton's "Model Loading API") -------------------------------------
+
+
+def load_model(
+    model_name: str | bytes, config: str | bytes = "", files: dict[str, bytes] | None = None
+) -> None:
+    """Load (or reload) a model through the server's repository logic, as
+    ``POST /v2/repository/models/{name}/load`` would: ``config`` a JSON config override,
+    ``files`` ``{"file:1/model.onnx": bytes, ...}`` (requires ``config``, as in Triton)."""
+    import base64
+
+    sent = {str(k): base64.b64encode(bytes(v)).decode() for k, v in (files or {}).items()}
+    _state.worker().control(
+        "load", model=_text(model_name), config=_text(config) if config else "", files=sent
+    )
+
+
+def unload_model(model_name: str | bytes) -> None:
+    """Unload a model (and forget files a ``load_model`` sent), as the repository API does."""
+    _state.worker().control("unload", model=_text(model_name))
+
+
+def is_model_ready(model_name: str | bytes, model_version: str | bytes = "") -> bool:
+    """Whether the model (the version, when given) is loaded and ready."""
+    answer = _state.worker().control(
+        "ready", model=_text(model_name), version=_text(model_version) if model_version else ""
+    )
+    return bool(answer.get("ready"))
 
 
 # --- auto-complete --------------------------------------------------------------------

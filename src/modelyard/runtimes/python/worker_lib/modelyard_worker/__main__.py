@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from modelyard_worker import _state
@@ -40,6 +41,34 @@ def _first_frame(sock: socket.socket) -> dict[str, Any]:
             return frames[0][0]
 
 
+def die_with_parent(parent: int) -> None:
+    """This process must not outlive the server, even one killed with SIGKILL (then nothing
+    in the server runs to stop us): on Linux the kernel sends SIGKILL when the parent dies
+    (PR_SET_PDEATHSIG); elsewhere, and as a second line, a thread watches the parent pid."""
+    if parent <= 0:
+        return
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+            pass
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(1)
+    threading.Thread(
+        target=_watch_parent, args=(parent,), name="modelyard-parent-watch", daemon=True
+    ).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            # SIGKILL, not exit: the main thread may be stuck inside the model
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="modelyard_worker")
     parser.add_argument("--fd", type=int, required=True)
@@ -47,7 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arena-out", type=int, default=-1)
     parser.add_argument("--arena-threshold", type=int, default=64 * 1024)
     parser.add_argument("--instance", default="")  # shown by ps; the init frame is authoritative
+    parser.add_argument("--parent-pid", type=int, default=0)
     opts = parser.parse_args(argv)
+    die_with_parent(opts.parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
     sock = socket.socket(fileno=opts.fd)
     worker = Worker(

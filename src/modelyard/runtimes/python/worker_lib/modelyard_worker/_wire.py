@@ -47,8 +47,11 @@ def _json_default(obj: Any) -> Any:
 HEAD = struct.Struct("<II")
 INLINE = -1  # "where" of a tensor carried in the frame's payload
 
-# the same table as modelyard.datatypes, restated: this module runs in models' own
-# environments, where modelyard is not importable
+# The same table as modelyard.datatypes (the source of truth), restated: this module runs in
+# models' own environments, where modelyard is not importable. A unit test pins the two
+# together (tests/unit/runtimes/test_python_wire.py). numpy has no bfloat16: BF16 is
+# ml_dtypes.bfloat16 where ml_dtypes is installed (the server always has it), and otherwise
+# travels as its raw 16-bit patterns in a uint16 array (STORAGE_OF) that keeps its BF16 tag.
 NUMPY_OF = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
@@ -64,6 +67,17 @@ NUMPY_OF = {
     "FP64": np.dtype(np.float64),
     "BYTES": np.dtype(np.object_),
 }
+try:  # optional in a model's environment
+    import ml_dtypes
+
+    BF16_DTYPE: Any = np.dtype(ml_dtypes.bfloat16)
+    NUMPY_OF["BF16"] = BF16_DTYPE
+except ImportError:  # pragma: no cover - exercised by environments without ml_dtypes
+    BF16_DTYPE = None
+
+# every datatype the wire carries -> the dtype its elements are stored as on this side
+STORAGE_OF = dict(NUMPY_OF)
+STORAGE_OF.setdefault("BF16", np.dtype(np.uint16))
 _DATATYPE_OF = {v: k for k, v in NUMPY_OF.items()}
 
 
@@ -118,8 +132,13 @@ class Outgoing:
         self.buffers: list[Any] = []
         self.size = 0
 
-    def add(self, name: str, arr: np.ndarray, arena: Arena | None = None) -> None:
-        datatype = datatype_of(arr)
+    def add(
+        self, name: str, arr: np.ndarray, arena: Arena | None = None, datatype: str | None = None
+    ) -> None:
+        """Appends a tensor; ``datatype`` names its Triton type where the dtype alone does
+        not (BF16 held as raw uint16 patterns)."""
+        if datatype is None:
+            datatype = datatype_of(arr)
         if datatype == "BYTES":
             data: Any = serialize_bytes(arr)
         else:
@@ -167,7 +186,7 @@ def tensors_of(
         if datatype == "BYTES":
             arr = deserialize_bytes(raw, shape)
         else:
-            arr = np.frombuffer(raw, dtype=NUMPY_OF[datatype]).reshape(shape)
+            arr = np.frombuffer(raw, dtype=STORAGE_OF[datatype]).reshape(shape)
         out.append((name, datatype, arr))
     return out
 

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from modelyard_worker._wire import Arena, FrameReader, Outgoing, arena_offsets, tensors_of
@@ -97,11 +97,11 @@ class Worker:
         self.decoupled = False
 
     # --- sending ---------------------------------------------------------------------
-    def send(self, out: Outgoing, tensors: list[tuple[str, Any]] | None = None) -> None:
+    def send(self, out: Outgoing, tensors: Sequence[tuple[Any, ...]] | None = None) -> None:
         with self._send_lock:
             if tensors:
-                for name, arr in tensors:
-                    out.add(name, arr, self.arena_out)
+                for item in tensors:  # (name, array) or (name, array, datatype)
+                    out.add(item[0], item[1], self.arena_out, *item[2:])
             if self._consumed:
                 out.msg["f"] = self._consumed
                 self._consumed = []
@@ -297,7 +297,7 @@ class Worker:
         pos = 0
         for index, spec in enumerate(msg["reqs"]):
             n = spec["n"]
-            inputs = [pb.Tensor(name, arr) for name, _, arr in tensors[pos : pos + n]]
+            inputs = [pb.Tensor._received(*t) for t in tensors[pos : pos + n]]
             pos += n
             req = pb.InferenceRequest(
                 model_name=self.model_name,
@@ -365,7 +365,7 @@ class Worker:
             return
         out = Outgoing({"op": "resp", "id": exec_id})
         specs: list[dict[str, Any]] = []
-        tensors: list[tuple[str, Any]] = []
+        tensors: list[tuple[Any, ...]] = []
         problem = self._check_result(requests, result, exc)
         if problem is not None:
             # "x": the execution itself failed (Triton counts these requests as failures;
@@ -411,18 +411,14 @@ class Worker:
 
     def _response_parts(
         self, req: Any, response: Any
-    ) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    ) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
         if response is None:
             return {"n": 0}, []
         if response.has_error():
             err = response.error()
             return {"n": 0, "e": [err.message(), err.code()]}, []
         wanted = req.requested_output_names()
-        outs = [
-            (t.name(), t.as_numpy())
-            for t in response.output_tensors()
-            if not wanted or t.name() in wanted
-        ]
+        outs = [t._wire() for t in response.output_tensors() if not wanted or t.name() in wanted]
         spec: dict[str, Any] = {"n": len(outs)}
         if response._parameters:
             spec["p"] = response._parameters
@@ -442,11 +438,7 @@ class Worker:
             err = response.error()
             self.send_stream_raw(exec_id, index, None, [err.message(), err.code()], final)
             return
-        outs = (
-            []
-            if response is None
-            else [(t.name(), t.as_numpy()) for t in response.output_tensors()]
-        )
+        outs = [] if response is None else [t._wire() for t in response.output_tensors()]
         self.send_stream_raw(
             exec_id, index, outs, None, final, getattr(response, "_parameters", None)
         )
@@ -455,7 +447,7 @@ class Worker:
         self,
         exec_id: int,
         index: int,
-        outs: list[tuple[str, Any]] | None,
+        outs: list[tuple[Any, ...]] | None,
         error: list[Any] | None,
         final: bool,
         params: dict[str, Any] | None = None,
@@ -490,7 +482,7 @@ class Worker:
             msg["rid"] = request._request_id
         if request._timeout:
             msg["to"] = request._timeout
-        self.send(Outgoing(msg), [(t.name(), t.as_numpy()) for t in request._inputs])
+        self.send(Outgoing(msg), [t._wire() for t in request._inputs])
         return call_id
 
     def _response_of(self, item: tuple[dict[str, Any], list[Any]]) -> Any:
@@ -500,7 +492,7 @@ class Worker:
         if error is not None:
             return pb.InferenceResponse(error=pb.TritonError(error[0], error[1]))
         return pb.InferenceResponse(
-            [pb.Tensor(name, arr) for name, _, arr in tensors], parameters=msg.get("p")
+            [pb.Tensor._received(*t) for t in tensors], parameters=msg.get("p")
         )
 
     def bls(self, request: Any, decoupled: bool) -> Any:
