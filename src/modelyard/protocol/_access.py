@@ -390,4 +390,7 @@ def _who(policy: AccessPolicy, group: Group) -> str:
         needs.append("management token" if group in MANAGEMENT_GROUPS else "token")
     if group in policy.restrictions:
         needs.append(f"header '{policy.restrictions[group][1]}'")
-    return "needs " + " and ".join(needs) if needs else "open"
+    who = "needs " + " and ".join(needs) if needs else "open"
+    if policy.tokens and group is Group.HEALTH:
+        who += " (server probes; model readiness needs a token)"
+    return who

@@ -211,7 +211,8 @@ def test_exposure_sentence() -> None:
     restricted = AccessPolicy([("model-repository", "k", "v")], _tokens())
     text, open_management = exposure(restricted, repository_api=True, load_files=True)
     assert "model-repository load/unload needs management token and header 'k'" in text
-    assert "inference needs token" in text and "health open" in text
+    assert "inference needs token" in text
+    assert "health open (server probes; model readiness needs a token)" in text
     assert not open_management
     text, open_management = exposure(AccessPolicy(), repository_api=False, load_files=False)
     assert "off (--model-control-mode)" in text and not open_management
