@@ -24,6 +24,7 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     │   └── EnvironmentUnusable (400) a Python model's environment that cannot run its worker
     ├── MissingDependency (500)      an optional extra is not installed; message has the pip command
     ├── Unsupported (501)            a protocol feature modelyard does not implement (e.g. br bodies)
+    ├── InvalidSetting (500)         start-up: a setting the server cannot start with (token file)
     ├── PortUnavailable (500)        start-up: a port that cannot be bound (in use, no permission)
     └── Internal (500)               a runtime failed while executing
 
@@ -150,6 +151,14 @@ class MissingDependency(ModelyardError):
         super().__init__(
             f"{package} is not installed; install it with: pip install 'modelyard[{extra}]'"
         )
+
+
+class InvalidSetting(ModelyardError):
+    """A server setting it refuses to start with (a malformed ``--auth-token-file``, ...).
+
+    Raised while the application is built, before anything listens, and reported as one
+    ``cannot start:`` line; never answered to a client.
+    """
 
 
 class Unsupported(ModelyardError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,14 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
+def _get(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(url, timeout=60, **kwargs)  # a loaded machine: no 5 s default
+
+
+def _post(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url, timeout=60, **kwargs)
+
+
 def _infer_body() -> dict[str, Any]:
     one = {"shape": [1, 16], "datatype": "FP32", "data": [1.0] * 16}
     return {"inputs": [{"name": "INPUT0", **one}, {"name": "INPUT1", **one}]}
@@ -149,7 +158,7 @@ def test_default_server_refuses_load_with_files(repository: Path, tmp_path: Path
             _upload(server, marker)
         assert info.value.status() == "403"
         assert "--allow-model-load-files" in info.value.message()
-        raw = httpx.post(
+        raw = _post(
             f"{server.base_url}/v2/repository/models/evil/load",
             json={"parameters": {"config": "{}", "file:1/model.py": "eA=="}},
         )
@@ -157,20 +166,20 @@ def test_default_server_refuses_load_with_files(repository: Path, tmp_path: Path
         assert set(raw.json()) == {"error"}
         assert not marker.exists()
         assert not list(tmp.glob("modelyard-override-*"))  # nothing written
-        names = [row["name"] for row in httpx.post(f"{server.base_url}/v2/repository/index").json()]
+        names = [row["name"] for row in _post(f"{server.base_url}/v2/repository/index").json()]
         assert "evil" not in names
         # an environment from anywhere on the host, through a config override: refused too
         config = {"backend": "onnxruntime"}
         config["parameters"] = {"EXECUTION_ENV_PATH": {"string_value": str(tmp_path)}}
-        r = httpx.post(
+        r = _post(
             f"{server.base_url}/v2/repository/models/add_sub/load",
             json={"parameters": {"config": json.dumps(config)}},
         )
         assert r.status_code == 403
         assert "EXECUTION_ENV_PATH" in r.json()["error"]
         # what stays allowed: a repository model, with or without a plain config override
-        assert httpx.post(f"{server.base_url}/v2/repository/models/add_sub/load").status_code == 200
-        r = httpx.post(
+        assert _post(f"{server.base_url}/v2/repository/models/add_sub/load").status_code == 200
+        r = _post(
             f"{server.base_url}/v2/repository/models/add_sub/load",
             json={"parameters": {"config": json.dumps({"max_batch_size": 4})}},
         )
@@ -184,7 +193,10 @@ def test_load_with_files_when_enabled(repository: Path, tmp_path: Path) -> None:
     with running_server(repository, ["--allow-model-load-files=true"]) as server:
         _upload(server, marker)
         assert marker.read_text() == "ran"
-        assert "load with files ENABLED" in server.output()
+        output = server.output()
+        assert "load with files ENABLED" in output
+        # on 127.0.0.1 too: any local user could run code as the server
+        assert "(load/unload, with uploaded files: code execution) is open to anyone" in output
 
 
 # -- Triton's restricted API groups --------------------------------------------------------
@@ -273,12 +285,12 @@ def test_restricted_health_needs_its_header(repository: Path) -> None:
     args = ["--http-restricted-api=health:probe-key=p", "--allow-sagemaker=true"]
     args += [f"--sagemaker-port={port}"]
     with running_server(repository, args, headers={"probe-key": "p"}) as server:
-        r = httpx.get(f"{server.base_url}/v2/health/live")
+        r = _get(f"{server.base_url}/v2/health/live")
         assert (r.status_code, r.json()) == (403, {"error": RESTRICTED.format("probe-key")})
-        assert httpx.get(f"{server.base_url}/v2/models/add_sub/ready").status_code == 403
-        assert httpx.get(f"http://127.0.0.1:{port}/ping").status_code == 403
-        assert httpx.get(f"http://127.0.0.1:{port}/ping", headers={"probe-key": "p"}).is_success
-        assert httpx.post(f"{server.base_url}/v2/repository/index").status_code == 200
+        assert _get(f"{server.base_url}/v2/models/add_sub/ready").status_code == 403
+        assert _get(f"http://127.0.0.1:{port}/ping").status_code == 403
+        assert _get(f"http://127.0.0.1:{port}/ping", headers={"probe-key": "p"}).is_success
+        assert _post(f"{server.base_url}/v2/repository/index").status_code == 200
 
 
 def test_malformed_restriction_is_refused_at_start(repository: Path) -> None:
@@ -329,8 +341,8 @@ def test_tokens_on_v2(tokens: RunningServer) -> None:
         # the metrics port asks for a token too: it names every model
         assert tokens.metrics_port is not None
         metrics = f"http://127.0.0.1:{tokens.metrics_port}/metrics"
-        assert httpx.get(metrics).status_code == 401
-        assert httpx.get(metrics, headers=infer).status_code == 200
+        assert _get(metrics).status_code == 401
+        assert _get(metrics, headers=infer).status_code == 200
     client = httpclient.InferenceServerClient(tokens.url)
     assert client.is_server_ready()
     with pytest.raises(InferenceServerException, match="bearer token"):
@@ -363,6 +375,63 @@ def test_tokens_on_sagemaker_faces(tokens: RunningServer) -> None:
     assert reply["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
+def test_the_same_gate_under_uvicorn(repository: Path, tmp_path: Path) -> None:
+    """The ASGI application (``--http-server uvicorn``, both ports) goes through the gate."""
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"inference {INFER_TOKEN}\nmanagement {MGMT_TOKEN}\n")
+    token_file.chmod(0o600)
+    port = free_port()
+    args = ["--http-server", "uvicorn", f"--auth-token-file={token_file}"]
+    args += ["--http-restricted-api=model-repository:admin-key=s3cret"]
+    args += ["--allow-sagemaker=true", f"--sagemaker-port={port}"]
+    with running_server(repository, args) as server:
+        infer = _bearer(INFER_TOKEN)
+        r = _post(f"{server.base_url}/v2/models/add_sub/infer", json=_infer_body())
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        r = _post(f"{server.base_url}/v2/models/add_sub/infer", json=_infer_body(), headers=infer)
+        assert r.status_code == 200
+        models = f"http://127.0.0.1:{port}/models"
+        assert _get(models, headers=infer).status_code == 403  # the role
+        r = _get(models, headers=_bearer(MGMT_TOKEN))  # the role, not the header
+        assert (r.status_code, r.json()) == (403, {"error": RESTRICTED.format("admin-key")})
+        assert _get(models, headers={**_bearer(MGMT_TOKEN), **ADMIN}).status_code == 200
+        assert _get(f"http://127.0.0.1:{port}/ping").status_code == 200
+
+
+@pytest.mark.parametrize("front_end", ["modelyard", "uvicorn"])
+def test_refused_before_the_body(repository: Path, tmp_path: Path, front_end: str) -> None:
+    """A request the gate refuses is answered from its head: no ``100 Continue``, no upload
+    of the 60 MB it announces (before, the server asked for the body and read all of it)."""
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"inference {INFER_TOKEN}\n")
+    token_file.chmod(0o600)
+    args = ["--http-server", front_end, f"--auth-token-file={token_file}"]
+    args += ["--http-max-input-size", str(100 << 20)]
+    with running_server(repository, args) as server:
+        with socket.create_connection((server.host, server.port), timeout=60) as sock:
+            sock.sendall(
+                b"POST /v2/models/add_sub/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 60000000\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert b"www-authenticate: bearer" in answer.lower()
+        # with a token, the same announcement is asked for (the gate let it through)
+        with socket.create_connection((server.host, server.port), timeout=60) as sock:
+            sock.sendall(
+                b"POST /v2/models/add_sub/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + INFER_TOKEN.encode() + b"\r\n"
+                b"Content-Length: 60000000\r\nExpect: 100-continue\r\n\r\n"
+            )
+            assert sock.recv(65536).startswith(b"HTTP/1.1 100")
+
+
 def test_malformed_token_file_stops_the_start(repository: Path, tmp_path: Path) -> None:
     token_file = tmp_path / "tokens"
     token_file.write_text(f"inference {INFER_TOKEN}\nadmin {MGMT_TOKEN}\n")
@@ -380,6 +449,27 @@ def test_shared_token_file_is_a_warning(repository: Path, tmp_path: Path) -> Non
     token_file.chmod(0o644)
     with running_server(repository, [f"--auth-token-file={token_file}"]) as server:
         assert "readable or writable by other users (mode 644); chmod 600 it" in server.output()
+
+
+# -- tools that start a server of their own --------------------------------------------------
+def test_modelyard_test_passes_access_flags_through(tmp_path: Path) -> None:
+    """``modelyard test --server-arg`` with access flags: the runner sends the credentials
+    they imply (before, the restricted health probe kept its server from ever being ready)."""
+    from typer.testing import CliRunner
+
+    from modelyard.cli.main import app
+    from tests.unit.deploy.models import python_model
+
+    model = python_model(tmp_path / "repo", "m")
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"inference {INFER_TOKEN}\nmanagement {MGMT_TOKEN}\n")
+    token_file.chmod(0o600)
+    args = ["test", str(model), "--allow-no-cases", "--server-timeout", "60"]
+    args += [f"--server-arg=--auth-token-file={token_file}"]
+    args += ["--server-arg=--http-restricted-api=health,model-repository:k=v"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 passed, 0 failed" in result.output
 
 
 # -- what the start-up log says -------------------------------------------------------------

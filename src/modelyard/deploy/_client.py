@@ -40,8 +40,11 @@ class Output:
 
 
 class V2Client:
-    def __init__(self, host: str, port: int, timeout: float = 120.0) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float = 120.0, headers: dict[str, str] | None = None
+    ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.headers = dict(headers or {})  # sent with every request (access credentials)
         self._conn: http.client.HTTPConnection | None = None
 
     def close(self) -> None:
@@ -60,7 +63,9 @@ class V2Client:
             if self._conn is None:
                 self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
-                self._conn.request(method, path, body=body, headers=headers or {})
+                self._conn.request(
+                    method, path, body=body, headers={**self.headers, **(headers or {})}
+                )
                 response = self._conn.getresponse()
                 data = response.read()
                 return response.status, {k.lower(): v for k, v in response.getheaders()}, data

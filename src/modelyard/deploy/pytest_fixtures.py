@@ -12,8 +12,9 @@ its sha256, the store folder holding exactly it (``repository``) and the URL
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,9 @@ class ArtifactUnderTest:
     model: str
     version: str
     sha256: str
+    # headers the server needs on each request (restricted APIs, a bearer token passed with
+    # --server-arg), for the test's client: tritonclient's ``headers=``
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -47,4 +51,5 @@ def modelyard_artifact() -> ArtifactUnderTest:
         model=env["MODELYARD_TEST_MODEL"],
         version=env.get("MODELYARD_TEST_VERSION", ""),
         sha256=env.get("MODELYARD_TEST_SHA256", ""),
+        headers=json.loads(env.get("MODELYARD_TEST_HEADERS") or "{}"),
     )

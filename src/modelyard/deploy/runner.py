@@ -23,6 +23,7 @@ Results arrive through ``on_result`` as they happen; :func:`run_tests` returns t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -49,6 +50,7 @@ from modelyard.deploy.compare import Mismatch, compare
 from modelyard.deploy.package import PackageOptions, package
 from modelyard.deploy.testcases import CaseError, TestCase, load_cases, to_array
 from modelyard.errors import ModelyardError
+from modelyard.protocol._access import credentials_for
 from modelyard.repository import CONFIG_FILENAME
 from modelyard.store import parse_artifact_name
 from modelyard.testing import RunningServer, ServerFailed, start_server
@@ -264,10 +266,12 @@ def _run_against_server(
     say: Callable[[str], None],
 ) -> None:
     args = ["--model-control-mode", "none", "--python-env-build", "false", *options.server_args]
+    # access flags passed through (--server-arg) must not lock the runner out of its server
+    credentials = credentials_for(args)
     say(f"starting a modelyard server on {len(targets)} artifact(s)")
     start = time.monotonic()
     try:
-        server = start_server(store, args, timeout=options.server_timeout)
+        server = start_server(store, args, timeout=options.server_timeout, headers=credentials)
     except ServerFailed as err:
         for target in targets:
             _emit(target, None, on_target, None)
@@ -282,7 +286,7 @@ def _run_against_server(
         return
     try:
         say(f"server ready on {server.url} in {time.monotonic() - start:.1f} s")
-        client = V2Client(server.host, server.port)
+        client = V2Client(server.host, server.port, headers=credentials)
         try:
             index = client.index()
             for target in targets:
@@ -497,6 +501,7 @@ def _run_pytest(
         "MODELYARD_TEST_MODEL": model,
         "MODELYARD_TEST_VERSION": version,
         "MODELYARD_TEST_SHA256": target.sha256,
+        "MODELYARD_TEST_HEADERS": json.dumps(server.headers),  # access credentials, if any
     }
     command = [
         sys.executable, "-m", "pytest", str(folder), "-q", "-p", "no:cacheprovider",

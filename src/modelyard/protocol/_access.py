@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from modelyard.errors import ModelyardError, PermissionDenied, Unauthenticated
+from modelyard.errors import InvalidSetting, PermissionDenied, Unauthenticated
 
 
 class Group(StrEnum):
@@ -63,12 +63,7 @@ MANAGEMENT_GROUPS = frozenset(
 RestrictionSetting = tuple[str, str, str]
 
 
-class InvalidSetting(ModelyardError):
-    """An access setting the server refuses to start with (a malformed token file, ...).
-
-    Raised while the application is built, before anything listens; never answered to a
-    client.
-    """
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
 
 
 # -- restricted API groups -----------------------------------------------------------------
@@ -91,6 +86,8 @@ def parse_restricted_features(
             raise ValueError(
                 f"--{option} option format is '<config name>:<setting>=<value>'. Got {arg}"
             )
+        if not _HEADER_NAME.fullmatch(key):
+            raise ValueError(f"--{option}: '{key}' is not a valid HTTP header name")
         for name in groups.split(","):
             if name not in Group._value2member_map_:
                 known = ", ".join(g.value for g in Group)
@@ -145,13 +142,17 @@ def v2_group(path: str) -> Group | None:
     return None
 
 
+_INVOKE = re.compile(r"/models/[^/]+/invoke")  # the route's own shape: a model named
+# "invoke" (``/models/invoke``) is described and unloaded as any other, under model-repository
+
+
 def sagemaker_group(path: str) -> Group | None:
     """The group of a path on SageMaker's container face, as Triton's SageMaker server files
     them: ``/ping`` health, ``/invocations`` and ``/models/{m}/invoke`` inference, the rest
     of ``/models`` (list, describe, load, unload) model-repository."""
     if path == "/ping":
         return Group.HEALTH
-    if path == "/invocations" or (path.startswith("/models/") and path.endswith("/invoke")):
+    if path == "/invocations" or _INVOKE.fullmatch(path):
         return Group.INFERENCE
     if path == "/models" or path.startswith("/models/"):
         return Group.MODEL_REPOSITORY
@@ -293,6 +294,48 @@ def build_policy(
     return AccessPolicy(restrictions, loaded.tokens), loaded.warnings
 
 
+def credentials_for(serve_args: Sequence[str]) -> dict[str, str]:
+    """The headers a client of a server started with ``serve_args`` sends to use every API:
+    each restricted group's header, and a bearer token from the token file (a management
+    one when there is one).
+
+    For tools that start a server of their own (``modelyard test``), so access flags passed
+    through to it do not lock the tool out. Arguments that do not parse are skipped: the
+    server refuses them at start and says why.
+    """
+    restricted: list[str] = []
+    token_file: str | None = None
+    args = list(serve_args)
+    for i, arg in enumerate(args):
+        for flag in ("--http-restricted-api", "--auth-token-file"):
+            value = None
+            if arg == flag and i + 1 < len(args):
+                value = args[i + 1]
+            elif arg.startswith(flag + "="):
+                value = arg.split("=", 1)[1]
+            if value is None:
+                continue
+            if flag == "--auth-token-file":
+                token_file = value
+            else:
+                restricted.append(value)
+    headers: dict[str, str] = {}
+    for arg in restricted:
+        try:
+            for _, key, value in parse_restricted_features([arg]):
+                headers[key] = value
+        except ValueError:
+            continue
+    if token_file is not None:
+        try:
+            tokens = load_token_file(Path(token_file)).tokens
+        except InvalidSetting:
+            return headers
+        best = next((t for t in tokens if t.role is Role.MANAGEMENT), tokens[0])
+        headers["Authorization"] = "Bearer " + best.secret.decode()
+    return headers
+
+
 # -- what the start-up log says ------------------------------------------------------------
 def is_loopback(address: str) -> bool:
     """True for an address only this host can reach (127.0.0.0/8, ::1, localhost)."""
@@ -347,4 +390,7 @@ def _who(policy: AccessPolicy, group: Group) -> str:
         needs.append("management token" if group in MANAGEMENT_GROUPS else "token")
     if group in policy.restrictions:
         needs.append(f"header '{policy.restrictions[group][1]}'")
-    return "needs " + " and ".join(needs) if needs else "open"
+    who = "needs " + " and ".join(needs) if needs else "open"
+    if policy.tokens and group is Group.HEALTH:
+        who += " (server probes; model readiness needs a token)"
+    return who

@@ -200,11 +200,33 @@ class _Connection(asyncio.Protocol):
             self.pending.append((self._too_large_response(), False))
             if not self.busy:
                 self._next()
+        elif self._refused_before_body(length):
+            pass
         elif (
             self._headers.get(b"expect", b"").lower() == b"100-continue"
             and self.transport is not None
         ):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _refused_before_body(self, length: bytes | None) -> bool:
+        """A request with a body that the access gate refuses is answered now, and the
+        connection closed after the answer: an unauthenticated client cannot make the
+        server take in (or ``100 Continue``) a body it will not serve. Requests without a
+        body go the usual way, which keeps their connection open."""
+        if not self.app.access.enabled:
+            return False
+        if (length is None or length == b"0") and b"transfer-encoding" not in self._headers:
+            return False
+        path = unquote(self._url.split(b"?", 1)[0].decode("latin-1"))
+        refused = self.app.refusal(self.handler, path, self._headers)
+        if refused is None:
+            return False
+        self._discarding = True
+        self.in_body = False
+        self.pending.append((refused, False))
+        if not self.busy:
+            self._next()
+        return True
 
     def on_body(self, body: bytes) -> None:
         if self._too_large:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from modelyard.errors import ModelyardError
 from modelyard.manager.manager import ManagerOptions, ModelManager
 from modelyard.metrics import CustomMetrics, VersionSample, build_registry, render
 from modelyard.protocol._access import (
@@ -148,7 +149,8 @@ class ModelyardApp:
         log.info("access: %s: %s", ", ".join(ports), summary)
         for warning in self.access_warnings:
             log.warning("%s", warning)
-        if open_management and not is_loopback(s.http_address):
+        # on loopback too when files are allowed: every local user could run code as us
+        if open_management and (s.allow_model_load_files or not is_loopback(s.http_address)):
             log.warning(
                 "the model-repository API (load/unload%s) is open to anyone who can reach "
                 "%s:%d: restrict it (--http-restricted-api model-repository:<header>=<value> "
@@ -188,6 +190,33 @@ class ModelyardApp:
             return HttpResponse(status, body, headers=headers)
         return HttpResponse(*v2_error(exc))
 
+    def refusal(
+        self, handler: Callable[..., Any], path: str, headers: Mapping[bytes, bytes]
+    ) -> HttpResponse | None:
+        """The access gate (``protocol/_access.py``) for a request to ``handler``'s port:
+        None lets it through, else the refusal in that face's error format.
+
+        From the path and headers alone, so the front ends call it before reading a body
+        (an unauthenticated client cannot make the server take in 64 MiB first), and the
+        handlers call it again for requests that reach them any other way.
+        """
+        if not self.access.enabled:
+            return None
+        if handler == self.handle_sagemaker:
+            group, answer = sagemaker_group(path), _container_refusal
+        elif handler == self.handle_metrics or path == "/metrics":
+            group, answer = None, _v2_refusal
+        elif path.startswith("/endpoints/"):
+            group, answer = Group.INFERENCE, _client_face_refusal
+        else:
+            group, answer = v2_group(path), _v2_refusal
+        try:
+            self.access.check(group, headers, path)
+        except ModelyardError as exc:
+            status, body, extra = answer(exc)
+            return HttpResponse(status, body, headers=extra)
+        return None
+
     def routes(self) -> dict[str, list[Route]]:
         """Every route of each port, in the order ``handle`` tries them: ``"main"`` (the HTTP
         port) and ``"sagemaker"`` (the container face's port). ``handle`` itself tests the
@@ -203,30 +232,22 @@ class ModelyardApp:
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         path = request.path
-        if path == "/metrics":
-            return await self.handle_metrics(request)
-        if path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
-            if self.access.enabled:
-                try:
-                    self.access.check(Group.INFERENCE, request.headers, path)
-                except Exception as exc:
-                    status, body, headers = sagemaker_error(exc)
-                    return HttpResponse(status, body, headers=headers)
-            return await self.sagemaker.invoke_endpoint(request)
         if self.access.enabled:
-            try:
-                self.access.check(v2_group(path), request.headers, path)
-            except Exception as exc:
-                return _refusal(*v2_error(exc), exc)
+            refused = self.refusal(self.handle, path, request.headers)
+            if refused is not None:
+                return refused
+        if path == "/metrics":
+            return self._metrics(request)
+        if path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
+            return await self.sagemaker.invoke_endpoint(request)
         return await self.v2.handle(request)
 
     async def handle_sagemaker(self, request: HttpRequest) -> HttpResponse:
         """SageMaker's container face (``--allow-sagemaker``), served on its own port."""
         if self.access.enabled:
-            try:
-                self.access.check(sagemaker_group(request.path), request.headers, request.path)
-            except Exception as exc:
-                return _refusal(*sagemaker_container_error(exc), exc)
+            refused = self.refusal(self.handle_sagemaker, request.path, request.headers)
+            if refused is not None:
+                return refused
         return await self.sagemaker.handle(request, request.query)
 
     async def sagemaker_asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -237,16 +258,19 @@ class ModelyardApp:
             await self._asgi_http(scope, receive, send, self.handle_sagemaker)
 
     async def handle_metrics(self, request: HttpRequest) -> HttpResponse:
-        """Prometheus text: Triton's nv_inference_* families plus the model store's.
+        """The metrics port: Prometheus text (:meth:`_metrics`).
 
         No restricted group covers it (as in Triton); a bearer token does, when tokens are
         on, on the HTTP port and the metrics port alike: it names every model served.
         """
         if self.access.enabled:
-            try:
-                self.access.check(None, request.headers, request.path)
-            except Exception as exc:
-                return _refusal(*v2_error(exc), exc)
+            refused = self.refusal(self.handle_metrics, request.path, request.headers)
+            if refused is not None:
+                return refused
+        return self._metrics(request)
+
+    def _metrics(self, request: HttpRequest) -> HttpResponse:
+        """Prometheus text: Triton's nv_inference_* families plus the model store's."""
         if request.path != "/metrics":
             return HttpResponse(404, b'{"error":"Not Found"}')
         if request.method not in ("GET", "HEAD"):
@@ -270,21 +294,22 @@ class ModelyardApp:
         send: Send,
         handler: Callable[[HttpRequest], Awaitable[HttpResponse]],
     ) -> None:
-        try:
-            body = await _read_body(receive, self.settings.max_input_size)
-        except Exception as exc:
-            response = HttpResponse(*v2_error(exc))
+        headers = {bytes(k): bytes(v) for k, v in scope["headers"]}
+        raw_path = scope.get("raw_path")
+        path = unquote(raw_path.decode("latin-1")) if raw_path else scope["path"]
+        refused = self.refusal(handler, path, headers) if self.access.enabled else None
+        if refused is not None:  # before the body: refused clients cost no upload
+            response = refused
         else:
-            headers = {bytes(k): bytes(v) for k, v in scope["headers"]}
-            path = scope.get("raw_path")
-            request = HttpRequest(
-                scope["method"],
-                unquote(path.decode("latin-1")) if path else scope["path"],
-                headers,
-                body,
-                scope.get("query_string") or b"",
-            )
-            response = await handler(request)
+            try:
+                body = await _read_body(receive, self.settings.max_input_size)
+            except Exception as exc:
+                response = HttpResponse(*v2_error(exc))
+            else:
+                request = HttpRequest(
+                    scope["method"], path, headers, body, scope.get("query_string") or b""
+                )
+                response = await handler(request)
         if response.stream is not None:
             await self._send_stream(response, send)
             return
@@ -333,8 +358,16 @@ class ModelyardApp:
                 return
 
 
-def _refusal(status: int, body: bytes, exc: BaseException) -> HttpResponse:
-    return HttpResponse(status, body, headers=challenge(exc))
+def _v2_refusal(exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    return (*v2_error(exc), challenge(exc))
+
+
+def _container_refusal(exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    return (*sagemaker_container_error(exc), challenge(exc))
+
+
+def _client_face_refusal(exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    return sagemaker_error(exc)  # its 401 carries the challenge already
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

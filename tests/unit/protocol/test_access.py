@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
-from modelyard.errors import PermissionDenied, Unauthenticated
+from modelyard.errors import InvalidSetting, PermissionDenied, Unauthenticated
 from modelyard.protocol._access import (
     AccessPolicy,
     Group,
-    InvalidSetting,
     Role,
     Token,
+    credentials_for,
     exposure,
     is_loopback,
     load_token_file,
@@ -22,7 +23,7 @@ from modelyard.protocol._access import (
     v2_group,
 )
 from modelyard.protocol.sagemaker import SageMakerRoutes
-from modelyard.protocol.v2 import V2Routes
+from modelyard.protocol.v2 import V2Routes, _refuse_code_from_request
 
 MGMT = "m" * 20
 INFER = "i" * 20
@@ -46,6 +47,8 @@ def test_restricted_features_parse_as_triton() -> None:
         ("model-repository:=value", "option format"),
         ("model-repository:key=", "option format"),
         ("admin:key=value", "unknown restricted api 'admin'"),
+        ("inference:bad key=value", "'bad key' is not a valid HTTP header name"),
+        ("inference:clé=value", "is not a valid HTTP header name"),
     ],
 )
 def test_malformed_restrictions_are_refused(arg: str, message: str) -> None:
@@ -116,6 +119,11 @@ def test_every_sagemaker_route_has_its_triton_group() -> None:
         assert served, f"no sample path for route {route.pattern.pattern}: add one"
     for path, group in SAGEMAKER_SAMPLES.items():
         assert sagemaker_group(path) is group, path
+    # a model named like an action stays in the group of the route that serves it
+    assert sagemaker_group("/models/invoke") is Group.MODEL_REPOSITORY
+    assert sagemaker_group("/models/a/b/invoke") is Group.MODEL_REPOSITORY
+    assert v2_group("/v2/models/versions/ready") is Group.HEALTH
+    assert v2_group("/v2/models/infer") is Group.METADATA
 
 
 def _tokens() -> list[Token]:
@@ -203,7 +211,8 @@ def test_exposure_sentence() -> None:
     restricted = AccessPolicy([("model-repository", "k", "v")], _tokens())
     text, open_management = exposure(restricted, repository_api=True, load_files=True)
     assert "model-repository load/unload needs management token and header 'k'" in text
-    assert "inference needs token" in text and "health open" in text
+    assert "inference needs token" in text
+    assert "health open (server probes; model readiness needs a token)" in text
     assert not open_management
     text, open_management = exposure(AccessPolicy(), repository_api=False, load_files=False)
     assert "off (--model-control-mode)" in text and not open_management
@@ -224,3 +233,42 @@ def test_exposure_sentence() -> None:
 )
 def test_loopback(address: str, loopback: bool) -> None:
     assert is_loopback(address) is loopback
+
+
+def _env_config(path: str) -> str:
+    return json.dumps({"parameters": {"EXECUTION_ENV_PATH": {"string_value": path}}})
+
+
+@pytest.mark.parametrize(
+    ("params", "refused"),
+    [
+        ({"file:1/model.py": "eA==", "config": "{}"}, True),
+        ({"file:/1/model.onnx": "eA=="}, True),
+        ({"config": _env_config("/opt/envs/any.tar.gz")}, True),
+        ({"config": _env_config("  /abs/with/space")}, True),
+        ({"config": _env_config("$$TRITON_MODEL_DIRECTORY/env.tar.gz")}, False),  # confined
+        ({"config": _env_config("env.tar.gz")}, False),  # relative: confined to the model
+        ({"config": '{"max_batch_size": 2}'}, False),
+        ({"config": "{not json"}, False),  # the load reports it
+        ({"config": '{"parameters": []}'}, False),
+        ({}, False),
+    ],
+)
+def test_what_needs_allow_model_load_files(params: dict[str, str], refused: bool) -> None:
+    if refused:
+        with pytest.raises(PermissionDenied, match="--allow-model-load-files=true"):
+            _refuse_code_from_request("m", params, params.get("config"))
+    else:
+        _refuse_code_from_request("m", params, params.get("config"))
+
+
+def test_credentials_for_serve_args(tmp_path: Path) -> None:
+    tokens = _write(tmp_path, f"inference {INFER}\nmanagement {MGMT}\n")
+    args = ["--http-restricted-api", "health:probe=1", "--http-restricted-api=inference:k=v"]
+    got = credentials_for([*args, f"--auth-token-file={tokens}", "--log-verbose=1"])
+    assert got == {"probe": "1", "k": "v", "Authorization": f"Bearer {MGMT}"}
+    only_inference = _write(tmp_path, f"inference {INFER}\n")
+    assert credentials_for(["--auth-token-file", str(only_inference)]) == {
+        "Authorization": f"Bearer {INFER}"
+    }
+    assert credentials_for(["--http-restricted-api=bogus", "--auth-token-file=/absent"]) == {}
