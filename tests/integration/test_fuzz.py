@@ -124,6 +124,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     tmpdir = tmp_path_factory.mktemp("server-tmp")
     port = free_port()
     args = [
+        # on-demand: the mode with the most API open (loads, with files too), as by default
+        "--model-control-mode",
+        "on-demand",
         "--allow-sagemaker=true",
         "--sagemaker-port",
         str(port),
@@ -506,6 +509,17 @@ def test_hostile_bodies(target: Target, route: str) -> None:
                 check_status("POST", route, status, answer)
             except AssertionError as exc:
                 raise AssertionError(f"{body_name}, {headers_name}: {exc}") from None
+
+
+def test_load_parameters_must_be_an_object(target: Target) -> None:
+    """Found by this suite: ``{"parameters": 1.5}`` was a 500 (AttributeError)."""
+    for parameters in (b"1.5", b"[1]", b'"config"', b"true"):
+        body = b'{"parameters": ' + parameters + b"}"
+        status, _, answer = raw(target, "POST", "/v2/repository/models/add_sub/load", body)
+        assert status == 400, answer
+        assert orjson.loads(answer) == {
+            "error": "the load request's 'parameters' must be a JSON object"
+        }
 
 
 def test_compressed_bodies(target: Target) -> None:
