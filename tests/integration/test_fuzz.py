@@ -1,18 +1,20 @@
 """Fuzzing every route of the real server: no unexplained 5xx, answers as described, alive after.
 
-One server process (``modelyard serve``, default settings but for the ports, and SageMaker's
-container face enabled) over a small real repository: an ONNX add/sub, an ONNX identity on
-strings and a Python-backend add/sub. Three kinds of examples, all derandomized (a fixed
-hypothesis seed, no example database) and bounded, so a run is the same run every time:
+A server process (``modelyard serve``: on-demand, SageMaker's container face enabled, a
+1 MiB body limit, a private ``$TMPDIR``) over a small real repository: an ONNX add/sub, an
+ONNX identity on strings and a Python-backend add/sub. The tests about what reaches the
+application from the wire also run against a second one under ``--http-server uvicorn``.
+All examples are derandomized (a fixed hypothesis seed, no example database) and bounded,
+so a run is the same run every time (docs/robustness.md lists them):
 
 * **schemathesis** drives every operation of the published OpenAPI description
   (``GET /v2/openapi.json``) with valid and invalid data, and checks each answer's status,
   content type and body against the description;
 * **hostile model names** (``.``, ``..``, ``%2F``, very long, unicode, control characters)
   on every route that takes one, sent as raw bytes with ``http.client`` so no client
-  library normalises them away;
+  library normalises them away, and in loads that send files;
 * **hostile bodies** on every route that takes one: malformed, deeply nested, huge,
-  compressed wrongly, under the wrong content type.
+  compressed wrongly, under the wrong content type; and **other methods** on every path.
 
 The only 5xx statuses allowed are the documented ones (``ALLOWED_5XX``, docs/robustness.md);
 known bugs that other branches fix are listed in ``KNOWN_BUGS`` with their issue item, so
