@@ -1,18 +1,20 @@
 """Fuzzing every route of the real server: no unexplained 5xx, answers as described, alive after.
 
-One server process (``modelyard serve``, default settings but for the ports, and SageMaker's
-container face enabled) over a small real repository: an ONNX add/sub, an ONNX identity on
-strings and a Python-backend add/sub. Three kinds of examples, all derandomized (a fixed
-hypothesis seed, no example database) and bounded, so a run is the same run every time:
+A server process (``modelyard serve``: on-demand, SageMaker's container face enabled, a
+1 MiB body limit, a private ``$TMPDIR``) over a small real repository: an ONNX add/sub, an
+ONNX identity on strings and a Python-backend add/sub. The tests about what reaches the
+application from the wire also run against a second one under ``--http-server uvicorn``.
+All examples are derandomized (a fixed hypothesis seed, no example database) and bounded,
+so a run is the same run every time (docs/robustness.md lists them):
 
 * **schemathesis** drives every operation of the published OpenAPI description
   (``GET /v2/openapi.json``) with valid and invalid data, and checks each answer's status,
   content type and body against the description;
 * **hostile model names** (``.``, ``..``, ``%2F``, very long, unicode, control characters)
   on every route that takes one, sent as raw bytes with ``http.client`` so no client
-  library normalises them away;
+  library normalises them away, and in loads that send files;
 * **hostile bodies** on every route that takes one: malformed, deeply nested, huge,
-  compressed wrongly, under the wrong content type.
+  compressed wrongly, under the wrong content type; and **other methods** on every path.
 
 The only 5xx statuses allowed are the documented ones (``ALLOWED_5XX``, docs/robustness.md);
 known bugs that other branches fix are listed in ``KNOWN_BUGS`` with their issue item, so
@@ -114,16 +116,26 @@ def _is_container_path(path: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
     write_model(repo, "add_sub", add_sub(dims=["batch", 16]), ADD_SUB)
     write_model(repo, "echo_bytes", identity(TensorProto.STRING, ["batch", "n"]), None)
     add_sub_model(repo, "py_add_sub")
+    return repo
+
+
+@contextlib.contextmanager
+def _serve(
+    repository: Path, tmp_path_factory: pytest.TempPathFactory, extra: list[str]
+) -> Iterator[Target]:
     # files sent with load requests are written under $TMPDIR: a private one, so that a
     # hostile name (issue 12 item 2: "." removes $TMPDIR) can only touch this folder
     tmpdir = tmp_path_factory.mktemp("server-tmp")
     port = free_port()
     args = [
+        # on-demand: the mode with the most API open (loads, with files too), as by default
+        "--model-control-mode",
+        "on-demand",
         "--allow-sagemaker=true",
         "--sagemaker-port",
         str(port),
@@ -131,16 +143,41 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         "add_sub",
         "--http-max-input-size",
         str(1 << 20),
+        *extra,
     ]
-    with running_server(repo, args, env={"TMPDIR": str(tmpdir)}) as server:
+    with running_server(repository, args, env={"TMPDIR": str(tmpdir)}) as server:
         yield Target(server, port, tmpdir)
 
 
+@pytest.fixture(scope="module")
+def target(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """The server on modelyard's own HTTP front end (the default)."""
+    with _serve(repository, tmp_path_factory, []) as t:
+        yield t
+
+
+@pytest.fixture(scope="module")
+def uvicorn_target(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """The same under ``--http-server uvicorn``: another HTTP parser, another path decoding."""
+    with _serve(repository, tmp_path_factory, ["--http-server", "uvicorn"]) as t:
+        yield t
+
+
+@pytest.fixture(scope="module", params=["own", "uvicorn"])
+def front_end(request: pytest.FixtureRequest) -> Target:
+    """Both front ends, for the tests about what reaches the application from the wire."""
+    fixture = "target" if request.param == "own" else "uvicorn_target"
+    served: Target = request.getfixturevalue(fixture)
+    return served
+
+
 @pytest.fixture(autouse=True)
-def alive_after(target: Target) -> Iterator[None]:
-    """Every test ends with the server ready and answering an inference."""
+def alive_after(target: Target, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test ends with the server (each server it used) ready and answering."""
     yield
     assert_alive(target)
+    if "front_end" in request.fixturenames:
+        assert_alive(request.getfixturevalue("front_end"))
 
 
 def assert_alive(target: Target) -> None:
@@ -217,12 +254,12 @@ def _operations() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("method", "template"), _operations())
-def test_every_described_route_is_served(target: Target, method: str, template: str) -> None:
+def test_every_described_route_is_served(front_end: Target, method: str, template: str) -> None:
     """The router answers each described operation itself (not its 404/405), on its port:
     the prefix checks in ``ModelyardApp.handle`` included, which the unit test cannot see."""
     path = template.format(model="add_sub", version="1", endpoint="e")
     body = b"{}" if method == "POST" else None
-    status, _, answer = raw(target, method, path, body)
+    status, _, answer = raw(front_end, method, path, body)
     assert (status, answer) not in (
         (404, b'{"error":"Not Found"}'),
         (405, b'{"error":"Method Not Allowed"}'),
@@ -351,9 +388,9 @@ def _hostile_name_answer(target: Target, method: str, template: str, name: str) 
 
 
 @pytest.mark.parametrize(("method", "template"), MODEL_ROUTES)
-def test_hostile_model_names(target: Target, method: str, template: str) -> None:
+def test_hostile_model_names(front_end: Target, method: str, template: str) -> None:
     for name in HOSTILE_NAMES:
-        _hostile_name_answer(target, method, template, name)
+        _hostile_name_answer(front_end, method, template, name)
 
 
 @FUZZ
@@ -497,18 +534,40 @@ BODY_ROUTES = [
 TARGET = {"X-Amzn-SageMaker-Target-Model": "add_sub"}
 
 
+# the header sets that only inference reads (binary tensors, SageMaker's content type) go
+# to the routes that infer; the others get the ones every body-reading route interprets
+GENERIC_HEADERS = ("json", "text/plain", "no content type", "gzip, not gzip", "unknown coding")
+
+
+def _headers_for(route: str) -> dict[str, dict[str, str]]:
+    if route.endswith(("/infer", "/invocations", "/invoke")):
+        return HOSTILE_HEADERS
+    return {k: v for k, v in HOSTILE_HEADERS.items() if k in GENERIC_HEADERS}
+
+
 @pytest.mark.parametrize("route", BODY_ROUTES)
-def test_hostile_bodies(target: Target, route: str) -> None:
+def test_hostile_bodies(front_end: Target, route: str) -> None:
     for body_name, body in HOSTILE_BODIES.items():
-        for headers_name, headers in HOSTILE_HEADERS.items():
-            status, _, answer = raw(target, "POST", route, body, {**TARGET, **headers})
+        for headers_name, headers in _headers_for(route).items():
+            status, _, answer = raw(front_end, "POST", route, body, {**TARGET, **headers})
             try:
                 check_status("POST", route, status, answer)
             except AssertionError as exc:
                 raise AssertionError(f"{body_name}, {headers_name}: {exc}") from None
 
 
-def test_compressed_bodies(target: Target) -> None:
+def test_load_parameters_must_be_an_object(target: Target) -> None:
+    """Found by this suite: ``{"parameters": 1.5}`` was a 500 (AttributeError)."""
+    for parameters in (b"1.5", b"[1]", b'"config"', b"true"):
+        body = b'{"parameters": ' + parameters + b"}"
+        status, _, answer = raw(target, "POST", "/v2/repository/models/add_sub/load", body)
+        assert status == 400, answer
+        assert orjson.loads(answer) == {
+            "error": "the load request's 'parameters' must be a JSON object"
+        }
+
+
+def test_compressed_bodies(front_end: Target) -> None:
     """Bombs stop at the size limit (after decompression too); broken streams are 400."""
     cases = [
         ("gzip", gzip.compress(b"0" * (5 << 20)), 400),
@@ -520,7 +579,7 @@ def test_compressed_bodies(target: Target) -> None:
     ]
     for encoding, body, expected in cases:
         status, _, answer = raw(
-            target, "POST", "/v2/models/add_sub/infer", body, {"Content-Encoding": encoding}
+            front_end, "POST", "/v2/models/add_sub/infer", body, {"Content-Encoding": encoding}
         )
         check_status("POST", "/v2/models/add_sub/infer", status, answer)
         if expected is not None:
@@ -591,10 +650,10 @@ PATHS = [
     "method",
     ["PUT", "PATCH", "OPTIONS", "TRACE", "DELETE", "PROPFIND", "HEAD", "CONNECT", "FOO", "get"],
 )
-def test_other_methods_are_answered(target: Target, method: str) -> None:
+def test_other_methods_are_answered(front_end: Target, method: str) -> None:
     for path in PATHS:
         try:
-            status, _, answer = raw(target, method, path, None if method == "HEAD" else b"{}")
+            status, _, answer = raw(front_end, method, path, None if method == "HEAD" else b"{}")
         except http.client.RemoteDisconnected:
             if method == "CONNECT":  # fixed on the http branch
                 FOUND.append(("issue 12 item 5: CONNECT gets no response", method, path, 0))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemathesis
 
 from modelyard.protocol._http import Route, match_route
 from modelyard.protocol.app import ModelyardApp
@@ -45,12 +46,14 @@ def concrete(template: str) -> str:
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Route]]:
     repo = tmp_path_factory.mktemp("repo")
-    return ModelyardApp(ServerSettings(model_repository=str(repo))).routes()
+    settings = ServerSettings(model_repository=str(repo), model_cache_dir=repo / "cache")
+    return ModelyardApp(settings).routes()
 
 
-def test_the_description_is_openapi_3_with_unique_operation_ids() -> None:
+def test_the_description_is_valid_openapi_3_with_unique_operation_ids() -> None:
     doc = spec()
     assert doc["openapi"].startswith("3.")
+    schemathesis.openapi.from_dict(doc).validate()  # against OpenAPI 3.0's own schema
     ids = [doc["paths"][t][m.lower()]["operationId"] for _, m, t, _ in operations()]
     assert len(ids) == len(set(ids))
     assert spec_json().startswith(b"{")
