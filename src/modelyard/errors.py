@@ -91,7 +91,14 @@ class InsufficientMemory(Unavailable):
 
 
 class ModelTooLarge(InsufficientMemory):
+    """A model that cannot fit even alone; ``needed`` is the size that showed it, when known
+    (the server books it, so the next request is refused with the same figures)."""
+
     status = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, message: str, needed: int | None = None) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 class ConfigError(ModelyardError):

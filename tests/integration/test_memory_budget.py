@@ -15,6 +15,7 @@ import io
 import itertools
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,11 +25,13 @@ import boto3
 import httpx
 import numpy as np
 import orjson
+import psutil
 import pytest
 from botocore.config import Config
 
 from modelyard.testing import RunningServer, running_server
 from tests.factories.onnx_models import mlp, working_memory, write_model
+from tests.factories.python_models import write_python_model
 from tests.integration.s3_server import MotoServer
 from tests.integration.test_on_demand import _metrics, _mlp_body, books_within
 from tests.integration.traffic import rss_tree
@@ -199,3 +202,98 @@ def test_learned_sizes_hold_through_ten_reload_cycles_under_traffic(tmp_path: Pa
         for name in names:
             assert abs(now[name] - first[name]) <= 0.1 * first[name], (name, first, now)
             assert first[name] > 20 * MIB  # measured (the arena), not the file-size guess
+
+
+# -- Python models: worker processes are measured as what they are, separate processes ----
+
+# allocates (and touches) MB megabytes in initialize, and GROW more in each execute
+HOG_PY = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.held = [bytearray(b"\\x01") * ({mb} << 20)]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            self.held.append(bytearray(b"\\x01") * ({grow} << 20))
+            size = sum(len(b) for b in self.held)
+            responses.append(pb_utils.InferenceResponse(
+                [pb_utils.Tensor("HELD", np.array([size], dtype=np.int64))]))
+        return responses
+"""
+
+HOG_CONFIG = """name: "{name}"
+backend: "python"
+max_batch_size: 0
+input [ {{ name: "X", data_type: TYPE_FP32, dims: [ 1 ] }} ]
+output [ {{ name: "HELD", data_type: TYPE_INT64, dims: [ 1 ] }} ]
+"""
+X = {"inputs": [{"name": "X", "shape": [1], "datatype": "FP32", "data": [0.0]}]}
+
+
+def _hog(root: Path, name: str, mb: int, grow: int) -> None:
+    write_python_model(root, name, HOG_PY.format(mb=mb, grow=grow), HOG_CONFIG.format(name=name))
+
+
+def _workers(server: RunningServer) -> list[psutil.Process]:
+    return psutil.Process(server.process.pid).children(recursive=True)
+
+
+def test_a_python_model_allocating_past_the_budget_in_initialize_is_refused(
+    tmp_path: Path,
+) -> None:
+    _hog(tmp_path, "hog", mb=400, grow=0)
+    _hog(tmp_path, "small", mb=1, grow=0)
+    with (
+        running_server(tmp_path, ["--memory-budget", "300MiB"]) as server,
+        httpx.Client(base_url=server.base_url, timeout=120) as http,
+    ):
+        base = rss_tree(server.process.pid)
+        with PeakRss(server.process.pid) as rss:
+            r = http.post("/v2/models/hog/infer", json=X)
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]
+        assert "more than the whole memory budget of 314572800 bytes" in message, message
+        assert "worker" in message
+        again = http.post("/v2/models/hog/infer", json=X)  # refused at once, same figures
+        assert again.status_code == 400 and again.json()["error"] == message
+        assert _workers(server) == []  # its worker is gone: nothing holds the 400 MB
+        # the worker was stopped as it passed the budget, before it held all 400 MB
+        assert rss.peak - base < 400 * MIB, (rss.peak - base) / MIB
+        assert http.post("/v2/models/small/infer", json=X).status_code == 200  # serving on
+        index = {row["name"]: row for row in http.post("/v2/repository/index").json()}
+        assert index["small"]["state"] == "READY"
+
+
+def test_a_python_model_growing_in_execute_past_the_budget_is_unloaded(tmp_path: Path) -> None:
+    _hog(tmp_path, "grower", mb=1, grow=60)
+    with (
+        running_server(tmp_path, ["--memory-budget", "300MiB"]) as server,
+        httpx.Client(base_url=server.base_url, timeout=120) as http,
+    ):
+        base = rss_tree(server.process.pid)
+        codes = []
+        for _ in range(12):  # 60 MB a request: past the budget after five or six
+            r = http.post("/v2/models/grower/infer", json=X)
+            codes.append(r.status_code)
+            if r.status_code != 200:
+                break
+            # the server samples worker memory continuously; wait for it to see this one
+            books = 0.0
+            for _ in range(100):
+                books = estimates(server).get("grower", 0.0)
+                if books >= r.json()["outputs"][0]["data"][0]:
+                    break
+                time.sleep(0.05)
+        assert codes[0] == 200 and codes[-1] == 400, codes
+        message = r.json()["error"]
+        assert "more than the whole memory budget of 314572800 bytes" in message, message
+        assert "worker processes" in message
+        deadline = time.monotonic() + 30
+        while _workers(server) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _workers(server) == []  # unloaded: its memory is given back
+        assert rss_tree(server.process.pid) - base < 300 * MIB

@@ -80,7 +80,7 @@ class Admission:
             return None
         usage = record.usage
         if usage.worker_bytes:
-            how = "measured once loaded, its worker processes included"
+            how = "measured: its worker processes' resident memory"
         elif usage.measured and needed > usage.floor:
             how = "measured when it was loaded"
         else:

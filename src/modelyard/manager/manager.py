@@ -25,7 +25,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -107,7 +107,9 @@ class ModelManager:
         if options.control_mode not in MODES:
             raise ValueError(f"unknown model control mode '{options.control_mode}'")
         # models that call models (Python BLS) reach them through this manager
-        options = replace(options, runtime=replace(options.runtime, resolver=self))
+        # a Python worker passing the whole budget while it starts is stopped there
+        runtime = replace(options.runtime, resolver=self, memory_limit=options.memory_budget or 0)
+        options = replace(options, runtime=runtime)
         self.options = options
         self.source = ModelSource(
             options.repository,
@@ -127,6 +129,8 @@ class ModelManager:
         self._watchdog: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._window_lock = asyncio.Lock()  # loads and unloads take turns while measured
+        self._evicting: set[str] = set()  # models being unloaded for passing the budget
+        self._rebalancing = False  # the watchdog's rebalance is running
         self._asked: dict[tuple[str, str], float] = {}  # unseen names -> when they caused a listing
         self._listing: asyncio.Future[list[str]] | None = None
 
@@ -202,8 +206,53 @@ class ModelManager:
                     )
                     await self.admission.shed(excess)
                     self._update_gauges()
+                await self._watch_workers()
             except Exception:  # the watchdog must outlive any one bad reading
                 log.exception("memory watchdog failed")
+
+    async def _watch_workers(self) -> None:
+        """Book what Python models' worker processes really hold, and act on it.
+
+        Workers are separate processes, so their resident memory is theirs alone: it is read
+        every ``memory_watch_secs`` and replaces the worker part of each model's size. Memory
+        a model allocates in ``execute`` thus counts as soon as it is there. A model that
+        now holds more than the whole budget is unloaded (after the requests it is running;
+        new ones are refused with the figures); when the books pass the budget, idle models
+        are evicted until they balance.
+        """
+        budget = self.admission.budget
+        if budget is None:
+            return
+        watched = [(r, self._worker_pids(r)) for r in self.models.values() if r.loaded]
+        watched = [(r, pids) for r, pids in watched if pids]
+        if not watched:
+            return
+        sizes = await asyncio.to_thread(lambda: [processes_rss(pids) for _, pids in watched])
+        for (record, _), size in zip(watched, sizes, strict=True):
+            if not record.loaded or not size:
+                continue
+            record.usage.worker_bytes = size
+            record.usage.settle()
+            reason = self.admission.too_large(record)
+            if reason is not None and record.name not in self._evicting:
+                log.warning("unloading model '%s': %s", record.name, reason)
+                self._evicting.add(record.name)
+                self._spawn(self._unload_too_large(record.name, reason))
+        if self.admission.used() > budget and not self._rebalancing:
+            self._rebalancing = True
+            self._spawn(self._watchdog_rebalance())
+        self._update_gauges()
+
+    async def _unload_too_large(self, name: str, reason: str) -> None:
+        try:
+            await self.unload(name, reason)
+        finally:
+            self._evicting.discard(name)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _refresh_for_request(self, name: str, version: str) -> None:
         """A listing on behalf of a request naming a model or version not seen yet.
@@ -341,6 +390,14 @@ class ModelManager:
             start = time.monotonic()
             try:
                 window = await self._load_locked(record, config_json, device if gpu else None)
+            except ModelTooLarge as exc:  # a worker stopped as it passed the budget
+                if exc.needed is not None:
+                    usage.worker_bytes = exc.needed
+                    usage.settle()
+                self._update_gauges()
+                raise ModelTooLarge(
+                    self.admission.too_large(record) or str(exc), exc.needed
+                ) from None
             except Exception:
                 self._update_gauges()
                 raise
@@ -438,9 +495,15 @@ class ModelManager:
             await asyncio.to_thread(runner.close)
             await asyncio.to_thread(trim_heap)  # glibc keeps freed heap otherwise
 
-    async def _rebalance(self, record: ModelRecord) -> None:
+    async def _rebalance(self, record: ModelRecord | None) -> None:
         await self.admission.rebalance(record)
         self._update_gauges()
+
+    async def _watchdog_rebalance(self) -> None:
+        try:
+            await self._rebalance(None)
+        finally:
+            self._rebalancing = False
 
     async def _load_locked(
         self, record: ModelRecord, config_json: str | None = None, gpu: int | None = None
