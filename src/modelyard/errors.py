@@ -18,7 +18,10 @@ status it maps to, so the mapping lives on the type and cannot drift per route::
     │   └── VersionNotFound (404)    unknown version of a known model
     ├── AlreadyExists (409)          registering a model name that is taken
     ├── Unavailable (503)            known model that is not ready (loading, failed, draining)
-    │   └── InsufficientMemory (503) a load that cannot be admitted now: busy models hold the budget
+    │   ├── MemoryBusy (503)         a load that fits the budget waited --load-wait-timeout for
+    │   │                            busy models to free memory; retry (SageMaker: 429)
+    │   └── InsufficientMemory (503) a load that cannot fit even after evicting every evictable
+    │       │                        model (platform-registered ones hold it; SageMaker: 507)
     │       └── ModelTooLarge (400)  a model bigger than the whole budget: retrying cannot help
     ├── ConfigError (400)            a config.pbtxt that Triton would reject; names file:line
     │   └── EnvironmentUnusable (400) a Python model's environment that cannot run its worker
@@ -127,12 +130,28 @@ class Unavailable(ModelyardError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
+class MemoryBusy(Unavailable):
+    """A model that fits waited ``--load-wait-timeout`` for models serving requests to go idle.
+
+    Not ``InsufficientMemory``: memory will free as requests finish, so the container face
+    answers 503 (not 507, which tells SageMaker to unload models) and the runtime face 429.
+    """
+
+
 class InsufficientMemory(Unavailable):
-    """The budget cannot take a model now; SageMaker's container face answers 507."""
+    """The budget cannot take a model even after evicting every model that may be evicted;
+    SageMaker's container face answers 507 so the platform unloads models itself."""
 
 
 class ModelTooLarge(InsufficientMemory):
+    """A model that cannot fit even alone; ``needed`` is the size that showed it, when known
+    (the server books it, so the next request is refused with the same figures)."""
+
     status = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, message: str, needed: int | None = None) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 class ConfigError(ModelyardError):

@@ -39,6 +39,8 @@ Model-store families, which SageMaker reports for multi-model endpoints and Trit
 - ``modelyard_model_unload_seconds`` (histogram): unloading a model (drain, then close).
 - ``modelyard_model_memory_bytes`` (gauge): memory the loaded models use.
 - ``modelyard_model_memory_budget_bytes`` (gauge): what they may use before evictions start.
+- ``modelyard_model_memory_estimate_bytes`` (gauge, label ``model``): what admission books for
+  a model (loaded or not): its learned size, the reservation for its next load.
 
 ``build_registry`` adds prometheus_client's ``ProcessCollector`` (``process_*``: resident
 memory, CPU seconds, open files) on the same registry.
@@ -166,6 +168,7 @@ class ManagerCounters:
     loaded_models: int = 0
     memory_bytes: int = 0
     memory_budget_bytes: int = 0
+    model_bytes: dict[str, int] = field(default_factory=dict)  # model -> learned size
     load_wait: Timing = field(default_factory=Timing)
     download: Timing = field(default_factory=Timing)
     load: Timing = field(default_factory=Timing)
@@ -333,6 +336,14 @@ class ModelyardCollector(Collector):
             "Memory the loaded models may use before models are evicted, in bytes",
             value=c.memory_budget_bytes,
         )
+        estimate = GaugeMetricFamily(
+            "modelyard_model_memory_estimate_bytes",
+            "Memory a model is booked for when loaded (its learned size), in bytes",
+            labels=["model"],
+        )
+        for name, size in sorted(c.model_bytes.items()):
+            estimate.add_metric([name], size)
+        yield estimate
 
 
 def _histogram(name: str, documentation: str, timing: Timing) -> HistogramMetricFamily:

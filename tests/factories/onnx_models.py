@@ -155,3 +155,33 @@ def reshape_to(size: int) -> bytes:
         initializer=[numpy_helper.from_array(np.array([size], dtype=np.int64), "SHAPE")],
     )
     return _model(graph)
+
+
+def working_memory(repeats: int = 8192, seed: int = 0) -> bytes:
+    """INPUT [-1, 64] -> OUTPUT [-1, 1] through a [batch, 64 * repeats] intermediate.
+
+    Small files, large working memory: onnxruntime's arena keeps the intermediate after the
+    first run, so the model costs far more than twice its files (the size the manager
+    predicts before measuring), as real models with large activations do. ``repeats`` of
+    8192 is a 2 MiB intermediate per batch item: about 34 MiB resident at batch 4 (the
+    auto-completed max_batch_size), as the server warms it up.
+    """
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((64, 64)) / 8).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["INPUT", "W"], ["H"]),
+            helper.make_node("Tile", ["H", "REPEATS"], ["WIDE"]),
+            helper.make_node("Relu", ["WIDE"], ["POS"]),
+            helper.make_node("ReduceSum", ["POS", "AXIS"], ["OUTPUT"], keepdims=1),
+        ],
+        "working_memory",
+        [helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("OUTPUT", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[
+            numpy_helper.from_array(w, "W"),
+            numpy_helper.from_array(np.array([1, repeats], dtype=np.int64), "REPEATS"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "AXIS"),
+        ],
+    )
+    return _model(graph)

@@ -542,9 +542,7 @@ def test_load_parameters_must_be_an_object(target: Target) -> None:
         body = b'{"parameters": ' + parameters + b"}"
         status, _, answer = raw(target, "POST", "/v2/repository/models/add_sub/load", body)
         assert status == 400, answer
-        assert orjson.loads(answer) == {
-            "error": "the request's 'parameters' must be a JSON object"
-        }
+        assert orjson.loads(answer) == {"error": "the request's 'parameters' must be a JSON object"}
 
 
 def test_compressed_bodies(front_end: Target) -> None:

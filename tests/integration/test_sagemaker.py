@@ -24,7 +24,13 @@ import pytest
 import tritonclient.http as triton
 from botocore.config import Config
 
-from modelyard.errors import InsufficientMemory, InvalidArgument, ModelTooLarge, Unavailable
+from modelyard.errors import (
+    InsufficientMemory,
+    InvalidArgument,
+    MemoryBusy,
+    ModelTooLarge,
+    Unavailable,
+)
 from modelyard.protocol.errors import sagemaker_container_error, sagemaker_error
 from modelyard.protocol.sagemaker import SageMakerRoutes, model_folder
 from modelyard.testing import RunningServer, free_port, running_server
@@ -507,7 +513,8 @@ def test_invocations_target_rules() -> None:
     [
         (InvalidTargetModel("none"), 400, "ValidationError"),
         (Unavailable("loading"), 429, "ModelNotReadyException"),
-        (InsufficientMemory("busy"), 429, "ModelNotReadyException"),
+        (InsufficientMemory("held"), 429, "ModelNotReadyException"),
+        (MemoryBusy("busy"), 429, "ModelNotReadyException"),
         (ModelTooLarge("huge"), 424, "ModelError"),
         (InvalidArgument("bad"), 424, "ModelError"),
         (RuntimeError("bug"), 500, "InternalFailure"),
@@ -520,7 +527,8 @@ def test_sagemaker_error_mapping(exc: Exception, status: int, name: str) -> None
 
 
 def test_container_error_mapping() -> None:
-    assert sagemaker_container_error(InsufficientMemory("busy"))[0] == 507
+    assert sagemaker_container_error(InsufficientMemory("held"))[0] == 507
+    assert sagemaker_container_error(MemoryBusy("busy"))[0] == 503  # waiting frees it: retry
     assert sagemaker_container_error(ModelTooLarge("huge"))[0] == 507
     assert sagemaker_container_error(InvalidArgument("bad"))[0] == 400
 

@@ -167,6 +167,7 @@ def test_manager_counters() -> None:
         loaded_models=3,
         memory_bytes=3 << 30,
         memory_budget_bytes=8 << 30,
+        model_bytes={"a": 5 << 20},
     )
     c.load_wait.observe(0.2)
     c.load_wait.observe(3.0)
@@ -187,6 +188,7 @@ def test_manager_counters() -> None:
         "modelyard_model_unload_seconds": "histogram",
         "modelyard_model_memory_bytes": "gauge",
         "modelyard_model_memory_budget_bytes": "gauge",
+        "modelyard_model_memory_estimate_bytes": "gauge",
     }
     assert got[_key("modelyard_model_cache_hits_total")] == 7
     assert got[_key("modelyard_model_cache_misses_total")] == 2
@@ -194,6 +196,7 @@ def test_manager_counters() -> None:
     assert got[_key("modelyard_loaded_models")] == 3
     assert got[_key("modelyard_model_memory_bytes")] == 3 << 30
     assert got[_key("modelyard_model_memory_budget_bytes")] == 8 << 30
+    assert got[_key("modelyard_model_memory_estimate_bytes", model="a")] == 5 << 20
     wait = "modelyard_model_load_wait_seconds"
     assert got[_key(f"{wait}_count")] == 2
     assert got[_key(f"{wait}_sum")] == pytest.approx(3.2)

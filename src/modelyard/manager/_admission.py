@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from modelyard.errors import InsufficientMemory, ModelTooLarge
+from modelyard.errors import InsufficientMemory, MemoryBusy, ModelTooLarge
 from modelyard.manager.eviction import PolicyState, Resident, plan_eviction, value
 from modelyard.manager.records import ModelRecord
 
@@ -72,19 +72,46 @@ class Admission:
         held = sum(self.size(r) for r in self.manager.models.values() if r.loaded)
         return held + self.reserved
 
+    def too_large(self, record: ModelRecord) -> str | None:
+        """Why a model can never be loaded under this budget (it cannot fit even alone), or
+        None. The same sentence, with the figures, for every request until its files change."""
+        needed = self.size(record) if self.device is not None else record.usage.bytes
+        if self.budget is None or needed <= self.budget:
+            return None
+        usage = record.usage
+        if usage.worker_bytes:
+            how = "measured: its worker processes' resident memory"
+        elif usage.measured and needed > usage.floor:
+            how = "measured when it was loaded"
+        else:
+            how = "predicted from the size of its files"
+        return (
+            f"model '{record.name}' needs about {_mib(needed)} ({how}), more than the whole "
+            f"memory budget of {_mib(self.budget)} ({self._flag})"
+        )
+
     @asynccontextmanager
     async def reserve(self, record: ModelRecord, needed: int) -> AsyncIterator[None]:
-        """Hold ``needed`` bytes for a load, evicting idle models first when they must go."""
+        """Hold ``needed`` bytes for a load, evicting idle models first when they must go.
+
+        When the model fits the budget but models serving requests (or loading) hold the
+        memory, the load waits for them to go idle, at most ``--load-wait-timeout``
+        (then :class:`MemoryBusy`: retry). Only what evicting every evictable model cannot
+        free is :class:`InsufficientMemory` (SageMaker's 507), and only a model larger than
+        the whole budget is :class:`ModelTooLarge`.
+        """
         budget = self.budget
         if budget is None:
             yield
             return
         if needed > budget:
             raise ModelTooLarge(
-                f"model '{record.name}' needs about {_mib(needed)}, more than the whole memory "
-                f"budget of {_mib(budget)} ({self._flag})"
+                self.too_large(record)
+                or f"model '{record.name}' needs about {_mib(needed)}, more than the whole "
+                f"memory budget of {_mib(budget)} ({self._flag})"
             )
-        deadline = time.monotonic() + self.manager.options.load_wait_timeout
+        timeout = self.manager.options.load_wait_timeout
+        deadline = time.monotonic() + timeout
         while True:
             async with self._lock:
                 free = budget - self.used()
@@ -95,51 +122,54 @@ class Admission:
                     self.reserved += needed
                     break
                 waits = self._busy(record)
-            # the rest is held by models serving requests or loading: they will be idle soon
-            in_use = bool(waits) or time.monotonic() >= deadline
-            if not await _until_one_may_be_idle(waits, deadline):
+            if not waits:
                 raise InsufficientMemory(
                     f"cannot load model '{record.name}': it needs about {_mib(needed)} and "
-                    f"only {_mib(max(free, 0))} of the {_mib(budget)} budget are free"
-                    + (
-                        ", the rest held by models in use"
-                        if in_use
-                        else ", the rest held by models that cannot be unloaded"
-                    )
+                    f"only {_mib(max(free, 0))} of the {_mib(budget)} budget are free, the "
+                    "rest held by models that cannot be unloaded"
+                )
+            # the rest is held by models serving requests or loading: they will be idle soon
+            if not await _until_one_may_be_idle(waits, deadline):
+                raise MemoryBusy(
+                    f"cannot load model '{record.name}' yet: it needs about {_mib(needed)}, "
+                    f"only {_mib(max(free, 0))} of the {_mib(budget)} budget are free and "
+                    f"the models holding the rest stayed busy serving requests for {timeout:g} s "
+                    "(--load-wait-timeout); retry shortly"
                 )
         try:
             yield
         finally:
             self.reserved -= needed
 
-    async def rebalance(self, record: ModelRecord) -> None:
+    async def rebalance(self, record: ModelRecord | None) -> bool:
         """After a load measured more than it was admitted on: evict idle models to fit.
 
         Models serving requests cannot go at once; the books are then re-balanced as they
-        go idle, for at most ``load_wait_timeout`` (run it as a background task).
+        go idle, for at most ``load_wait_timeout``. True once the books are within the
+        budget, False when the time ran out first.
         """
         if self.budget is None:
-            return
+            return True
         deadline = time.monotonic() + self.manager.options.load_wait_timeout
         while True:
             async with self._lock:
                 excess = self.used() - self.budget
                 if excess <= 0:
-                    return
+                    return True
                 await self._make_room(record, excess, 0)
                 if self.used() <= self.budget:
-                    return
+                    return True
                 waits = self._busy(record)
             if not await _until_one_may_be_idle(waits, deadline):
                 log.warning("memory books %d bytes over budget: models in use hold it", excess)
-                return
+                return False
 
     async def shed(self, nbytes: int) -> None:
         """Evict idle models holding about ``nbytes`` (the memory watchdog's last resort)."""
         async with self._lock:
             await self._make_room(None, nbytes, 0)
 
-    def _busy(self, record: ModelRecord) -> list[asyncio.Future[None]]:
+    def _busy(self, record: ModelRecord | None) -> list[asyncio.Future[None]]:
         """Futures that finish when a model now holding memory may become evictable."""
         waits: list[asyncio.Future[None]] = []
         for r in self.manager.models.values():

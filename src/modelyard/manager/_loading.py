@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -10,7 +9,6 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +16,6 @@ import numpy as np
 
 from modelyard.datatypes import numpy_dtype
 from modelyard.errors import ConfigError, InvalidArgument
-from modelyard.manager.memory import process_tree_rss
 from modelyard.names import check_model_name
 from modelyard.repository import (
     ModelEntry,
@@ -109,24 +106,30 @@ def runner_for_version(
 
 
 def _warm_up(runner: ModelRunner) -> None:
-    """One execution on zeros (batch 1, unknown dims 1) before the model takes traffic.
+    """Two executions on zeros at the model's largest batch (unknown dims 1) before traffic.
 
-    onnxruntime allocates its arena on the first run, not at load, so this makes the load's
-    memory measurement see what the model really holds, and spares the first request the
-    cost. Models that cannot run on zeros are simply left cold.
+    onnxruntime allocates its arena on the first run and the buffers its memory pattern
+    plans on the second, and keeps both at the largest batch seen: so the load's memory
+    measurement sees what the model will hold once traffic batches, and the first requests
+    are spared the cost. A model that refuses its largest batch is tried at batch 1; one
+    that cannot run on zeros at all is simply left cold.
     """
     sig = runner.signature
-    feed: dict[str, Array] = {}
-    for spec in sig.inputs.values():
-        shape = [1] * sig.batched + [1 if d == -1 else d for d in spec.reshape or spec.dims]
-        if spec.datatype == "BYTES":
-            feed[spec.name] = np.full(shape, b"", dtype=object)
-        else:
-            feed[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
-    try:
-        runner.runtime.infer(feed, list(sig.outputs))
-    except Exception as exc:  # data-dependent models may refuse zeros: that is fine
-        log.debug("warm-up of '%s' skipped: %s", runner.name, exc)
+    largest = max(int(runner.config.max_batch_size), 1)
+    for batch in dict.fromkeys((largest, 1)):
+        feed: dict[str, Array] = {}
+        for spec in sig.inputs.values():
+            shape = [batch] * sig.batched + [1 if d == -1 else d for d in spec.reshape or spec.dims]
+            if spec.datatype == "BYTES":
+                feed[spec.name] = np.full(shape, b"", dtype=object)
+            else:
+                feed[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+        try:
+            for _ in range(2):
+                runner.runtime.infer(feed, list(sig.outputs))
+            return
+        except Exception as exc:  # data-dependent models may refuse zeros: that is fine
+            log.debug("warm-up of '%s' at batch %d skipped: %s", runner.name, batch, exc)
 
 
 # per-model overhead beyond its files: session structures, thread pools, Python objects
@@ -147,16 +150,26 @@ def estimate_bytes(entry: ModelEntry) -> int:
     return 2 * total + _MODEL_OVERHEAD
 
 
-async def measured_load(load: Awaitable[None]) -> int:
-    """Run a load and return how much resident memory grew meanwhile (this process and its
-    children: model worker processes count too).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_MMAP_THRESHOLD = 128 * 2**10  # glibc's initial threshold, held fixed
 
-    Concurrent loads and allocator behaviour blur the figure; the caller trusts it only for
-    a load that ran alone, and never below its prediction.
+
+def return_freed_memory() -> None:
+    """Make glibc give large freed blocks back to the OS at once (called once, at start).
+
+    glibc serves blocks of 128 KiB and more with their own mmap and unmaps them on free,
+    but raises that threshold to the size of each such block freed (up to 32 MiB): after
+    the first model is unloaded, the next models' weights and arenas come from the heap,
+    and what an unload frees there mostly stays resident. The server's memory then creeps
+    above what the loaded models hold, which a budget cannot allow. Fixing the threshold
+    (as ``MALLOC_MMAP_THRESHOLD_`` would) keeps large blocks unmapped on free; the cost
+    is an mmap per large allocation, nothing on the request path of a loaded model.
     """
-    before = await asyncio.to_thread(process_tree_rss)
-    await load
-    return max(0, await asyncio.to_thread(process_tree_rss) - before)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD)
 
 
 def trim_heap() -> None:

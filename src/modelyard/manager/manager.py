@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,9 @@ from modelyard.errors import (
     AlreadyExists,
     ConfigError,
     InvalidArgument,
+    MemoryBusy,
     ModelNotFound,
+    ModelTooLarge,
     ModelyardError,
     Unavailable,
     VersionNotFound,
@@ -43,20 +45,23 @@ from modelyard.manager._ensembles import mark_decoupled, prepare_ensemble
 from modelyard.manager._loading import (
     estimate_bytes,
     gpu_device_of,
-    measured_load,
     prepare_config,
     remove_override,
+    return_freed_memory,
     runner_for_version,
     trim_heap,
     write_override,
 )
 from modelyard.manager._source import ModelSource, default_cache_dir
 from modelyard.manager.memory import (
+    SIZE_HISTORY,
     bytes_to_shed,
     gpu_memory_total,
     gpu_memory_used,
     host_memory_limit,
+    process_rss,
     process_tree_rss,
+    processes_rss,
 )
 from modelyard.manager.records import (
     ModelRecord,
@@ -67,8 +72,8 @@ from modelyard.manager.records import (
 )
 from modelyard.metrics import ManagerCounters
 from modelyard.names import check_model_name
-from modelyard.repository import scan_model, select_versions
-from modelyard.runtimes.base import RuntimeOptions
+from modelyard.repository import ENSEMBLE_PLATFORM, scan_model, select_versions
+from modelyard.runtimes.base import RuntimeOptions, backend_for
 from modelyard.scheduling.runner import DEFAULT_INLINE_NS, ModelRunner
 from modelyard.types import InferRequest, InferResponse
 
@@ -106,7 +111,9 @@ class ModelManager:
         if options.control_mode not in MODES:
             raise ValueError(f"unknown model control mode '{options.control_mode}'")
         # models that call models (Python BLS) reach them through this manager
-        options = replace(options, runtime=replace(options.runtime, resolver=self))
+        # a Python worker passing the whole budget while it starts is stopped there
+        runtime = replace(options.runtime, resolver=self, memory_limit=options.memory_budget or 0)
+        options = replace(options, runtime=runtime)
         self.options = options
         self.source = ModelSource(
             options.repository,
@@ -125,7 +132,9 @@ class ModelManager:
         self._poller: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self._activity = 0  # bumped at each load start/end and unload: measurement hygiene
+        self._window_lock = asyncio.Lock()  # loads and unloads take turns while measured
+        self._evicting: set[str] = set()  # models being unloaded for passing the budget
+        self._rebalancing = False  # the watchdog's rebalance is running
         self._asked: dict[tuple[str, str], float] = {}  # unseen names -> when they caused a listing
         self._listing: asyncio.Future[list[str]] | None = None
 
@@ -135,6 +144,8 @@ class ModelManager:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.options.memory_budget is not None:
+            return_freed_memory()
         await self.refresh()
         mode = self.options.control_mode
         log.info(
@@ -207,8 +218,53 @@ class ModelManager:
                     )
                     await self.admission.shed(excess)
                     self._update_gauges()
+                await self._watch_workers()
             except Exception:  # the watchdog must outlive any one bad reading
                 log.exception("memory watchdog failed")
+
+    async def _watch_workers(self) -> None:
+        """Book what Python models' worker processes really hold, and act on it.
+
+        Workers are separate processes, so their resident memory is theirs alone: it is read
+        every ``memory_watch_secs`` and replaces the worker part of each model's size. Memory
+        a model allocates in ``execute`` thus counts as soon as it is there. A model that
+        now holds more than the whole budget is unloaded (after the requests it is running;
+        new ones are refused with the figures); when the books pass the budget, idle models
+        are evicted until they balance.
+        """
+        budget = self.admission.budget
+        if budget is None:
+            return
+        watched = [(r, self._worker_pids(r)) for r in self.models.values() if r.loaded]
+        watched = [(r, pids) for r, pids in watched if pids]
+        if not watched:
+            return
+        sizes = await asyncio.to_thread(lambda: [processes_rss(pids) for _, pids in watched])
+        for (record, _), size in zip(watched, sizes, strict=True):
+            if not record.loaded or not size:
+                continue
+            record.usage.worker_bytes = size
+            record.usage.settle()
+            reason = self.admission.too_large(record)
+            if reason is not None and record.name not in self._evicting:
+                log.warning("unloading model '%s': %s", record.name, reason)
+                self._evicting.add(record.name)
+                self._spawn(self._unload_too_large(record.name, reason))
+        if self.admission.used() > budget and not self._rebalancing:
+            self._rebalancing = True
+            self._spawn(self._watchdog_rebalance())
+        self._update_gauges()
+
+    async def _unload_too_large(self, name: str, reason: str) -> None:
+        try:
+            await self.unload(name, reason)
+        finally:
+            self._evicting.discard(name)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _refresh_for_request(self, name: str, version: str) -> None:
         """A listing on behalf of a request naming a model or version not seen yet.
@@ -341,51 +397,66 @@ class ModelManager:
         """Fetch, admit against the budgets, load, and record what the load really took.
 
         Host memory is always admitted; a KIND_GPU model is also admitted against its GPU's
-        budget (``--model-load-gpu-limit``) when that GPU has one.
+        budget (``--model-load-gpu-limit``) when that GPU has one. A model whose measured
+        size turns out larger than the whole budget is unloaded again at once and refused
+        from then on (until its files change), with the figures.
         """
         await self._fetch(record)
         entry = record.entry
         assert entry is not None
-        floor = await asyncio.to_thread(estimate_bytes, entry)
+        usage = record.usage
+        key = (record.source, config_json, record.override, entry.path)
+        if usage.measured_key != key:  # other files: what was learned is not theirs
+            usage.measured, usage.measured_key, usage.worker_bytes = [], key, 0
+            usage.gpu_bytes = 0
+        usage.floor = await asyncio.to_thread(estimate_bytes, entry)
+        usage.settle()
+        floor = usage.floor
         device = await asyncio.to_thread(gpu_device_of, entry) if self.gpu_admissions else None
         gpu = self.gpu_admissions.get(device) if device is not None else None
-        gpu_index = device if device is not None else 0
-        usage = record.usage
         gpu_predicted = max(usage.gpu_bytes if usage.gpu_device == device else 0, floor)
         async with contextlib.AsyncExitStack() as admitted:
-            await admitted.enter_async_context(
-                self.admission.reserve(record, max(usage.bytes, floor))
-            )
+            await admitted.enter_async_context(self.admission.reserve(record, usage.bytes))
             if gpu is not None:
                 await admitted.enter_async_context(gpu.reserve(record, gpu_predicted))
             start = time.monotonic()
-            self._activity += 1
-            seen = self._activity
-            gpu_before = await asyncio.to_thread(gpu_memory_used, gpu_index) if gpu else None
             try:
-                measured = await measured_load(self._load_locked(record, config_json))
+                window = await self._load_locked(record, config_json, device if gpu else None)
+            except ModelTooLarge as exc:  # a worker stopped as it passed the budget
+                if exc.needed is not None:
+                    usage.worker_bytes = exc.needed
+                    usage.settle()
+                self._update_gauges()
+                raise ModelTooLarge(
+                    self.admission.too_large(record) or str(exc), exc.needed
+                ) from None
             except Exception:
                 self._update_gauges()
                 raise
-            finally:
-                self._activity += 1
-            gpu_after = await asyncio.to_thread(gpu_memory_used, gpu_index) if gpu else None
             seconds = time.monotonic() - start
-            # process memory only tells this load's share when nothing else loaded or unloaded
-            # meanwhile; otherwise keep what is known (the earlier measurement, or the floor)
-            alone = self._activity == seen + 1
-            usage.bytes = max(measured if alone else usage.bytes, floor)
+            if window.host is not None:
+                usage.measured = [*usage.measured, window.host][-SIZE_HISTORY:]
+            usage.worker_bytes = await asyncio.to_thread(processes_rss, self._worker_pids(record))
+            usage.settle()
             if gpu is not None:
-                gpu_measured = (
-                    gpu_after - gpu_before
-                    if alone and gpu_before is not None and gpu_after is not None
-                    else 0
-                )
-                usage.gpu_device, usage.gpu_bytes = device, max(gpu_measured, gpu_predicted)
+                usage.gpu_device, usage.gpu_bytes = device, max(window.gpu or 0, gpu_predicted)
+            log.debug(
+                "model '%s' loaded in %.2f s: measured %s, books %d bytes (files predict %d)",
+                record.name,
+                seconds,
+                "not measured" if window.host is None else f"{window.host} bytes in-process",
+                usage.bytes,
+                floor,
+            )
             usage.load_seconds = seconds
             usage.last_used = time.monotonic()
             usage.inflation = self.admission.inflation
             self.counters.load.observe(seconds)
+        too_large = self.admission.too_large(record)
+        if too_large is not None:
+            await self.unload_locked(record, too_large)
+            self._update_gauges()
+            raise ModelTooLarge(too_large)
         # the measurement may exceed the prediction the load was admitted on: evict idle
         # models until the books balance again (in the background: this request goes on)
         if self.admission.budget is not None and self.admission.used() > self.admission.budget:
@@ -394,11 +465,82 @@ class ModelManager:
             task.add_done_callback(self._background.discard)
         self._update_gauges()
 
-    async def _rebalance(self, record: ModelRecord) -> None:
+    def _worker_pids(self, record: ModelRecord) -> list[int]:
+        """The processes a loaded model runs in besides this one (Python-backend workers)."""
+        pids: list[int] = []
+        for vrec in record.versions.values():
+            if vrec.runner is not None:
+                pids += getattr(vrec.runner.runtime, "pids", None) or []
+        return pids
+
+    @contextlib.asynccontextmanager
+    async def _window(self, record: ModelRecord, gpu: int | None) -> AsyncIterator[_Window]:
+        """A measured window: no other load or unload runs while it is open.
+
+        Memory growth seen while other loads or unloads run is not one model's; loads and
+        unloads therefore take turns here when a budget is kept (the runtime's own work
+        only: fetching files, preparing configs and ensembles, warm-up samples run outside,
+        in parallel). Requests keep running meanwhile; :func:`learned_size` absorbs what
+        they add. Without any budget nothing is measured and nothing waits.
+
+        A window opens only while the books are within the budget: a load before this one
+        may have measured more than it was admitted on (a first load is admitted on a
+        prediction from its files), and starting another runtime then would stack up
+        memory no book holds. Idle models are evicted (or busy ones waited for, at most
+        ``--load-wait-timeout``) first.
+        """
+        window = _Window()
+        if self.admission.budget is None and not self.gpu_admissions:
+            yield window
+            return
+        await self._enter_window(record)
+        try:
+            before = await asyncio.to_thread(process_rss)
+            gpu_before = await asyncio.to_thread(gpu_memory_used, gpu) if gpu is not None else None
+            yield window
+            after = await asyncio.to_thread(process_rss)
+            window.host = max(0, after - before)
+            if gpu is not None and gpu_before is not None:
+                gpu_after = await asyncio.to_thread(gpu_memory_used, gpu)
+                window.gpu = None if gpu_after is None else max(0, gpu_after - gpu_before)
+        finally:
+            self._window_lock.release()
+
+    async def _enter_window(self, record: ModelRecord) -> None:
+        budget = self.admission.budget
+        while True:
+            await self._window_lock.acquire()
+            if budget is None or self.admission.used() <= budget:
+                return
+            self._window_lock.release()  # evicting closes runners: in windows of their own
+            if not await self.admission.rebalance(record):
+                raise MemoryBusy(
+                    f"cannot load model '{record.name}' yet: models loaded before it hold "
+                    f"more than the {self.admission.budget} bytes budget and stayed busy "
+                    f"serving requests for {self.options.load_wait_timeout:g} s "
+                    "(--load-wait-timeout); retry shortly"
+                )
+
+    async def _close(self, runner: ModelRunner) -> None:
+        """Close a runner inside a window, so no load measures the memory it gives back."""
+        async with self._window_lock:
+            await asyncio.to_thread(runner.close)
+            await asyncio.to_thread(trim_heap)  # glibc keeps freed heap otherwise
+
+    async def _rebalance(self, record: ModelRecord | None) -> None:
         await self.admission.rebalance(record)
         self._update_gauges()
 
-    async def _load_locked(self, record: ModelRecord, config_json: str | None = None) -> None:
+    async def _watchdog_rebalance(self) -> None:
+        try:
+            await self._rebalance(None)
+        finally:
+            self._rebalancing = False
+
+    async def _load_locked(
+        self, record: ModelRecord, config_json: str | None = None, gpu: int | None = None
+    ) -> _Window:
+        """Load the policy's versions; returns what the runtime's work measured."""
         entry = record.entry
         assert entry is not None
         try:
@@ -423,20 +565,24 @@ class ModelManager:
             raise ConfigError(record.reason)
         for version in wanted:
             record.version(version).state = State.LOADING
-        results = await asyncio.gather(
-            *(
-                asyncio.to_thread(
-                    runner_for_version,
-                    entry,
-                    config,
-                    int(v),
-                    self.options,
-                    record.version(v).stats,
-                )
-                for v in wanted
-            ),
-            return_exceptions=True,
-        )
+        # in-process runtimes are measured; Python models' workers are measured as processes
+        # (and may call other models while they start), ensembles hold no memory of their own
+        measured = backend_for(config) not in ("python", ENSEMBLE_PLATFORM)
+        async with self._window(record, gpu) if measured else _unmeasured() as window:
+            results = await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        runner_for_version,
+                        entry,
+                        config,
+                        int(v),
+                        self.options,
+                        record.version(v).stats,
+                    )
+                    for v in wanted
+                ),
+                return_exceptions=True,
+            )
         results = [await _warmed(r) for r in results]
         errors = []
         for version, result in zip(wanted, results, strict=True):
@@ -455,13 +601,14 @@ class ModelManager:
             log.info("loaded model '%s' version %s", record.name, version)
             if old is not None:
                 await old.drained()  # requests on the old instance finish first
-                await asyncio.to_thread(old.close)
+                await self._close(old)
         for version in [v for v in record.versions if v not in wanted]:
             await self._unload_version(record, version, "unloaded")
         record.refresh_default()
         if errors:
             err = errors[0]
             raise err if isinstance(err, ModelyardError) else ConfigError(str(err))
+        return window
 
     async def register(self, name: str, model_dir: Path, companions: Sequence[Path] = ()) -> None:
         """Serve a model folder from outside the repository under ``name`` and load it now.
@@ -539,7 +686,6 @@ class ModelManager:
     async def unload_locked(self, record: ModelRecord, reason: str) -> None:
         """Unload every version; the caller holds ``record.lock``."""
         start = time.monotonic()
-        self._activity += 1
         was_loaded = record.loaded
         for version in list(record.versions):
             await self._unload_version(record, version, reason)
@@ -550,7 +696,6 @@ class ModelManager:
         if was_loaded:
             self.counters.unload.observe(time.monotonic() - start)
             self._update_gauges()
-            await asyncio.to_thread(trim_heap)
 
     async def _unload_version(self, record: ModelRecord, version: str, reason: str) -> None:
         vrec = record.versions[version]
@@ -561,7 +706,7 @@ class ModelManager:
         record.refresh_default()
         if runner is not None:
             await runner.drained()  # never pull a model from under its requests
-            await asyncio.to_thread(runner.close)
+            await self._close(runner)
         vrec.state, vrec.reason = State.UNAVAILABLE, reason
 
     # -- the request path ------------------------------------------------------------------
@@ -633,6 +778,9 @@ class ModelManager:
     def _update_gauges(self) -> None:
         self.counters.loaded_models = sum(1 for r in self.models.values() if r.loaded)
         self.counters.memory_bytes = self.admission.used()
+        self.counters.model_bytes = {
+            n: r.usage.bytes for n, r in self.models.items() if r.usage.bytes
+        }
 
     def _hit(self, record: ModelRecord, runner: ModelRunner) -> ModelRunner:
         self.counters.cache_hits += 1
@@ -798,6 +946,19 @@ async def _warmed(result: ModelRunner | BaseException) -> ModelRunner | BaseExce
         await asyncio.to_thread(result.close)
         return ConfigError(f"model '{result.name}' failed its warm-up: {exc}")
     return result
+
+
+@dataclass(slots=True)
+class _Window:
+    """What a measured window saw: growth of this process, and of the GPU when watched."""
+
+    host: int | None = None
+    gpu: int | None = None
+
+
+@contextlib.asynccontextmanager
+async def _unmeasured() -> AsyncIterator[_Window]:
+    yield _Window()
 
 
 def _consume_exception(task: asyncio.Task[None]) -> None:

@@ -3,8 +3,9 @@
 * :func:`parse_budget` reads ``--memory-budget``: bytes, a size with a unit, or a share.
 * :func:`host_memory_limit` is what this process may use: the cgroup limit inside a container,
   physical memory otherwise; the base a ``50%`` budget is a share of.
-* :func:`process_tree_rss` and :func:`measure_delta` measure what a model costs; a model's
-  footprint is measured, never declared.
+* :func:`process_rss`, :func:`process_tree_rss` and :func:`measure_delta` measure what a model
+  costs; a model's footprint is measured, never declared. :func:`learned_size` turns the
+  measurements of the same files into the size the books hold.
 * :func:`gpu_memory_used` asks NVML, when it is installed, what a GPU has in use.
 
 psutil and pynvml are imported inside the functions that need them, so importing this module
@@ -23,10 +24,13 @@ from typing import Any, Final, TypeVar
 __all__ = [
     "gpu_memory_used",
     "host_memory_limit",
+    "learned_size",
     "measure_delta",
     "parse_budget",
     "physical_memory",
+    "process_rss",
     "process_tree_rss",
+    "processes_rss",
 ]
 
 T = TypeVar("T")
@@ -154,6 +158,43 @@ def _read_limit(path: Path) -> int | None:
         return int(text)
     except ValueError:
         return None
+
+
+def process_rss() -> int:
+    """Resident memory of this process alone (not its children), in bytes."""
+    return int(_psutil().Process().memory_info().rss)
+
+
+def processes_rss(pids: list[int]) -> int:
+    """Resident memory of these processes and their descendants (a model's worker processes:
+    separate processes, so what they hold is the model's alone); gone ones count 0."""
+    psutil = _psutil()
+    total = 0
+    for pid in pids:
+        try:
+            total += process_tree_rss(pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return total
+
+
+# how many measurements of the same files the learned size is the median of
+SIZE_HISTORY = 7
+
+
+def learned_size(history: list[int]) -> int:
+    """The size the books hold for a model, from what loads of the same files measured.
+
+    Each figure is the process's growth across a load run alone (loads and unloads are
+    serialized while measured), yet requests for other models run meanwhile and add or
+    free memory of their own: noise in both directions, and an outlier is no more the
+    model's than the figures before it. The lower median of the last ``SIZE_HISTORY``
+    measurements follows a real change once it repeats and never ratchets up on one noisy
+    reading (the first measurement stands alone until a second one comes). 0 when nothing
+    was measured.
+    """
+    recent = sorted(history[-SIZE_HISTORY:])
+    return recent[(len(recent) - 1) // 2] if recent else 0
 
 
 def process_tree_rss(pid: int | None = None) -> int:

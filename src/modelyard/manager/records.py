@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from modelyard.manager.memory import learned_size
 from modelyard.repository import ModelEntry
 from modelyard.scheduling.runner import ModelRunner
 from modelyard.scheduling.stats import ModelStats
@@ -35,13 +36,22 @@ class VersionRecord:
 class Usage:
     """What admission and eviction weigh: measured size, recency, frequency, reload cost."""
 
-    bytes: int = 0  # measured while loaded; the prediction for the next load once known
+    bytes: int = 0  # what the books hold: in-process size + worker processes, >= the floor
+    floor: int = 0  # the prediction from the files (estimate_bytes)
+    measured: list[int] = field(default_factory=list)  # in-process growth of clean loads
+    measured_key: tuple[Any, ...] = ()  # the files (and config) those loads were of
+    worker_bytes: int = 0  # resident memory of its worker processes, sampled continuously
     last_used: float = 0.0
     uses: int = 0
     load_seconds: float = 0.0
     inflation: float = 0.0  # GDSF's L at the last use: priority = inflation + value
     gpu_device: int | None = None  # the GPU a KIND_GPU model runs on
     gpu_bytes: int = 0  # measured (or predicted) on that GPU
+
+    def settle(self) -> None:
+        """Book what is known: the learned in-process size plus the workers, at least the
+        prediction from the files."""
+        self.bytes = max(learned_size(self.measured) + self.worker_bytes, self.floor)
 
 
 @dataclass(slots=True)

@@ -53,6 +53,7 @@ class RuntimeOptions:
     python_execute_timeout: float = 0.0  # seconds; 0 = no limit
     python_start_timeout: float = 300.0  # --model-load-timeout
     python_arena_bytes: int = 32 * 2**20
+    memory_limit: int = 0  # the host memory budget: a worker passing it while it starts stops
 
 
 class RuntimeFactory(Protocol):

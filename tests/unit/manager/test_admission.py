@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.errors import InsufficientMemory, ModelTooLarge
+from modelyard.errors import InsufficientMemory, MemoryBusy, ModelTooLarge
 from modelyard.manager._admission import Admission
 from modelyard.manager.records import ModelRecord, State
 from modelyard.metrics import ManagerCounters
@@ -75,9 +75,17 @@ def test_busy_models_are_waited_for_then_the_load_fails_with_the_bytes() -> None
     m = FakeManager({"busy": 90 * MiB}, budget=100 * MiB)
     m.models["busy"].versions["1"].runner.inflight = 1  # type: ignore[union-attr]
     m.models["busy"].versions["1"].runner.drained = lambda: asyncio.sleep(1)  # type: ignore[union-attr]
-    with pytest.raises(InsufficientMemory, match="needs about 52428800 bytes"):
+    with pytest.raises(MemoryBusy, match="needs about 52428800 bytes") as info:
         _run(m.admission.reserve(ModelRecord("x", None), 50 * MiB).__aenter__())
+    assert not isinstance(info.value, InsufficientMemory)  # 503 on the container face, not 507
     assert m.unloaded == []
+
+
+def test_memory_held_by_models_that_cannot_be_unloaded_is_insufficient_memory() -> None:
+    m = FakeManager({"platform": 90 * MiB}, budget=100 * MiB)
+    m.models["platform"].registered = True
+    with pytest.raises(InsufficientMemory, match="cannot be unloaded"):
+        _run(m.admission.reserve(ModelRecord("x", None), 50 * MiB).__aenter__())
 
 
 def test_shed_evicts_idle_models_for_the_watchdog() -> None:

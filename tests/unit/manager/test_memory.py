@@ -191,3 +191,14 @@ def test_gpu_memory_is_none_without_nvml_or_gpu() -> None:
 
     assert gpu_memory_total(99) is None  # no such GPU (or no NVML at all)
     assert gpu_memory_used(99) is None
+
+
+def test_learned_size_is_not_moved_by_one_noisy_measurement() -> None:
+    from modelyard.manager.memory import SIZE_HISTORY, learned_size
+
+    assert learned_size([]) == 0
+    assert learned_size([84]) == 84  # the first measurement stands alone
+    assert learned_size([84, 122]) == 84  # one reading inflated by concurrent work: ignored
+    assert learned_size([84, 122, 85, 130, 83]) == 85  # noise does not ratchet it up
+    assert learned_size([84, 40, 41]) == 41  # a real change wins once it repeats
+    assert learned_size([10] * 20 + [50] * SIZE_HISTORY) == 50  # only the recent ones count

@@ -30,6 +30,7 @@ from modelyard.errors import (
     ConfigError,
     Internal,
     InvalidArgument,
+    ModelTooLarge,
     ModelyardError,
     NotFound,
     Unavailable,
@@ -89,6 +90,7 @@ class WorkerSpec:
     arena_bytes: int = 32 * 2**20
     arena_threshold: int = 64 * 2**10
     start_timeout: float = 300.0  # --model-load-timeout: initialize / auto_complete_config
+    memory_limit: int = 0  # bytes a worker may reach while it starts (the budget); 0: none
 
 
 class WorkerHooks:
@@ -191,17 +193,24 @@ def read_until(
     ops: set[str],
     deadline: float,
     on_frame: Callable[[dict[str, Any], bytearray], None],
+    check: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Blocking read (on a loading thread) until a frame whose op is in ``ops``; raises
-    :class:`_TimedOut` at ``deadline`` and :class:`_Exited` when the worker goes away."""
+    :class:`_TimedOut` at ``deadline`` and :class:`_Exited` when the worker goes away.
+
+    ``check`` runs every ``_CHECK_EVERY`` seconds while the worker is silent (it raises to
+    give up: the worker's memory passed the budget).
+    """
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             raise _TimedOut()
-        sock.settimeout(left)
+        sock.settimeout(min(left, _CHECK_EVERY) if check is not None else left)
         try:
             data = sock.recv(1 << 16)
         except TimeoutError:
+            if check is not None:
+                check()
             continue
         except OSError:
             data = b""
@@ -211,6 +220,24 @@ def read_until(
             if msg["op"] in ops:
                 return msg
             on_frame(msg, payload)
+
+
+_CHECK_EVERY = 0.05  # seconds between memory checks of a starting worker
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and its descendants (0 once it is gone)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        total = int(proc.memory_info().rss)
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += int(child.memory_info().rss)
+    except psutil.Error:
+        return 0
+    return total
 
 
 class _Exited(Exception):
@@ -279,6 +306,7 @@ class WorkerProcess:
                 {"ready", "init_err"},
                 time.monotonic() + spec.start_timeout,
                 self._early_frame,
+                self._check_memory if spec.memory_limit else None,
             )
         except _Exited:
             code = _wait(proc, 5)
@@ -295,6 +323,7 @@ class WorkerProcess:
             raise _load_timeout(spec, "initialize") from None
         except BaseException:
             self.kill()
+            _wait(proc, 5)  # reaped: no zombie, and its memory is back before we answer
             self._close_resources()
             raise
         if msg["op"] == "init_err":
@@ -308,6 +337,21 @@ class WorkerProcess:
         log.debug(
             "model '%s' instance %s ready (pid %s)", spec.model_name, spec.instance_name, proc.pid
         )
+
+    def _check_memory(self) -> None:
+        """A worker whose initialize passes the whole memory budget can never be served:
+        stop it there (rather than let it take all it asks for) and say so with figures."""
+        spec, proc = self.spec, self.proc
+        assert proc is not None
+        rss = tree_rss(proc.pid)
+        if rss > spec.memory_limit:
+            raise ModelTooLarge(
+                f"failed to load '{spec.model_name}': its Python worker processes reached "
+                f"{rss} bytes ({rss / 2**20:.1f} MiB) of resident memory during initialize, "
+                f"more than the whole memory budget of {spec.memory_limit} bytes "
+                f"({spec.memory_limit / 2**20:.1f} MiB) (--memory-budget)",
+                needed=rss,
+            )
 
     def _early_frame(self, msg: dict[str, Any], payload: bytearray) -> None:
         op = msg["op"]

@@ -107,6 +107,7 @@ def _spec(config: Any, model_file: Path, options: RuntimeOptions, mode_args: boo
         own_interpreter=env[2],
         arena_bytes=options.python_arena_bytes,
         start_timeout=options.python_start_timeout,
+        memory_limit=options.memory_limit,
     )
 
 
