@@ -32,20 +32,7 @@ from modelyard.settings import ServerSettings
 from modelyard.testing import RunningServer, running_server
 from modelyard.testing.server import ServerFailed, free_port, start_server
 from tests.factories.onnx_models import add_sub, write_model
-
-ADD_SUB = """
-name: "add_sub"
-backend: "onnxruntime"
-max_batch_size: 8
-input [
-  { name: "INPUT0", data_type: TYPE_FP32, dims: [ 16 ] },
-  { name: "INPUT1", data_type: TYPE_FP32, dims: [ 16 ] }
-]
-output [
-  { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 16 ] },
-  { name: "OUTPUT1", data_type: TYPE_FP32, dims: [ 16 ] }
-]
-"""
+from tests.integration.conftest import ADD_SUB
 
 # what an attacker uploads: initialize() leaves a marker, so a test can see whether it ran
 MARKER_PY = """import numpy as np

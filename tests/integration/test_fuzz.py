@@ -53,20 +53,7 @@ from modelyard.protocol.openapi import spec, spec_json
 from modelyard.testing import RunningServer, free_port, running_server
 from tests.factories.onnx_models import add_sub, identity, write_model
 from tests.factories.python_models import add_sub_model
-
-ADD_SUB = """
-name: "add_sub"
-platform: "onnxruntime_onnx"
-max_batch_size: 8
-input [
-  { name: "INPUT0", data_type: TYPE_FP32, dims: [ 16 ] },
-  { name: "INPUT1", data_type: TYPE_FP32, dims: [ 16 ] }
-]
-output [
-  { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 16 ] },
-  { name: "OUTPUT1", data_type: TYPE_FP32, dims: [ 16 ] }
-]
-"""
+from tests.integration.conftest import ADD_SUB
 
 MODELS = ("add_sub", "echo_bytes", "py_add_sub")
 

@@ -29,6 +29,7 @@ import pytest
 from modelyard.testing import start_server
 from tests.factories.onnx_models import slow, write_model
 from tests.integration.conftest import SLOW
+from tests.integration.traffic import wait_in_flight
 
 CLIENTS = 48
 BODY = json.dumps(
@@ -140,7 +141,7 @@ def test_pipelined_requests_received_before_sigterm_are_all_answered(
                 b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
                 b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n" % (len(slow_body), slow_body)
             )
-            time.sleep(0.3)  # both requests are in; the first is executing
+            wait_in_flight(server, "slow", 1)  # both requests are in; the first is executing
             server.process.send_signal(signal.SIGTERM)
             data = b""
             while True:
@@ -177,7 +178,7 @@ def test_request_sent_during_the_drain_behind_one_in_flight_is_answered(
                 b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
                 % (len(slow_body), slow_body)
             )
-            time.sleep(0.3)  # executing
+            wait_in_flight(server, "slow", 1)  # executing
             server.process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 30  # the drain has begun once the listener is shut
             while time.monotonic() < deadline:

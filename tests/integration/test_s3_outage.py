@@ -15,8 +15,6 @@ next request loads the model.
 
 from __future__ import annotations
 
-import io
-import tarfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import pytest
 from modelyard.testing import free_port, running_server
 from tests.factories.onnx_models import add_sub, mlp
 from tests.integration.s3_server import ThrottledProxy, start_moto, stop_moto
+from tests.integration.test_s3_serving import _artifact
 
 ADD_SUB = """
 name: "{name}"
@@ -52,25 +51,12 @@ ENV = {
 }
 
 
-def _artifact(name: str, model: bytes, config: str | None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        files = {f"{name}/1/model.onnx": model}
-        if config is not None:
-            files[f"{name}/config.pbtxt"] = config.encode()
-        for path, data in files.items():
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def artifacts() -> dict[str, bytes]:
     return {
-        "warm": _artifact("warm", add_sub(), ADD_SUB.format(name="warm")),
-        "cached": _artifact("cached", add_sub(), ADD_SUB.format(name="cached")),
-        "big": _artifact("big", mlp(BIG, seed=3), None),
+        "warm": _artifact("warm", 1, add_sub(), ADD_SUB.format(name="warm")),
+        "cached": _artifact("cached", 1, add_sub(), ADD_SUB.format(name="cached")),
+        "big": _artifact("big", 1, mlp(BIG, seed=3)),
     }
 
 

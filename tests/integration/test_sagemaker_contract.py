@@ -24,20 +24,8 @@ import tritonclient.http as triton
 from modelyard.testing import ServerFailed, free_port, running_server, start_server
 from modelyard.wire.sagemaker import BINARY_JSON
 from tests.factories.onnx_models import add_sub, write_model
+from tests.integration.conftest import ADD_SUB
 
-ADD_SUB = """
-name: "add_sub"
-platform: "onnxruntime_onnx"
-max_batch_size: 8
-input [
-  { name: "INPUT0", data_type: TYPE_FP32, dims: [ 16 ] },
-  { name: "INPUT1", data_type: TYPE_FP32, dims: [ 16 ] }
-]
-output [
-  { name: "OUTPUT0", data_type: TYPE_FP32, dims: [ 16 ] },
-  { name: "OUTPUT1", data_type: TYPE_FP32, dims: [ 16 ] }
-]
-"""
 # the ensemble answers its step's OUTPUT0 or OUTPUT1 as its OUTPUT0
 PIPELINE = """
 name: "pipeline"
