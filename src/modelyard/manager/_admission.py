@@ -172,6 +172,8 @@ class Admission:
     def _busy(self, record: ModelRecord | None) -> list[asyncio.Future[None]]:
         """Futures that finish when a model now holding memory may become evictable."""
         waits: list[asyncio.Future[None]] = []
+        if self.reserved:  # loads under way hold reservations, released when they end
+            waits.append(asyncio.ensure_future(asyncio.sleep(0.05)))
         for r in self.manager.models.values():
             if r is record or r.registered:
                 continue
