@@ -390,14 +390,14 @@ class ModelManager:
             start = time.monotonic()
             try:
                 window = await self._load_locked(record, config_json, device if gpu else None)
-            except ModelTooLarge as exc:  # a worker stopped as it passed the budget
-                if exc.needed is not None:
-                    usage.worker_bytes = exc.needed
-                    usage.settle()
+            except ModelTooLarge as exc:
                 self._update_gauges()
-                raise ModelTooLarge(
-                    self.admission.too_large(record) or str(exc), exc.needed
-                ) from None
+                # this model's worker stopped as it passed the budget (_load_locked booked
+                # its size): the answer every later request gets, with the same figures
+                reason = self.admission.too_large(record)
+                if reason is None:
+                    raise  # another model's (an ensemble's step): not this one's size
+                raise ModelTooLarge(reason, exc.needed) from None
             except Exception:
                 self._update_gauges()
                 raise
@@ -490,7 +490,17 @@ class ModelManager:
                 )
 
     async def _close(self, runner: ModelRunner) -> None:
-        """Close a runner inside a window, so no load measures the memory it gives back."""
+        """Close a runner inside a window, so no load measures the memory it gives back.
+
+        Only where loads are measured (a budget is kept, the runtime is in this process):
+        a Python model's workers give their memory back as processes, and stopping them
+        may take seconds that no load should wait.
+        """
+        measured = self.admission.budget is not None or self.gpu_admissions
+        if not measured or backend_for(runner.config) in ("python", ENSEMBLE_PLATFORM):
+            await asyncio.to_thread(runner.close)
+            await asyncio.to_thread(trim_heap)
+            return
         async with self._window_lock:
             await asyncio.to_thread(runner.close)
             await asyncio.to_thread(trim_heap)  # glibc keeps freed heap otherwise
@@ -575,6 +585,9 @@ class ModelManager:
         record.refresh_default()
         if errors:
             err = errors[0]
+            if isinstance(err, ModelTooLarge) and err.needed is not None:
+                record.usage.worker_bytes = err.needed  # what its worker reached starting
+                record.usage.settle()
             raise err if isinstance(err, ModelyardError) else ConfigError(str(err))
         return window
 
