@@ -392,3 +392,29 @@ def test_the_wait_for_busy_residents_ends_in_503_not_507(tmp_path: Path) -> None
                 break
             time.sleep(0.05)
         assert r.status_code == 200, r.text
+
+
+def test_a_model_measured_larger_than_the_budget_is_refused_with_the_same_figures(
+    tmp_path: Path,
+) -> None:
+    """Its files predict it fits (8 MiB); its load measures ~34 MiB against 30 MiB: it is
+    unloaded again, and that request and every later one say so, with the figures."""
+    write_model(tmp_path, "wide", working_memory(), None)
+    write_model(tmp_path, "small", mlp(), None)
+    with (
+        running_server(tmp_path, ["--memory-budget", "30MiB"]) as server,
+        httpx.Client(base_url=server.base_url, timeout=120) as http,
+    ):
+        first = http.post("/v2/models/wide/infer", json=BODY)
+        assert first.status_code == 400, first.text
+        message = first.json()["error"]
+        assert "measured when it was loaded" in message, message
+        assert "more than the whole memory budget of 31457280 bytes" in message
+        for _ in range(3):
+            again = http.post("/v2/models/wide/infer", json=BODY)
+            assert (again.status_code, again.json()["error"]) == (400, message)
+        rows = [r for r in http.post("/v2/repository/index").json() if r["name"] == "wide"]
+        assert rows and rows[0]["state"] == "UNAVAILABLE" and rows[0]["reason"] == message
+        assert http.post("/v2/models/small/infer", json=BODY).status_code == 200
+        m = _metrics(server.base_url)
+        assert m["modelyard_model_load_seconds_count"] == 2  # 'wide' was not loaded again
