@@ -57,7 +57,7 @@ class Admission:
         self.budget = budget
         self.policy = policy
         self.reserved = 0
-        self._reservations: dict[str, int] = {}  # model -> bytes its load under way holds
+        self._reservations: dict[int, int] = {}  # id(record) -> bytes its load under way holds
         self.inflation = 0.0  # GDSF's L: rises to the priority of each evicted model (aging)
         self._lock = asyncio.Lock()
 
@@ -147,7 +147,7 @@ class Admission:
                     free = budget - self.used()
                 if needed <= free:
                     self.reserved += needed
-                    self._reservations[record.name] = needed
+                    self._reservations[id(record)] = needed
                     break
                 waits = self._busy(record)
             if not waits:
@@ -167,20 +167,20 @@ class Admission:
         try:
             yield
         finally:
-            self.reserved -= self._reservations.pop(record.name, 0)
+            self.reserved -= self._reservations.pop(id(record), 0)
 
     def reservation(self, record: ModelRecord) -> int:
         """Bytes the load of ``record`` under way holds (0: none)."""
-        return self._reservations.get(record.name, 0)
+        return self._reservations.get(id(record), 0)
 
     def resize(self, record: ModelRecord, nbytes: int) -> None:
         """A load under way now knows what it takes: its reservation becomes ``nbytes``
         (what it measured, at once, before another load may start; 0 once its versions are
         in place and counted as loaded)."""
-        old = self._reservations.get(record.name)
+        old = self._reservations.get(id(record))
         if old is not None:
             self.reserved += nbytes - old
-            self._reservations[record.name] = nbytes
+            self._reservations[id(record)] = nbytes
 
     async def rebalance(self, record: ModelRecord | None) -> bool:
         """After a load measured more than it was admitted on: evict idle models to fit.
