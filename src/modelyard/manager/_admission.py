@@ -57,6 +57,7 @@ class Admission:
         self.budget = budget
         self.policy = policy
         self.reserved = 0
+        self._reservations: dict[int, int] = {}  # id(record) -> bytes its load under way holds
         self.inflation = 0.0  # GDSF's L: rises to the priority of each evicted model (aging)
         self._lock = asyncio.Lock()
 
@@ -67,10 +68,36 @@ class Admission:
             return usage.bytes
         return usage.gpu_bytes if usage.gpu_device == self.device else 0
 
+    def held(self) -> int:
+        """Bytes held by loaded models (as measured)."""
+        return sum(self.size(r) for r in self.manager.models.values() if r.loaded)
+
     def used(self) -> int:
         """Bytes held by loaded models (as measured) plus reservations of loads under way."""
-        held = sum(self.size(r) for r in self.manager.models.values() if r.loaded)
-        return held + self.reserved
+        return self.held() + self.reserved
+
+    async def room_to_start(self, record: ModelRecord) -> bool:
+        """Before a load's runtime starts: evict idle models until what loaded models hold
+        plus this load's reservation fits the budget (waiting for busy ones, at most
+        ``load_wait_timeout``; False when the time ran out).
+
+        Other loads' reservations do not count here: they are waiting their turn too, and
+        each checks the same when its turn comes, so none can block another.
+        """
+        if self.budget is None:
+            return True
+        deadline = time.monotonic() + self.manager.options.load_wait_timeout
+        while True:
+            async with self._lock:
+                excess = self.held() + self.reservation(record) - self.budget
+                if excess <= 0:
+                    return True
+                await self._make_room(record, excess, 0)
+                if self.held() + self.reservation(record) <= self.budget:
+                    return True
+                waits = self._busy(record)
+            if not await _until_one_may_be_idle(waits, deadline):
+                return False
 
     def too_large(self, record: ModelRecord) -> str | None:
         """Why a model can never be loaded under this budget (it cannot fit even alone), or
@@ -120,6 +147,7 @@ class Admission:
                     free = budget - self.used()
                 if needed <= free:
                     self.reserved += needed
+                    self._reservations[id(record)] = needed
                     break
                 waits = self._busy(record)
             if not waits:
@@ -139,7 +167,20 @@ class Admission:
         try:
             yield
         finally:
-            self.reserved -= needed
+            self.reserved -= self._reservations.pop(id(record), 0)
+
+    def reservation(self, record: ModelRecord) -> int:
+        """Bytes the load of ``record`` under way holds (0: none)."""
+        return self._reservations.get(id(record), 0)
+
+    def resize(self, record: ModelRecord, nbytes: int) -> None:
+        """A load under way now knows what it takes: its reservation becomes ``nbytes``
+        (what it measured, at once, before another load may start; 0 once its versions are
+        in place and counted as loaded)."""
+        old = self._reservations.get(id(record))
+        if old is not None:
+            self.reserved += nbytes - old
+            self._reservations[id(record)] = nbytes
 
     async def rebalance(self, record: ModelRecord | None) -> bool:
         """After a load measured more than it was admitted on: evict idle models to fit.
@@ -172,6 +213,8 @@ class Admission:
     def _busy(self, record: ModelRecord | None) -> list[asyncio.Future[None]]:
         """Futures that finish when a model now holding memory may become evictable."""
         waits: list[asyncio.Future[None]] = []
+        if self.reserved:  # loads under way hold reservations, released when they end
+            waits.append(asyncio.ensure_future(asyncio.sleep(0.05)))
         for r in self.manager.models.values():
             if r is record or r.registered:
                 continue

@@ -59,6 +59,7 @@ from modelyard.manager.memory import (
     gpu_memory_total,
     gpu_memory_used,
     host_memory_limit,
+    learned_size,
     process_rss,
     process_tree_rss,
     processes_rss,
@@ -416,26 +417,27 @@ class ModelManager:
         gpu = self.gpu_admissions.get(device) if device is not None else None
         gpu_predicted = max(usage.gpu_bytes if usage.gpu_device == device else 0, floor)
         async with contextlib.AsyncExitStack() as admitted:
-            await admitted.enter_async_context(self.admission.reserve(record, usage.bytes))
+            await admitted.enter_async_context(
+                self.admission.reserve(record, self._predicted(record))
+            )
             if gpu is not None:
                 await admitted.enter_async_context(gpu.reserve(record, gpu_predicted))
             start = time.monotonic()
             try:
                 window = await self._load_locked(record, config_json, device if gpu else None)
-            except ModelTooLarge as exc:  # a worker stopped as it passed the budget
-                if exc.needed is not None:
-                    usage.worker_bytes = exc.needed
-                    usage.settle()
+            except ModelTooLarge as exc:
                 self._update_gauges()
-                raise ModelTooLarge(
-                    self.admission.too_large(record) or str(exc), exc.needed
-                ) from None
+                # this model's worker stopped as it passed the budget (_load_locked booked
+                # its size): the answer every later request gets, with the same figures
+                reason = self.admission.too_large(record)
+                if reason is None:
+                    raise  # another model's (an ensemble's step): not this one's size
+                raise ModelTooLarge(reason, exc.needed) from None
             except Exception:
                 self._update_gauges()
                 raise
             seconds = time.monotonic() - start
-            if window.host is not None:
-                usage.measured = [*usage.measured, window.host][-SIZE_HISTORY:]
+            self.admission.resize(record, 0)  # loaded now: counted as such
             usage.worker_bytes = await asyncio.to_thread(processes_rss, self._worker_pids(record))
             usage.settle()
             if gpu is not None:
@@ -500,29 +502,73 @@ class ModelManager:
             yield window
             after = await asyncio.to_thread(process_rss)
             window.host = max(0, after - before)
+            # booked before the next window opens: it must see what this load really took
+            usage = record.usage
+            usage.measured = [*usage.measured, window.host][-SIZE_HISTORY:]
+            usage.settle()
+            self.admission.resize(record, usage.bytes)
             if gpu is not None and gpu_before is not None:
                 gpu_after = await asyncio.to_thread(gpu_memory_used, gpu)
                 window.gpu = None if gpu_after is None else max(0, gpu_after - gpu_before)
         finally:
             self._window_lock.release()
 
+    def _predicted(self, record: ModelRecord) -> int:
+        """What to reserve for a load: the model's learned size, or for a model never
+        measured, its files' prediction scaled as much as any model measured here scaled
+        its own (the learned size over the prediction).
+
+        The file-size guess alone lets a first load overshoot its reservation by its whole
+        working memory (onnxruntime's arena). Assuming it is as hungry as the hungriest
+        model seen errs on the side of the budget: a first load may evict more than it
+        needed, once; its own measurement then replaces the guess. The result never
+        exceeds the budget: a guess may make a load wait for room, never refuse it.
+        """
+        usage, budget = record.usage, self.admission.budget
+        if usage.measured or usage.worker_bytes or budget is None or not usage.floor:
+            return usage.bytes
+        scale = max(
+            (
+                learned_size(r.usage.measured) / r.usage.floor
+                for r in self.models.values()
+                if r.usage.measured and r.usage.floor
+            ),
+            default=1.0,
+        )
+        return min(max(usage.bytes, int(usage.floor * scale)), budget)
+
     async def _enter_window(self, record: ModelRecord) -> None:
-        budget = self.admission.budget
+        admission = self.admission
         while True:
             await self._window_lock.acquire()
-            if budget is None or self.admission.used() <= budget:
+            # reserved before anything was measured? what is known now is a better guess
+            admission.resize(record, max(admission.reservation(record), self._predicted(record)))
+            if admission.budget is None or (
+                admission.held() + admission.reservation(record) <= admission.budget
+            ):
                 return
             self._window_lock.release()  # evicting closes runners: in windows of their own
-            if not await self.admission.rebalance(record):
+            if not await admission.room_to_start(record):
                 raise MemoryBusy(
-                    f"cannot load model '{record.name}' yet: models loaded before it hold "
-                    f"more than the {self.admission.budget} bytes budget and stayed busy "
+                    f"cannot load model '{record.name}' yet: it needs about "
+                    f"{admission.reservation(record)} bytes, models loaded before it hold "
+                    f"{admission.held()} of the {admission.budget} bytes budget and stayed busy "
                     f"serving requests for {self.options.load_wait_timeout:g} s "
                     "(--load-wait-timeout); retry shortly"
                 )
 
     async def _close(self, runner: ModelRunner) -> None:
-        """Close a runner inside a window, so no load measures the memory it gives back."""
+        """Close a runner inside a window, so no load measures the memory it gives back.
+
+        Only where loads are measured (a budget is kept, the runtime is in this process):
+        a Python model's workers give their memory back as processes, and stopping them
+        may take seconds that no load should wait.
+        """
+        measured = self.admission.budget is not None or self.gpu_admissions
+        if not measured or backend_for(runner.config) in ("python", ENSEMBLE_PLATFORM):
+            await asyncio.to_thread(runner.close)
+            await asyncio.to_thread(trim_heap)
+            return
         async with self._window_lock:
             await asyncio.to_thread(runner.close)
             await asyncio.to_thread(trim_heap)  # glibc keeps freed heap otherwise
@@ -607,6 +653,9 @@ class ModelManager:
         record.refresh_default()
         if errors:
             err = errors[0]
+            if isinstance(err, ModelTooLarge) and err.needed is not None:
+                record.usage.worker_bytes = err.needed  # what its worker reached starting
+                record.usage.settle()
             raise err if isinstance(err, ModelyardError) else ConfigError(str(err))
         return window
 

@@ -128,3 +128,26 @@ def test_gpu_device_of_reads_the_instance_groups(tmp_path: Any) -> None:
         (folder / "1").mkdir(parents=True)
         (folder / "config.pbtxt").write_text(f'name: "m{i}"\n{groups}\n')
         assert gpu_device_of(scan_model(folder)) == device
+
+
+def test_a_load_starts_when_loaded_models_and_its_own_reservation_fit() -> None:
+    """Loads waiting their turn hold reservations; none may block another's start (each
+    waits for loaded models only), and a reservation may grow to what is known."""
+    m = FakeManager({"idle": 40 * MiB}, budget=100 * MiB)
+    first, second = ModelRecord("first", None), ModelRecord("second", None)
+
+    async def main() -> None:
+        async with (
+            m.admission.reserve(first, 30 * MiB),
+            m.admission.reserve(second, 30 * MiB),
+        ):
+            m.admission.resize(first, 70 * MiB)  # measured more than predicted
+            assert m.admission.reservation(first) == 70 * MiB
+            assert m.admission.used() == 140 * MiB  # over: both loads hold room
+            assert await m.admission.room_to_start(second)  # 40 + 30: it may start
+            assert m.unloaded == []
+            assert await m.admission.room_to_start(first)  # 40 + 70: 'idle' must go
+            assert m.unloaded == ["idle"]
+        assert m.admission.used() == 0
+
+    _run(main())
