@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.testing import start_server
+from modelyard.testing import RunningServer, start_server
 from tests.factories.onnx_models import slow, write_model
 from tests.integration.conftest import SLOW
 from tests.integration.traffic import wait_in_flight
@@ -121,6 +121,25 @@ def test_sigterm_drain_loses_no_request(tmp_path: Path, front_end: str) -> None:
     assert tally.closes >= 1  # ...after being told, on a response, that the connection closes
 
 
+def _slow_request(server: RunningServer, seconds: float) -> bytes:
+    """The raw bytes of one request to the slow model that runs about ``seconds``."""
+    trips = _trips_for(seconds, server.host, server.port)
+    body = json.dumps(
+        {"inputs": [{"name": "TRIPS", "shape": [1, 1], "datatype": "INT64", "data": [trips]}]}
+    ).encode()
+    return b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+
+
+def _read_to_close(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
 @pytest.mark.parametrize("front_end", ["modelyard", "uvicorn"])
 def test_pipelined_requests_received_before_sigterm_are_all_answered(
     tmp_path: Path, front_end: str
@@ -131,24 +150,14 @@ def test_pipelined_requests_received_before_sigterm_are_all_answered(
     write_model(tmp_path, "slow", slow(), SLOW)
     server = start_server(tmp_path, ["--http-server", front_end, "--model-control-mode", "none"])
     try:
-        trips = _trips_for(1.0, server.host, server.port)
-        slow_body = json.dumps(
-            {"inputs": [{"name": "TRIPS", "shape": [1, 1], "datatype": "INT64", "data": [trips]}]}
-        ).encode()
         sock = socket.create_connection((server.host, server.port), timeout=60)
         with sock:
             sock.sendall(
-                b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n" % (len(slow_body), slow_body)
+                _slow_request(server, 1.0) + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
             )
             wait_in_flight(server, "slow", 1)  # both requests are in; the first is executing
             server.process.send_signal(signal.SIGTERM)
-            data = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = _read_to_close(sock)
         first, _, rest = data.partition(b"\r\n\r\n")
         assert first.startswith(b"HTTP/1.1 200"), data[:300]
         assert b"connection: close" not in first.lower()
@@ -168,16 +177,9 @@ def test_request_sent_during_the_drain_behind_one_in_flight_is_answered(
     write_model(tmp_path, "slow", slow(), SLOW)
     server = start_server(tmp_path, ["--http-server", front_end, "--model-control-mode", "none"])
     try:
-        trips = _trips_for(4.0, server.host, server.port)
-        slow_body = json.dumps(
-            {"inputs": [{"name": "TRIPS", "shape": [1, 1], "datatype": "INT64", "data": [trips]}]}
-        ).encode()
         sock = socket.create_connection((server.host, server.port), timeout=60)
         with sock:
-            sock.sendall(
-                b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                % (len(slow_body), slow_body)
-            )
+            sock.sendall(_slow_request(server, 4.0))
             wait_in_flight(server, "slow", 1)  # executing
             server.process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 30  # the drain has begun once the listener is shut
@@ -188,12 +190,7 @@ def test_request_sent_during_the_drain_behind_one_in_flight_is_answered(
                     break
                 time.sleep(0.02)
             sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-            data = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = _read_to_close(sock)
         assert data.count(b"HTTP/1.1 200 OK") == 2, data[:600]
         first, _, rest = data.partition(b"\r\n\r\n")
         assert b"connection: close" not in first.lower()
