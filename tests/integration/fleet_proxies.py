@@ -80,7 +80,8 @@ class RunningProxy:
             text = self._admin("/;csv").lstrip("# ")
             for row in csv.DictReader(io.StringIO(text)):
                 if row["pxname"] == "modelyard_http" and row["svname"] != "BACKEND":
-                    host, _, port = row["addr"].rpartition(":")
+                    # the generator names each server after its address: 127.0.0.1_8000
+                    host, _, port = row["svname"].rpartition("_")
                     up[f"{host}:{port}"] = row["status"].startswith("UP")
             return up
         for line in self._admin("/clusters").splitlines():

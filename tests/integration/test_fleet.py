@@ -121,7 +121,7 @@ def owners(proxy: RunningProxy, fleet: list[RunningServer], models: list[str]) -
 
 @pytest.mark.parametrize("router", ROUTERS)
 def test_router_config_cli_writes_a_config_the_proxy_accepts(router: str, tmp_path: Path) -> None:
-    output = tmp_path / "router.cfg"
+    output = tmp_path / ("haproxy.cfg" if router == "haproxy" else "envoy.yaml")
     args = [sys.executable, "-m", "modelyard", "fleet", "router-config", "--router", router]
     args += ["--server", "10.0.0.1:8000", "--server", "modelyard-1.modelyard.prod.svc:8000"]
     args += ["--discover", "modelyard-headless.prod.svc.cluster.local:8000"]
@@ -151,6 +151,7 @@ def test_router_config_cli_refuses_bad_input_clearly(tmp_path: Path) -> None:
         (["--router", "envoy", "--server", "bad_name!:8000"], "neither an IP address"),
         (["--router", "haproxy", "--server", "127.0.0.1:8000", "--balance-factor", "90"], "over 100"),
         (["--router", "haproxy"], "at least one server"),
+        (["--router", "envoy", "--server", "127.0.0.1:8000"], "ends in .yaml"),
     ):
         done = subprocess.run(base + extra, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 2, (extra, done.stdout, done.stderr)
@@ -275,10 +276,16 @@ def test_a_killed_server_costs_no_requests_and_moves_only_its_models(
         proxy.wait_servers({victim_server.url: False, **{s.url: True for s in survivors}})
         survivor_index = [i for i in range(3) if i != victim]
         moved = owners(proxy, survivors, MODELS)
-        for model, was in placement.items():
-            now = survivor_index[moved[model]]
-            if was != victim:
-                assert now == was, f"{model} moved from {was} to {now} though {was} lives"
+        stayed = {
+            model: survivor_index[moved[model]] == was
+            for model, was in placement.items()
+            if was != victim
+        }
+        # HAProxy: a server's points on the ring are fixed, so only the dead server's models
+        # move. Envoy rebuilds its ring over the servers left, with more points each, which
+        # moves some of the other models too (docs/fleet.md): each still on one server.
+        if router == "haproxy":
+            assert all(stayed.values()), f"models of live servers moved: {stayed}"
     finally:
         stop.set()
         for t in threads:

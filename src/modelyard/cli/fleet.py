@@ -98,6 +98,8 @@ def router_config(
         )
     except RouterConfigError as err:
         fail(str(err), code=2)
+    if router == "envoy" and output != "-" and Path(output).suffix not in (".yaml", ".yml"):
+        fail(f"Envoy reads its file as YAML only when the name ends in .yaml: not '{output}'", 2)
     if output == "-":
         sys.stdout.write(text)
         return

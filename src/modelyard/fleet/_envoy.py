@@ -167,11 +167,9 @@ def _cluster(name: str, spec: FleetSpec, *, grpc: bool) -> list[str]:
     ]
     if spec.uses_dns:
         lines += [
-            "    # DNS names are re-resolved while running; a name with many addresses (a",
+            "    # DNS names are re-resolved every 5 s; a name with many addresses (a",
             "    # Kubernetes headless service) is one server per address",
             "    dns_lookup_family: V4_PREFERRED",
-            "    dns_refresh_rate: 5s",
-            "    respect_dns_ttl: true",
         ]
     lines += [
         "    connect_timeout: 2s",
@@ -199,6 +197,16 @@ def _cluster(name: str, spec: FleetSpec, *, grpc: bool) -> list[str]:
         "    circuit_breakers:",
         "      # retries in flight at once: enough for every request of a server that died",
         "      thresholds: [{max_retries: 1024}]",
+        "    # a server refusing or resetting a connection leaves the ring at once, before its",
+        "    # next health check: without this, a retry under bounded load can pick it again",
+        "    outlier_detection:",
+        "      split_external_local_origin_errors: true",
+        "      consecutive_local_origin_failure: 1",
+        "      enforcing_consecutive_local_origin_failure: 100",
+        "      consecutive_5xx: 1000000  # answers (503 included) never eject a server",
+        "      interval: 1s",
+        "      base_ejection_time: 5s",
+        "      max_ejection_percent: 50",
         "    # readiness: 200 when serving; a draining or dead server fails at once",
         "    health_checks:",
         "    - timeout: 1s",
