@@ -8,6 +8,7 @@ tests check what the proxy did, not what it was told.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -230,10 +231,13 @@ def test_a_hot_model_spills_to_a_second_server(
     assert sorted(spread)[-2] > 0, f"the hot model stayed on one server: {spread}"
 
 
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "drained"])
 @pytest.mark.parametrize("router", ROUTERS)
-def test_a_killed_server_costs_no_requests_and_moves_only_its_models(
-    router: str, proxies: dict[str, RunningProxy], fleet: list[RunningServer]
+def test_a_lost_server_costs_no_requests_and_moves_only_its_models(
+    router: str, how: signal.Signals, proxies: dict[str, RunningProxy], fleet: list[RunningServer]
 ) -> None:
+    """SIGKILL: connections reset, in-flight requests lost by the server and retried by the
+    proxy. SIGTERM: the server drains (readiness 400, listener closed, in-flight answered)."""
     proxy = proxies[router]
     placement = owners(proxy, fleet, MODELS)
     victim = max(range(3), key=lambda i: sum(1 for s in placement.values() if s == i))
@@ -258,7 +262,7 @@ def test_a_killed_server_costs_no_requests_and_moves_only_its_models(
                 with lock:
                     done[0] += 1
                     if done[0] == 150:
-                        fleet[victim].process.kill()  # SIGKILL: no drain, connections reset
+                        fleet[victim].process.send_signal(how)
                         killed.set()
                     elif done[0] >= 600:
                         stop.set()
