@@ -14,11 +14,9 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import httpx
-import numpy as np
 import pytest
 from botocore.config import Config
 from onnx import TensorProto
@@ -42,7 +40,9 @@ RETRIED_INTO_THE_DEAD_SERVER = (
     "503 upstream connect error or disconnect/reset before headers. retried and the latest "
     "reset reason: remote connection failure"
 )
-IDENTITY_BODY = {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+IDENTITY_BODY = {
+    "inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
+}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,9 @@ def owners(proxy: RunningProxy, fleet: list[RunningServer], models: list[str]) -
     found = {}
     for model in models:
         spread = landed(before, after, model)
-        assert sorted(spread) == [0] * (len(fleet) - 1) + [3], f"{model} went to servers {spread} via {proxy.router}"
+        assert sorted(spread) == [0] * (len(fleet) - 1) + [3], (
+            f"{model} went to servers {spread} via {proxy.router}"
+        )
         found[model] = spread.index(3)
     return found
 
@@ -155,7 +157,10 @@ def test_router_config_cli_refuses_bad_input_clearly(tmp_path: Path) -> None:
         (["--router", "nginx", "--server", "127.0.0.1:8000"], "haproxy, envoy"),
         (["--router", "envoy", "--server", "127.0.0.1"], "is not HOST:PORT"),
         (["--router", "envoy", "--server", "bad_name!:8000"], "neither an IP address"),
-        (["--router", "haproxy", "--server", "127.0.0.1:8000", "--balance-factor", "90"], "over 100"),
+        (
+            ["--router", "haproxy", "--server", "127.0.0.1:8000", "--balance-factor", "90"],
+            "over 100",
+        ),
         (["--router", "haproxy"], "at least one server"),
         (["--router", "envoy", "--server", "127.0.0.1:8000"], "ends in .yaml"),
     ):
@@ -316,4 +321,3 @@ def test_a_lost_server_costs_no_requests_and_moves_only_its_models(
         )
         for p in proxies.values():
             p.wait_servers({s.url: True for s in fleet})
-
