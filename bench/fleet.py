@@ -116,17 +116,19 @@ def post(proxy: RunningProxy, name: str, timeout: float = 120) -> int:
 
 def placement(
     proxy: RunningProxy, servers: list[RunningServer], names: list[str]
-) -> dict[str, int]:
-    """Which server answers each model, one request at a time (no load: the ring alone)."""
+) -> dict[str, int | None]:
+    """Which server answers each model, one request at a time (no load: the ring alone).
+
+    Statistics are read around each request: a model evicted later in the sweep takes its
+    statistics with it. None: the request failed, or no server counted it."""
     live = [i for i, s in enumerate(servers) if s.process.poll() is None]
-    before = {i: per_model(servers[i]) for i in live}
+    found: dict[str, int | None] = {}
     for name in names:
-        post(proxy, name)
-    after = {i: per_model(servers[i]) for i in live}
-    found = {}
-    for name in names:
-        got = {i: after[i].get(name, 0) - before[i].get(name, 0) for i in live}
-        found[name] = max(got, key=lambda i: got[i])
+        before = {i: per_model(servers[i]).get(name, 0) for i in live}
+        status = post(proxy, name)
+        got = {i: per_model(servers[i]).get(name, 0) - before[i] for i in live}
+        hit = [i for i in live if got[i] > 0]
+        found[name] = hit[0] if status == 200 and len(hit) == 1 else None
     return found
 
 
@@ -209,7 +211,7 @@ def run_kill(
         proxy = start_proxy(router, [s.url for s in servers], folder=folder)
         try:
             before = placement(proxy, servers, names)
-            victim = before[hottest]
+            victim = before[hottest] or 0  # the hottest model's owner
             killed_at: list[float] = []
             down_after: list[float] = []
             served_after: list[float] = []
@@ -235,7 +237,7 @@ def run_kill(
             after = placement(proxy, servers, names)
         finally:
             proxy.stop()
-    others = [n for n in names if before[n] != victim]
+    others = [n for n in names if before[n] is not None and before[n] != victim]
     row = KillRow(
         router=router,
         requests=len(trace),
@@ -303,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, configs)")
+    p.add_argument("--kill-only", action="store_true", help="only the killed-server runs")
     args = p.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="modelyard-fleet-bench-"))
     try:
@@ -322,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("round-robin (HAProxy)", "haproxy", round_robin, 150),
             )
         ):
+            if args.kill_only:
+                break
             folder = workdir / f"run-{i}"
             folder.mkdir(parents=True)
             with fleet(store, budget, folder) as servers:
