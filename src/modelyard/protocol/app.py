@@ -36,6 +36,8 @@ from modelyard.protocol.errors import (
     v2_error,
 )
 from modelyard.protocol.sagemaker import INVOCATIONS, SageMakerRoutes
+from modelyard.protocol.status.board import StatusBoard
+from modelyard.protocol.status.page import PAGE_PATH, PATHS, StatusRoutes
 from modelyard.protocol.v2 import V2Routes
 from modelyard.runtimes import children
 from modelyard.runtimes.base import RuntimeOptions
@@ -111,6 +113,12 @@ class ModelyardApp:
         self.metrics = build_registry(
             self._metrics_snapshot, self.manager.counters, self.custom_metrics
         )
+        # GET / and GET /v2/status (--http-status-page), read from the same counters
+        self.status = (
+            StatusRoutes(StatusBoard(self.manager, settings.model_control_mode))
+            if settings.status_page
+            else None
+        )
 
     def _metrics_snapshot(self) -> list[VersionSample]:
         samples = []
@@ -165,6 +173,8 @@ class ModelyardApp:
         """Load the models; raises when ``--exit-on-error`` says a failed load is fatal."""
         self.log_exposure()
         await self.manager.start()
+        if self.status is not None:
+            self.status.board.start()
         failed = [r for r in self.manager.index() if r.get("state") != "READY"]
         if failed and self.settings.exit_on_error:
             raise RuntimeError(f"models failed to load (--exit-on-error): {failed}")
@@ -174,6 +184,8 @@ class ModelyardApp:
         still running (a worker hung in initialize or execute, an environment build): the
         last step runs even when the exit timeout cancels the unloads."""
         try:
+            if self.status is not None:
+                await self.status.board.stop()
             await self.manager.shutdown()
         finally:
             left = children.live_pids()
@@ -206,6 +218,8 @@ class ModelyardApp:
             group, answer = sagemaker_group(path), _container_refusal
         elif handler == self.handle_metrics or path == "/metrics":
             group, answer = None, _v2_refusal
+        elif path == PAGE_PATH and self.status is not None:
+            return None  # the page's shell holds no data; its JSON takes the token
         elif path.startswith("/endpoints/"):
             group, answer = Group.INFERENCE, _client_face_refusal
         else:
@@ -226,6 +240,7 @@ class ModelyardApp:
         main = [
             Route("GET", METRICS, _metrics_route),
             Route("POST", INVOCATIONS, _invoke_endpoint_route),
+            *(self.status.table if self.status is not None else ()),
             *self.v2.table,
         ]
         return {"main": main, "sagemaker": list(self.sagemaker.table)}
@@ -240,6 +255,8 @@ class ModelyardApp:
             return self._metrics(request)
         if path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
             return await self.sagemaker.invoke_endpoint(request)
+        if path in PATHS and self.status is not None:
+            return await self.status.handle(request)
         return await self.v2.handle(request)
 
     async def handle_sagemaker(self, request: HttpRequest) -> HttpResponse:
