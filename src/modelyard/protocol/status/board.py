@@ -275,7 +275,7 @@ class StatusBoard:
             "name": name,
             "state": model_state(record),
             "versions": versions,
-            "memory_bytes": size,
+            "size_bytes": size,
             "load_seconds": round(usage.load_seconds, 6) if record.loaded else None,
             "requests": requests,
             "failures": failures,

@@ -87,7 +87,7 @@
       state.append(el("span", "state " + m.state, m.state));
       tr.append(state);
       tr.append(el("td", "versions", m.versions.map((v) => v.version + " " + v.state.toLowerCase()).join(", ") || "–"));
-      tr.append(el("td", "num memory", m.memory_bytes ? bytes(m.memory_bytes) : "–"));
+      tr.append(el("td", "num size", m.size_bytes ? bytes(m.size_bytes) : "–"));
       tr.append(el("td", "num requests", m.requests));
       tr.append(el("td", "num rate", m.window.requests_per_second.toFixed(2)));
       tr.append(el("td", "num p50", ms(m.window.p50_ms)));
