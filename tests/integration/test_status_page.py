@@ -226,7 +226,9 @@ def test_the_json_says_what_metrics_says(server: RunningServer) -> None:
     status, m = _until(settled, "two equal scrapes around the status")
 
     def one(name: str, **labels: str) -> float:
-        return m[(name, tuple(sorted(labels.items())))]
+        # the parser names every counter's sample <family>_total, as OpenMetrics does
+        key = tuple(sorted(labels.items()))
+        return m[(name, key)] if (name, key) in m else m[(name + "_total", key)]
 
     assert status["cache"]["hits"] == one("modelyard_model_cache_hits_total")
     assert status["cache"]["misses"] == one("modelyard_model_cache_misses_total")
@@ -246,7 +248,7 @@ def test_the_json_says_what_metrics_says(server: RunningServer) -> None:
             assert model["size_bytes"] == estimate
         for v in model["versions"]:
             labels = {"model": model["name"], "version": v["version"]}
-            if ("nv_inference_request_success", tuple(sorted(labels.items()))) not in m:
+            if ("nv_inference_request_success_total", tuple(sorted(labels.items()))) not in m:
                 assert v["requests"] == v["failures"] == 0  # never served: no sample
                 continue
             served += 1
