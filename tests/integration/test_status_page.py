@@ -40,6 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+NOTHING = "\u2013"  # what the page shows for a figure it has not got (an en dash)
 DEADLINE = 60.0  # seconds: generous, for a loaded machine; never a measurement
 
 GATED_PY = """import os
@@ -171,7 +172,7 @@ def test_the_page_shows_loading_then_ready_an_error_and_moving_counters(
     assert answers and answers[0].status_code == 200, answers
     _until(lambda: state("gated") == "READY", "gated READY on the page")
     assert cell("gated", "requests") == "1"
-    assert cell("gated", "p50") != "–"
+    assert cell("gated", "p50") != NOTHING
 
     # requests move the counters: per model and the cache's
     for _ in range(5):
@@ -179,7 +180,7 @@ def test_the_page_shows_loading_then_ready_an_error_and_moving_counters(
         assert r.status_code == 200, r.text
     _until(lambda: cell("add_sub", "requests") == "5", "add_sub's 5 requests on the page")
     assert state("add_sub") == "READY"
-    assert cell("add_sub", "p50") != "–" and cell("add_sub", "p99") != "–"
+    assert cell("add_sub", "p50") != NOTHING and cell("add_sub", "p99") != NOTHING
     status = _status(server)
     hits, misses = status["cache"]["hits"], status["cache"]["misses"]
     assert (hits, misses) == (4, 2)  # one miss per first request, the rest hits
@@ -298,4 +299,3 @@ def test_the_flag_turns_the_page_off(tmp_path: Path) -> None:
             r = httpx.get(f"{s.base_url}{path}", timeout=30)
             assert r.status_code == 404, (path, r.text)
         assert httpx.get(f"{s.base_url}/metrics", timeout=30).status_code == 200
-

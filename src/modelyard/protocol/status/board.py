@@ -26,7 +26,7 @@ from typing import Any
 
 from modelyard import __version__
 from modelyard.manager.manager import ModelManager
-from modelyard.manager.records import ModelRecord, State
+from modelyard.manager.records import ModelRecord, State, VersionRecord
 from modelyard.scheduling.stats import LATENCY_BOUNDS_NS, ModelStats
 
 SAMPLE_SECS = 10.0  # one snapshot this often
@@ -83,34 +83,38 @@ def model_state(record: ModelRecord) -> str:
     """One word for a model: LOADING (a load under way, from fetching its files to
     warm-up), UNLOADING, READY (a version serves), FAILED (its last load failed: see the
     errors) or UNLOADED (known, not loaded: on-demand loads it on its first request)."""
-    states = {v.state for v in record.versions.values()}
+    states = [v.state for v in record.versions.values()]
+    return _state(record, State.LOADING in states, State.UNLOADING in states, bool(_errors(record)))
+
+
+def _state(record: ModelRecord, loading: bool, unloading: bool, failed: bool) -> str:
     task = record.load_task
-    if State.LOADING in states or (task is not None and not task.done()):
+    if loading or (task is not None and not task.done()):
         return "LOADING"
-    if State.UNLOADING in states:
+    if unloading:
         return "UNLOADING"
     if record.default is not None:
         return "READY"
-    if _errors(record):
-        return "FAILED"
-    return "UNLOADED"
+    return "FAILED" if failed else "UNLOADED"
+
+
+def _is_error(record: ModelRecord, vrec: VersionRecord) -> bool:
+    """A version left UNAVAILABLE by a failed load (the model's own reason aside). An
+    unload's reason ("unloaded", "unloaded to free memory for ...") is no error."""
+    reason = vrec.reason
+    return (
+        vrec.state is State.UNAVAILABLE
+        and bool(reason)
+        and reason != record.reason
+        and not reason.startswith("unloaded")
+    )
 
 
 def _errors(record: ModelRecord) -> list[tuple[str, str]]:
-    """``(version, reason)`` of what failed: the model's own reason (its config or files),
-    and versions left UNAVAILABLE by a failed load. An unload's reason ("unloaded", "unloaded
-    to free memory for ...") is not an error."""
-    out: list[tuple[str, str]] = []
-    if record.reason:
-        out.append(("", record.reason))
-    for version, vrec in record.versions.items():
-        if (
-            vrec.state is State.UNAVAILABLE
-            and vrec.reason
-            and not vrec.reason.startswith("unloaded")
-            and vrec.reason != record.reason
-        ):
-            out.append((version, vrec.reason))
+    """``(version, reason)`` of what failed: the model's own reason ("": its config or
+    files), then each version a failed load left UNAVAILABLE."""
+    out = [("", record.reason)] if record.reason else []
+    out += [(v, vrec.reason) for v, vrec in record.versions.items() if _is_error(record, vrec)]
     return out
 
 
@@ -179,10 +183,12 @@ class StatusBoard:
         seen = self._seen
         current: set[tuple[str, str, str]] = set()
         sizes = c.model_bytes
-        for name in sorted(self.manager.models):
-            record = self.manager.models[name]
-            models.append(self._model(name, record, sizes.get(name, 0), base, span))
-            for version, reason in _errors(record):
+        models_by_name = self.manager.models
+        for name in sorted(models_by_name):
+            record = models_by_name[name]
+            failed: list[tuple[str, str]] = []
+            models.append(self._model(name, record, sizes.get(name, 0), base, span, failed))
+            for version, reason in failed:
                 key = (name, version, reason)
                 current.add(key)
                 first = seen.setdefault(key, wall)
@@ -230,37 +236,62 @@ class StatusBoard:
         }
 
     def _model(
-        self, name: str, record: ModelRecord, size: int, base: _Snapshot, span: float
+        self,
+        name: str,
+        record: ModelRecord,
+        size: int,
+        base: _Snapshot,
+        span: float,
+        failed: list[tuple[str, str]],
     ) -> dict[str, Any]:
+        """One model's row (one pass over its versions: a report walks every model); its
+        errors are appended to ``failed``."""
         versions: list[dict[str, Any]] = []
         requests = failures = inferences = 0
         win_requests = win_failures = 0
         win_latency: list[int] | None = None
-        for version in sorted(record.versions, key=int):
-            vrec = record.versions[version]
+        loading = unloading = loaded = False
+        if record.reason:
+            failed.append(("", record.reason))
+        items = record.versions.items()
+        if len(record.versions) > 1:
+            items = sorted(items, key=_by_number)  # type: ignore[assignment]
+        for version, vrec in items:
+            state = vrec.state
+            loading = loading or state is State.LOADING
+            unloading = unloading or state is State.UNLOADING
+            loaded = loaded or vrec.runner is not None
             stats = vrec.stats
-            success, fail, latency = _counts(stats)
+            d = stats.durations
+            success, fail = d["success"].count, d["fail"].count
             requests += success
             failures += fail
             inferences += stats.inference_count
             row: dict[str, Any] = {
                 "version": version,
-                "state": vrec.state.value,
+                "state": state,  # a StrEnum: orjson writes its value
                 "requests": success,
                 "failures": fail,
             }
             if vrec.reason:
                 row["reason"] = vrec.reason
+                if _is_error(record, vrec):
+                    failed.append((version, vrec.reason))
             versions.append(row)
+            if not (success or fail):
+                continue
             before = base.versions.get((name, version))
             if before is None or success < before[0] or fail < before[1]:
-                if not (success or fail):
-                    continue
-                before = (0, 0, (0,) * len(latency))  # none then (or counted afresh since)
+                before = (0, 0, ())  # none then (or counted afresh since)
             win_requests += success - before[0]
             win_failures += fail - before[1]
             if success > before[0]:
-                delta = [a - b for a, b in zip(latency, before[2], strict=True)]
+                latency = _latency(stats)
+                delta = (
+                    [a - b for a, b in zip(latency, before[2], strict=True)]
+                    if before[2]
+                    else list(latency)
+                )
                 win_latency = (
                     delta
                     if win_latency is None
@@ -270,24 +301,27 @@ class StatusBoard:
         if win_latency is not None:
             p50 = _ms(quantile(0.5, LATENCY_BOUNDS_NS, win_latency))
             p99 = _ms(quantile(0.99, LATENCY_BOUNDS_NS, win_latency))
-        usage = record.usage
         return {
             "name": name,
-            "state": model_state(record),
+            "state": _state(record, loading, unloading, bool(failed)),
             "versions": versions,
             "size_bytes": size,
-            "load_seconds": round(usage.load_seconds, 6) if record.loaded else None,
+            "load_seconds": record.usage.load_seconds if loaded else None,
             "requests": requests,
             "failures": failures,
             "inferences": inferences,
             "window": {
                 "requests": win_requests,
                 "failures": win_failures,
-                "requests_per_second": round(win_requests / span, 3),
+                "requests_per_second": win_requests / span,
                 "p50_ms": p50,
                 "p99_ms": p99,
             },
         }
+
+
+def _by_number(item: tuple[str, VersionRecord]) -> int:
+    return int(item[0])
 
 
 def _ratio(hits: int, misses: int) -> float | None:
