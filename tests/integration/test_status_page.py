@@ -255,6 +255,9 @@ def test_the_json_says_what_metrics_says(server: RunningServer) -> None:
             served += 1
             assert v["requests"] == one("nv_inference_request_success", **labels)
             assert v["failures"] == one("nv_inference_request_failure", reason="BACKEND", **labels)
+            if v["state"] == "READY":
+                load = one("nv_model_load_duration_secs", **labels)
+                assert model["load_seconds"] == pytest.approx(load)
         if model["versions"] and model["requests"]:
             assert model["inferences"] == sum(
                 one("nv_inference_count", model=model["name"], version=v["version"])

@@ -127,20 +127,26 @@ class StatusBoard:
         self.started = time.monotonic()
         self.started_wall = time.time()
         self._ring: deque[_Snapshot] = deque(maxlen=int(WINDOW_SECS / SAMPLE_SECS) + 1)
-        self._seen: dict[tuple[str, str, str], float] = {}  # error -> when first reported
+        self._seen: dict[tuple[str, str, str], float] = {}  # error -> when first noticed
         self._task: asyncio.Task[None] | None = None
         self.sample()
 
     # -- the ring --------------------------------------------------------------------------
     def sample(self, now: float | None = None) -> None:
-        """Take one snapshot of the cumulative counters (versions that have served only)."""
+        """Take one snapshot of the cumulative counters (versions that have served only),
+        and note the time of each load error not seen before."""
         c = self.manager.counters
         versions: dict[tuple[str, str], _Counts] = {}
+        wall = time.time()
         for name, record in self.manager.models.items():
+            if record.reason:  # noted now, so an error's time is within a sample of it
+                self._seen.setdefault((name, "", record.reason), wall)
             for version, vrec in record.versions.items():
                 d = vrec.stats.durations
                 if d["success"].count or d["fail"].count:
                     versions[(name, version)] = _counts(vrec.stats)
+                if vrec.reason and _is_error(record, vrec):
+                    self._seen.setdefault((name, version, vrec.reason), wall)
         at = time.monotonic() if now is None else now
         self._ring.append(_Snapshot(at, c.cache_hits, c.cache_misses, versions))
 
