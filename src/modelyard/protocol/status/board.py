@@ -33,6 +33,16 @@ SAMPLE_SECS = 10.0  # one snapshot this often
 WINDOW_SECS = 300.0  # rates and quantiles over about this long
 MAX_ERRORS = 50  # the newest load errors the report lists
 
+# the window of a model without requests in it: one object, shared by every such row (a
+# report is only encoded, never changed)
+_QUIET: dict[str, Any] = {
+    "requests": 0,
+    "failures": 0,
+    "requests_per_second": 0.0,
+    "p50_ms": None,
+    "p99_ms": None,
+}
+
 # (model, version) -> (successful requests, failed requests, latency bucket counts)
 _Counts = tuple[int, int, tuple[int, ...]]
 
@@ -303,10 +313,19 @@ class StatusBoard:
                     if win_latency is None
                     else [a + b for a, b in zip(win_latency, delta, strict=True)]
                 )
-        p50 = p99 = None
-        if win_latency is not None:
-            p50 = _ms(quantile(0.5, LATENCY_BOUNDS_NS, win_latency))
-            p99 = _ms(quantile(0.99, LATENCY_BOUNDS_NS, win_latency))
+        window = _QUIET
+        if win_requests or win_failures:
+            p50 = p99 = None
+            if win_latency is not None:
+                p50 = _ms(quantile(0.5, LATENCY_BOUNDS_NS, win_latency))
+                p99 = _ms(quantile(0.99, LATENCY_BOUNDS_NS, win_latency))
+            window = {
+                "requests": win_requests,
+                "failures": win_failures,
+                "requests_per_second": win_requests / span,
+                "p50_ms": p50,
+                "p99_ms": p99,
+            }
         return {
             "name": name,
             "state": _state(record, loading, unloading, bool(failed)),
@@ -316,13 +335,7 @@ class StatusBoard:
             "requests": requests,
             "failures": failures,
             "inferences": inferences,
-            "window": {
-                "requests": win_requests,
-                "failures": win_failures,
-                "requests_per_second": win_requests / span,
-                "p50_ms": p50,
-                "p99_ms": p99,
-            },
+            "window": window,
         }
 
 
