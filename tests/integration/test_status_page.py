@@ -75,6 +75,15 @@ input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]
 output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]
 """
 
+# a load error whose text is markup: the page must show it as text
+HOSTILE_PY = """class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("<img src=x onerror=\\"document.title='pwned'\\"> in the reason")
+
+    def execute(self, requests):
+        return []
+"""
+
 ADD_SUB_BODY = {
     "inputs": [
         {"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [1.0] * 16},
@@ -270,8 +279,10 @@ def test_the_json_says_what_metrics_says(server: RunningServer) -> None:
 def test_the_status_follows_the_token_policy_and_the_page_asks_for_a_token(
     tmp_path: Path, browser: Any
 ) -> None:
+    """With tokens on, and a load error whose reason is markup (shown as text)."""
     repo = tmp_path / "repo"
     write_model(repo, "add_sub", add_sub(dims=["batch", 16]), ADD_SUB)
+    write_python_model(repo, "hostile", HOSTILE_PY, CRASHES_CONFIG.replace("crashes", "hostile"))
     tokens = tmp_path / "tokens"
     tokens.write_text("inference status-page-reader-0123\n")
     tokens.chmod(0o600)
@@ -291,6 +302,15 @@ def test_the_status_follows_the_token_policy_and_the_page_asks_for_a_token(
         page.click("#auth button")
         _until(lambda: page.locator('tr[data-model="add_sub"]').count() == 1, "the models")
         assert not page.locator("#auth").is_visible()
+        r = httpx.post(
+            f"{s.base_url}/v2/models/hostile/infer", json=GATED_BODY, headers=headers, timeout=120
+        )
+        assert r.status_code >= 400
+        error = page.locator('#errors li[data-model="hostile"]')
+        _until(lambda: error.count() == 1, "the hostile load error listed")
+        assert "<img src=x" in error.inner_text()
+        assert page.locator("#errors img").count() == 0
+        assert page.title() == "modelyard status"
         page.close()
 
 
