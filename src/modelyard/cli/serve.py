@@ -183,6 +183,13 @@ def serve(
             help="Prometheus /metrics port (0: none; /metrics is also on the HTTP port).",
         ),
     ] = _D.metrics_port,
+    http_status_page: Annotated[
+        str,
+        typer.Option(
+            "--http-status-page",
+            help="false: no status page (GET / and GET /v2/status, docs/status-page.md).",
+        ),
+    ] = "true",
     allow_sagemaker: Annotated[
         str,
         typer.Option(
@@ -364,6 +371,7 @@ def serve(
         model_cache_size=cache_size,
         allow_sagemaker=_bool(allow_sagemaker, "--allow-sagemaker"),
         allow_metrics=_bool(allow_metrics, "--allow-metrics"),
+        status_page=_bool(http_status_page, "--http-status-page"),
         metrics_port=metrics_port,
         sagemaker_port=sagemaker_port,
         sagemaker_model_roots=tuple(sagemaker_model_root or ()) or (DEFAULT_SAGEMAKER_MODEL_ROOT,),

@@ -27,6 +27,7 @@ from modelyard.protocol.errors import (
     v2_error,
 )
 from modelyard.protocol.sagemaker import INVOCATIONS, SageMakerRoutes
+from modelyard.protocol.status.page import PAGE_PATH, PATHS, StatusRoutes
 from modelyard.protocol.v2 import V2Routes
 from modelyard.settings import ServerSettings
 
@@ -73,6 +74,7 @@ class ModelyardApp:
         access: AccessPolicy,
         render_metrics: RenderMetrics,
         lifespan: Lifespan,
+        status: StatusRoutes | None = None,
     ) -> None:
         self.settings = settings
         self.plane = plane
@@ -80,6 +82,7 @@ class ModelyardApp:
         self.access = access
         self.render_metrics = render_metrics
         self.lifespan = lifespan
+        self.status = status  # GET / and GET /v2/status (--http-status-page)
         self.v2 = V2Routes(plane, settings.max_input_size)
         self.sagemaker = SageMakerRoutes(
             plane,
@@ -113,6 +116,8 @@ class ModelyardApp:
             group, answer = sagemaker_group(path), _container_refusal
         elif handler == self.handle_metrics or path == "/metrics":
             group, answer = None, _v2_refusal
+        elif path == PAGE_PATH and self.status is not None:
+            return None  # the page's shell holds no data; its JSON takes the token
         elif path.startswith("/endpoints/"):
             group, answer = Group.INFERENCE, _client_face_refusal
         else:
@@ -133,6 +138,7 @@ class ModelyardApp:
         main = [
             Route("GET", METRICS, _metrics_route),
             Route("POST", INVOCATIONS, _invoke_endpoint_route),
+            *(self.status.table if self.status is not None else ()),
             *self.v2.table,
         ]
         return {"main": main, "sagemaker": list(self.sagemaker.table)}
@@ -147,6 +153,8 @@ class ModelyardApp:
             return self._metrics(request)
         if path.startswith("/endpoints/"):  # SageMaker's InvokeEndpoint
             return await self.sagemaker.invoke_endpoint(request)
+        if path in PATHS and self.status is not None:
+            return await self.status.handle(request)
         return await self.v2.handle(request)
 
     async def handle_sagemaker(self, request: HttpRequest) -> HttpResponse:

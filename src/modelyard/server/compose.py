@@ -18,6 +18,8 @@ from modelyard.manager.manager import ManagerOptions, ModelManager
 from modelyard.metrics import CustomMetrics, VersionSample, build_registry, render
 from modelyard.protocol._access import build_policy, describe_address, exposure, is_loopback
 from modelyard.protocol.app import ModelyardApp
+from modelyard.protocol.status.board import StatusBoard
+from modelyard.protocol.status.page import StatusRoutes
 from modelyard.runtimes import children
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.runtimes.python.environments import EnvironmentOptions
@@ -49,7 +51,15 @@ class Server:
         self.metrics = build_registry(
             self._metrics_snapshot, self.manager.counters, self.custom_metrics
         )
-        self.http = ModelyardApp(settings, self.plane, self.access, self.render_metrics, self)
+        # GET / and GET /v2/status (--http-status-page), read from the same counters
+        self.status = (
+            StatusRoutes(StatusBoard(self.manager, settings.model_control_mode))
+            if settings.status_page
+            else None
+        )
+        self.http = ModelyardApp(
+            settings, self.plane, self.access, self.render_metrics, self, self.status
+        )
 
     def front_ends(self, http_server: str = "modelyard") -> list[FrontEnd]:
         """The front ends ``settings`` ask for, in start order: HTTP last, so that once its
@@ -80,6 +90,8 @@ class Server:
         """Load the models; raises when ``--exit-on-error`` says a failed load is fatal."""
         self.log_exposure()
         await self.manager.start()
+        if self.status is not None:
+            self.status.board.start()
         failed = [r for r in self.manager.index() if r.get("state") != "READY"]
         if failed and self.settings.exit_on_error:
             raise RuntimeError(f"models failed to load (--exit-on-error): {failed}")
@@ -93,6 +105,8 @@ class Server:
         still running (a worker hung in initialize or execute, an environment build): the
         last step runs even when the exit timeout cancels the unloads."""
         try:
+            if self.status is not None:
+                await self.status.board.stop()
             await self.manager.shutdown()
         finally:
             left = children.live_pids()
