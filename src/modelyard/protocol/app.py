@@ -40,6 +40,7 @@ from modelyard.protocol.v2 import V2Routes
 from modelyard.runtimes import children
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.runtimes.python.environments import EnvironmentOptions
+from modelyard.scheduling.stats import LATENCY_BOUNDS_NS
 from modelyard.settings import ServerSettings
 
 log = logging.getLogger("modelyard.server")
@@ -109,7 +110,7 @@ class ModelyardApp:
             ping_mode=settings.sagemaker_ping_mode,
         )
         self.metrics = build_registry(
-            self._metrics_snapshot, self.manager.counters, self.custom_metrics
+            self._metrics_snapshot, self.manager.counters, self.custom_metrics, LATENCY_BOUNDS_NS
         )
 
     def _metrics_snapshot(self) -> list[VersionSample]:

@@ -15,6 +15,7 @@ from modelyard.errors import (
     Unauthenticated,
     Unavailable,
 )
+from modelyard.manager.manager import ModelManager
 from modelyard.wire.sagemaker import InvalidTargetModel
 
 log = logging.getLogger("modelyard.protocol")
@@ -39,6 +40,14 @@ def _status_and_message(exc: BaseException, model: str | None) -> tuple[int, str
         status, message = 500, f"internal error: {type(exc).__name__}: {exc}"
         log.exception("unexpected error serving model %s", model or "-", exc_info=exc)
     return status, message
+
+
+def request_failed(manager: ModelManager, model: str | None, exc: BaseException) -> None:
+    """Counts an inference request's error by reason (``modelyard_request_errors_total``),
+    under its model's name when the server knows the model, else under none: a client
+    that sends made-up names adds no series."""
+    known = model if model is not None and model in manager.models else ""
+    manager.counters.request_failed(known, exc)
 
 
 def v2_error(exc: BaseException, model: str | None = None) -> tuple[int, bytes]:

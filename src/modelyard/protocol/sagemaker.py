@@ -29,7 +29,7 @@ import orjson
 from modelyard.errors import AlreadyExists, InvalidArgument, ModelNotFound
 from modelyard.manager.manager import ModelManager
 from modelyard.protocol._http import JSON, HttpRequest, HttpResponse, Route, decoded_body, dispatch
-from modelyard.protocol.errors import sagemaker_container_error, sagemaker_error
+from modelyard.protocol.errors import request_failed, sagemaker_container_error, sagemaker_error
 from modelyard.scheduling.runner import ModelRunner
 from modelyard.settings import DEFAULT_SAGEMAKER_MODEL_ROOT
 from modelyard.wire.sagemaker import (
@@ -77,8 +77,8 @@ class SageMakerRoutes:
         self._loading: set[str] = set()
         _M = r"/models/(?P<model>[^/]+)"
         self.table: list[Route] = [
-            Route("POST", re.compile(_M + "/invoke"), SageMakerRoutes.invoke_model),
-            Route("POST", re.compile(r"/invocations"), SageMakerRoutes.invocations),
+            Route("POST", re.compile(_M + "/invoke"), SageMakerRoutes.invoke_model, counted=True),
+            Route("POST", re.compile(r"/invocations"), SageMakerRoutes.invocations, counted=True),
             Route("GET", re.compile(r"/ping"), SageMakerRoutes.ping),
             Route("GET", _LIST, SageMakerRoutes.list_models),
             Route("POST", _LIST, SageMakerRoutes.load_model),
@@ -99,6 +99,7 @@ class SageMakerRoutes:
             runner = await self.manager.runner_for(model, version)
             return await self._infer(request, runner, model, version)
         except Exception as exc:
+            request_failed(self.manager, model, exc)  # modelyard_request_errors_total
             status, body, headers = sagemaker_error(exc, model)
             return HttpResponse(status, body, JSON, headers)
 
@@ -116,7 +117,10 @@ class SageMakerRoutes:
             except Exception as exc:
                 return HttpResponse(*sagemaker_container_error(exc))
             return self._list(after, size)
-        return await dispatch(self, self.table, request, sagemaker_container_error)
+        return await dispatch(self, self.table, request, sagemaker_container_error, self._failed)
+
+    def _failed(self, model: str | None, exc: BaseException) -> None:
+        request_failed(self.manager, model, exc)  # modelyard_request_errors_total
 
     async def ping(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         ready = self.ping_mode == "live" or not self.draining
