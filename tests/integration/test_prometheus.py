@@ -1,6 +1,7 @@
 """The Grafana dashboard and the Prometheus rules, against a real Prometheus scraping a real
 server: every query in ``deploy/grafana/modelyard.json`` and ``deploy/prometheus/`` returns
-data (a finite value), and ``promtool`` accepts the rules and the sample configuration.
+data (a finite value); ``promtool`` accepts the rules and the sample configuration, and the
+alerts pass their unit tests (``modelyard-rules.test.yml``).
 
 The server serves three models from S3 (moto) under a memory budget that holds one of them,
 so the traffic below makes every family move: successes on two models that evict each other
@@ -39,6 +40,7 @@ from tests.integration.test_on_demand import _mlp_body
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "modelyard.json"
 RULES = DEPLOY / "prometheus" / "modelyard-rules.yml"
+RULE_TESTS = DEPLOY / "prometheus" / "modelyard-rules.test.yml"
 SAMPLE_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 BODY = _mlp_body()
 WRONG_INPUT = {"name": "NOT_AN_INPUT", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}
@@ -255,7 +257,7 @@ def _has_data(result: list[dict[str, Any]]) -> bool:
 # -- the tests ---------------------------------------------------------------------------
 
 
-def test_promtool_accepts_rules_and_sample_config() -> None:
+def test_promtool_accepts_rules_config_and_rule_tests() -> None:
     promtool = _tool("promtool")
     rules = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert rules.returncode == 0, rules.stdout + rules.stderr
@@ -264,6 +266,11 @@ def test_promtool_accepts_rules_and_sample_config() -> None:
         [promtool, "check", "config", str(SAMPLE_CONFIG)], capture_output=True, text=True
     )
     assert config.returncode == 0, config.stdout + config.stderr
+    # each alert fires on the series that should fire it (after its ``for``), and only there
+    tests = subprocess.run(
+        [promtool, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
 
 
 def test_dashboard_is_importable() -> None:
