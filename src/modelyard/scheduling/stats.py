@@ -48,28 +48,11 @@ _INFERENCE_KEYS = (
 # successful requests' end-to-end time, as ``durations["success"]`` sums it), 100 µs to 60 s.
 # Triton's statistics have only counts and sums; quantiles (the status page's p50/p99) need
 # the distribution.
-LATENCY_BOUNDS_NS: tuple[int, ...] = tuple(
-    int(ms * 1_000_000)
-    for ms in (
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-        5,
-        10,
-        25,
-        50,
-        100,
-        250,
-        500,
-        1000,
-        2500,
-        5000,
-        10000,
-        30000,
-        60000,
-    )
+LATENCY_BOUNDS_NS: tuple[int, ...] = (
+    *(int(m * 10**e) for e in range(5, 10) for m in (1, 2.5, 5)),  # 1-2.5-5 from 100 µs to 5 s
+    10 * 10**9,
+    30 * 10**9,
+    60 * 10**9,
 )
 
 
