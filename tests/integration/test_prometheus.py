@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelyard.testing import RunningServer, running_server
 from modelyard.testing.server import free_port
@@ -254,6 +255,21 @@ def _has_data(result: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(float(r["value"][1])) for r in result)
 
 
+def _value(result: list[dict[str, Any]]) -> float | None:
+    return float(result[0]["value"][1]) if result else None
+
+
+def _scraped_sum(server: RunningServer, family: str) -> float:
+    """The sum of a family's samples on the server's /metrics now, as Prometheus reads it."""
+    text = httpx.get(f"http://{server.host}:{server.metrics_port}/metrics", timeout=30).text
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name in (family, f"{family}_total")
+    )
+
+
 # -- the tests ---------------------------------------------------------------------------
 
 
@@ -342,6 +358,21 @@ def test_every_dashboard_and_rule_query_returns_data(
     assert f"{server.host}:{server.metrics_port}" not in {r["metric"]["instance"] for r in down}
     failed = prometheus.query(firing["ModelyardModelLoadFailures"])
     assert {r["metric"]["model"] for r in failed} == {"corrupt"}
+    # the same truth as /metrics: once the traffic has stopped, Prometheus's latest scrape
+    # holds exactly the server's counters
+    instance = f'instance="{server.host}:{server.metrics_port}"'
+    for family in (
+        "nv_inference_request_success",
+        "modelyard_model_cache_misses_total",
+        "modelyard_model_evictions_total",
+        "modelyard_request_errors_total",
+    ):
+        own = _scraped_sum(server, family)
+        assert own > 0, family
+        deadline = time.monotonic() + DEADLINE
+        while _value(prometheus.query(f"sum({family}{{{instance}}})")) != own:
+            assert time.monotonic() < deadline, f"{family}: Prometheus never showed {own}"
+            time.sleep(0.5)
     # errors by reason, as the server counted them
     reasons = {
         r["metric"]["reason"]
