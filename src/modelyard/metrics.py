@@ -61,6 +61,7 @@ memory, CPU seconds, open files) on the same registry.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -141,6 +142,8 @@ class VersionSample:
     stats: StatsLike
     pending: int = 0  # ModelRunner.inflight
     load_seconds: float | None = None  # None: no nv_model_load_duration_secs sample
+    # the upper bounds of ``stats.latency`` (ns); none: no latency histogram sample
+    latency_bounds_ns: tuple[int, ...] = ()
 
 
 Snapshot = Callable[[], Iterable[StatsLike | VersionSample]]
@@ -299,15 +302,9 @@ def _counter(name: str, documentation: str) -> Metric:
 class ModelyardCollector(Collector):
     """Yields Triton's per-version families and the model-store families, at scrape time."""
 
-    def __init__(
-        self, snapshot: Snapshot, counters: ManagerCounters, latency_bounds_ns: Sequence[int] = ()
-    ) -> None:
+    def __init__(self, snapshot: Snapshot, counters: ManagerCounters) -> None:
         self._snapshot = snapshot
         self._counters = counters
-        # the upper bounds of StatsLike.latency; none: no latency histogram
-        self._latency_bounds = tuple(
-            (*(_bound(ns / 1e9) for ns in latency_bounds_ns), "+Inf") if latency_bounds_ns else ()
-        )
 
     def collect(self) -> Iterator[Metric]:
         yield from self._triton()
@@ -363,10 +360,9 @@ class ModelyardCollector(Collector):
             pending.add_metric([stats.name, stats.version], sample.pending)
             if sample.load_seconds is not None:
                 load.add_metric([stats.name, stats.version], sample.load_seconds)
-            if self._latency_bounds:
-                cumulative = zip(
-                    self._latency_bounds, itertools.accumulate(stats.latency), strict=True
-                )
+            if sample.latency_bounds_ns:
+                bounds = _le_labels(sample.latency_bounds_ns)
+                cumulative = zip(bounds, itertools.accumulate(stats.latency), strict=True)
                 latency.add_metric(
                     [stats.name, stats.version], list(cumulative), d["success"].ns / 1e9
                 )
@@ -378,8 +374,7 @@ class ModelyardCollector(Collector):
             yield family
         yield pending
         yield load
-        if self._latency_bounds:
-            yield latency
+        yield latency
 
     def _store(self) -> Iterator[Metric]:
         c = self._counters
@@ -475,6 +470,12 @@ def _histogram(name: str, documentation: str, timing: Timing) -> HistogramMetric
 
 def _bound(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
+
+
+@functools.cache
+def _le_labels(bounds_ns: tuple[int, ...]) -> tuple[str, ...]:
+    """The ``le`` labels of a latency histogram, in seconds, from its bounds in ns."""
+    return (*(_bound(ns / 1e9) for ns in bounds_ns), "+Inf")
 
 
 # -- registry and exposition ----------------------------------------------------------------
@@ -595,15 +596,12 @@ class _CustomValue:
 
 
 def build_registry(
-    snapshot: Snapshot,
-    counters: ManagerCounters,
-    custom: CustomMetrics | None = None,
-    latency_bounds_ns: Sequence[int] = (),
+    snapshot: Snapshot, counters: ManagerCounters, custom: CustomMetrics | None = None
 ) -> CollectorRegistry:
     """A fresh registry with the modelyard collector and the process collector on it (and
-    the models' own metrics, when given; the latency histogram, with its bounds)."""
+    the models' own metrics, when given)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ModelyardCollector(snapshot, counters, latency_bounds_ns))
+    registry.register(ModelyardCollector(snapshot, counters))
     if custom is not None:
         registry.register(custom)
     ProcessCollector(registry=registry)

@@ -191,6 +191,7 @@ def test_manager_counters() -> None:
     got = _samples(text)
     types = {f.name: f.type for f in text_string_to_metric_families(text)}
     assert {k: v for k, v in types.items() if k.startswith("modelyard_")} == {
+        "modelyard_inference_request_duration_seconds": "histogram",
         "modelyard_model_cache_hits": "counter",
         "modelyard_model_cache_misses": "counter",
         "modelyard_model_evictions": "counter",
@@ -284,8 +285,7 @@ def test_latency_histogram_per_version_from_model_stats() -> None:
     a.record_success(1, 3_000_000, 0, 0, 3_000_000, 0)  # 3 ms: le 5 ms
     a.record_success(1, 100 * 10**9, 0, 0, 0, 0)  # 100 s: beyond the last bound
     a.record_failure(7_000_000)  # failures are not in the latency histogram
-    body, _ = render(build_registry(lambda: [a], ManagerCounters(), None, LATENCY_BOUNDS_NS))
-    text = body.decode()
+    text = _scrape([VersionSample(a, latency_bounds_ns=LATENCY_BOUNDS_NS)], ManagerCounters())
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families["modelyard_inference_request_duration_seconds"].type == "histogram"
     got = _samples(text)
@@ -304,10 +304,10 @@ def test_latency_histogram_per_version_from_model_stats() -> None:
     assert got[_key("nv_inference_request_duration_us_total", **labels)] == 100_003_050
 
 
-def test_no_latency_bounds_no_latency_family() -> None:
+def test_no_latency_bounds_no_latency_sample() -> None:
     text = _scrape([ModelStats("m", "1")], ManagerCounters())
-    names = {f.name for f in text_string_to_metric_families(text)}
-    assert "modelyard_inference_request_duration_seconds" not in names
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["modelyard_inference_request_duration_seconds"].samples == []
 
 
 def test_per_model_lookups_load_failures_and_request_errors() -> None:

@@ -110,7 +110,7 @@ class ModelyardApp:
             ping_mode=settings.sagemaker_ping_mode,
         )
         self.metrics = build_registry(
-            self._metrics_snapshot, self.manager.counters, self.custom_metrics, LATENCY_BOUNDS_NS
+            self._metrics_snapshot, self.manager.counters, self.custom_metrics
         )
 
     def _metrics_snapshot(self) -> list[VersionSample]:
@@ -124,6 +124,7 @@ class ModelyardApp:
                         vrec.stats,
                         pending=runner.inflight if runner is not None else 0,
                         load_seconds=record.usage.load_seconds if runner is not None else None,
+                        latency_bounds_ns=LATENCY_BOUNDS_NS,
                     )
                 )
         return samples
