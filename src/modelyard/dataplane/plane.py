@@ -61,6 +61,13 @@ class DataPlane:
         self.options = options
         self.draining = False
 
+    def request_failed(self, model: str | None, exc: BaseException) -> None:
+        """Counts an inference request's error by reason (``modelyard_request_errors_total``)
+        whichever front end it came by, under its model's name when the server knows the
+        model, else under none: a client that sends made-up names adds no series."""
+        known = model if model is not None and model in self.manager.models else ""
+        self.manager.counters.request_failed(known, exc)
+
     # -- health ----------------------------------------------------------------------------
     def begin_drain(self) -> None:
         """Readiness turns false at once (every front end's); requests in flight carry on."""

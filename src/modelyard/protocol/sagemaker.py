@@ -77,8 +77,8 @@ class SageMakerRoutes:
         self._loading: set[str] = set()
         _M = r"/models/(?P<model>[^/]+)"
         self.table: list[Route] = [
-            Route("POST", re.compile(_M + "/invoke"), SageMakerRoutes.invoke_model),
-            Route("POST", re.compile(r"/invocations"), SageMakerRoutes.invocations),
+            Route("POST", re.compile(_M + "/invoke"), SageMakerRoutes.invoke_model, counted=True),
+            Route("POST", re.compile(r"/invocations"), SageMakerRoutes.invocations, counted=True),
             Route("GET", re.compile(r"/ping"), SageMakerRoutes.ping),
             Route("GET", _LIST, SageMakerRoutes.list_models),
             Route("POST", _LIST, SageMakerRoutes.load_model),
@@ -98,6 +98,7 @@ class SageMakerRoutes:
             model, version = parse_target_model(request.headers.get(TARGET_MODEL_HEADER))
             return await self._infer(request, model, version)
         except Exception as exc:
+            self.plane.request_failed(model, exc)  # modelyard_request_errors_total
             status, body, headers = sagemaker_error(exc, model)
             return HttpResponse(status, body, JSON, headers)
 
@@ -115,7 +116,10 @@ class SageMakerRoutes:
             except Exception as exc:
                 return HttpResponse(*sagemaker_container_error(exc))
             return self._list(after, size)
-        return await dispatch(self, self.table, request, sagemaker_container_error)
+        return await dispatch(self, self.table, request, sagemaker_container_error, self._failed)
+
+    def _failed(self, model: str | None, exc: BaseException) -> None:
+        self.plane.request_failed(model, exc)  # modelyard_request_errors_total
 
     async def ping(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         ready = self.ping_mode == "live" or not self.plane.draining

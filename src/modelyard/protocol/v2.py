@@ -55,9 +55,11 @@ class V2Routes:
         self.plane = plane
         self.max_input_size = max_input_size
         self.table: list[Route] = [
-            Route("POST", re.compile(_M + "/infer"), V2Routes.infer),
-            Route("POST", re.compile(_M + "/generate"), V2Routes.generate),
-            Route("POST", re.compile(_M + "/generate_stream"), V2Routes.generate_stream),
+            Route("POST", re.compile(_M + "/infer"), V2Routes.infer, counted=True),
+            Route("POST", re.compile(_M + "/generate"), V2Routes.generate, counted=True),
+            Route(
+                "POST", re.compile(_M + "/generate_stream"), V2Routes.generate_stream, counted=True
+            ),
             Route("GET", re.compile(r"/v2/health/live"), V2Routes.live),
             Route("GET", re.compile(r"/v2/health/ready"), V2Routes.ready),
             Route("GET", re.compile(r"/v2"), V2Routes.server_metadata),
@@ -82,7 +84,10 @@ class V2Routes:
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """Route one request; every error becomes Triton's ``{"error": ...}`` answer."""
-        return await dispatch(self, self.table, request, v2_error)
+        return await dispatch(self, self.table, request, v2_error, self._failed)
+
+    def _failed(self, model: str | None, exc: BaseException) -> None:
+        self.plane.request_failed(model, exc)  # modelyard_request_errors_total
 
     # -- inference -------------------------------------------------------------------------
     async def infer(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:

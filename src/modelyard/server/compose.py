@@ -23,6 +23,7 @@ from modelyard.protocol.status.page import StatusRoutes
 from modelyard.runtimes import children
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.runtimes.python.environments import EnvironmentOptions
+from modelyard.scheduling.stats import LATENCY_BOUNDS_NS
 from modelyard.server.lifecycle import FrontEnd
 from modelyard.settings import ServerSettings
 
@@ -132,6 +133,7 @@ class Server:
                         vrec.stats,
                         pending=runner.inflight if runner is not None else 0,
                         load_seconds=record.usage.load_seconds if runner is not None else None,
+                        latency_bounds_ns=LATENCY_BOUNDS_NS,
                     )
                 )
         return samples
