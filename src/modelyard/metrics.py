@@ -24,6 +24,12 @@ Triton's per-model families, with Triton's names, types, help texts and labels (
   (Triton counts only those not yet handed to the backend; ours include executing ones).
 - ``nv_model_load_duration_secs`` (gauge): how long the version took to load.
 
+Triton's counters give means, not quantiles; one histogram per version gives those:
+
+- ``modelyard_inference_request_duration_seconds`` (histogram, labels ``model``, ``version``):
+  the successful requests' durations, the ones ``nv_inference_request_duration_us`` sums,
+  over ``ModelStats.latency`` (100 µs to 60 s), so ``histogram_quantile`` gives p50/p99.
+
 Triton's counters carry no ``_total`` suffix; ``render`` keeps them that way.
 
 Model-store families, which SageMaker reports for multi-model endpoints and Triton lacks, from
@@ -41,6 +47,13 @@ Model-store families, which SageMaker reports for multi-model endpoints and Trit
 - ``modelyard_model_memory_budget_bytes`` (gauge): what they may use before evictions start.
 - ``modelyard_model_memory_estimate_bytes`` (gauge, label ``model``): what admission books for
   a model (loaded or not): its learned size, the reservation for its next load.
+- ``modelyard_model_cache_lookups_total`` (counter, labels ``model``, ``result``: hit, miss):
+  the two counters above, per model.
+- ``modelyard_model_load_failures_total`` (counter, label ``model``): loads that did not end
+  with the model loaded (its files, its config, its runtime, or no memory for it).
+- ``modelyard_request_errors_total`` (counter, labels ``model``, ``reason``): inference
+  requests answered with an error, by ``error_reason`` (``ERROR_REASONS``, a fixed set);
+  ``model`` is empty for a name the server does not know, so clients cannot grow the series.
 
 ``build_registry`` adds prometheus_client's ``ProcessCollector`` (``process_*``: resident
 memory, CPU seconds, open files) on the same registry.
@@ -48,9 +61,10 @@ memory, CPU seconds, open files) on the same registry.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,8 +78,21 @@ from prometheus_client.core import (
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from modelyard.errors import (
+    ConfigError,
+    InsufficientMemory,
+    InvalidArgument,
+    MemoryBusy,
+    MissingDependency,
+    ModelyardError,
+    NotFound,
+    Unavailable,
+    Unsupported,
+)
+
 __all__ = [
     "CONTENT_TYPE",
+    "ERROR_REASONS",
     "SECONDS_BUCKETS",
     "TRITON_COUNTERS",
     "CustomMetrics",
@@ -77,6 +104,7 @@ __all__ = [
     "Timing",
     "VersionSample",
     "build_registry",
+    "error_reason",
     "render",
 ]
 
@@ -103,6 +131,8 @@ class StatsLike(Protocol):
     def execution_count(self) -> int: ...
     @property
     def durations(self) -> Mapping[str, DurationLike]: ...
+    @property
+    def latency(self) -> Sequence[int]: ...  # successful requests per latency bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +142,8 @@ class VersionSample:
     stats: StatsLike
     pending: int = 0  # ModelRunner.inflight
     load_seconds: float | None = None  # None: no nv_model_load_duration_secs sample
+    # the upper bounds of ``stats.latency`` (ns); none: no latency histogram sample
+    latency_bounds_ns: tuple[int, ...] = ()
 
 
 Snapshot = Callable[[], Iterable[StatsLike | VersionSample]]
@@ -169,10 +201,54 @@ class ManagerCounters:
     memory_bytes: int = 0
     memory_budget_bytes: int = 0
     model_bytes: dict[str, int] = field(default_factory=dict)  # model -> learned size
+    model_hits: dict[str, int] = field(default_factory=dict)  # cache_hits, per model
+    model_misses: dict[str, int] = field(default_factory=dict)  # cache_misses, per model
+    load_failures: dict[str, int] = field(default_factory=dict)  # model -> failed loads
+    request_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, reason)
     load_wait: Timing = field(default_factory=Timing)
     download: Timing = field(default_factory=Timing)
     load: Timing = field(default_factory=Timing)
     unload: Timing = field(default_factory=Timing)
+
+    def request_failed(self, model: str, exc: BaseException) -> None:
+        """Counts an inference request answered with an error; ``model`` is "" for a name
+        the server does not know."""
+        key = (model, error_reason(exc))
+        self.request_errors[key] = self.request_errors.get(key, 0) + 1
+
+    def load_failed(self, model: str) -> None:
+        self.load_failures[model] = self.load_failures.get(model, 0) + 1
+
+
+# the ``reason`` of ``modelyard_request_errors_total``, most specific first
+ERROR_REASONS = (
+    "invalid_request",  # the request itself (shape, datatype, body, unsupported for the model)
+    "model_not_found",  # no such model or version in the store
+    "out_of_memory",  # the model does not fit the memory budget now (or ever)
+    "unavailable",  # not ready: still loading after --load-wait-timeout, draining, failed before
+    "load_failed",  # the load failed: its files, config, environment or a missing extra
+    "backend",  # the model failed while executing (its runtime or its own code)
+    "internal",  # anything else: a bug in modelyard
+)
+
+
+def error_reason(exc: BaseException) -> str:
+    """The ``reason`` label of an inference request's error, one of ``ERROR_REASONS``."""
+    if not isinstance(exc, ModelyardError):
+        return "internal"
+    if exc.from_model:
+        return "backend"  # a model's own TritonError, whatever its type says
+    if isinstance(exc, InvalidArgument | Unsupported):
+        return "invalid_request"
+    if isinstance(exc, NotFound):
+        return "model_not_found"
+    if isinstance(exc, MemoryBusy | InsufficientMemory):
+        return "out_of_memory"
+    if isinstance(exc, Unavailable):
+        return "unavailable"
+    if isinstance(exc, ConfigError | MissingDependency):
+        return "load_failed"
+    return "backend"
 
 
 # -- Triton's families ---------------------------------------------------------------------
@@ -263,6 +339,11 @@ class ModelyardCollector(Collector):
         load = GaugeMetricFamily(
             "nv_model_load_duration_secs", "Model load time in seconds", labels=_LABELS
         )
+        latency = HistogramMetricFamily(
+            "modelyard_inference_request_duration_seconds",
+            "Duration of successful inference requests, in seconds",
+            labels=_LABELS,
+        )
         for item in self._snapshot():
             sample = item if isinstance(item, VersionSample) else VersionSample(item)
             stats = sample.stats
@@ -279,6 +360,12 @@ class ModelyardCollector(Collector):
             pending.add_metric([stats.name, stats.version], sample.pending)
             if sample.load_seconds is not None:
                 load.add_metric([stats.name, stats.version], sample.load_seconds)
+            if sample.latency_bounds_ns:
+                bounds = _le_labels(sample.latency_bounds_ns)
+                cumulative = zip(bounds, itertools.accumulate(stats.latency), strict=True)
+                latency.add_metric(
+                    [stats.name, stats.version], list(cumulative), d["success"].ns / 1e9
+                )
         yield success
         yield failure
         yield count
@@ -287,6 +374,7 @@ class ModelyardCollector(Collector):
             yield family
         yield pending
         yield load
+        yield latency
 
     def _store(self) -> Iterator[Metric]:
         c = self._counters
@@ -344,6 +432,31 @@ class ModelyardCollector(Collector):
         for name, size in sorted(c.model_bytes.items()):
             estimate.add_metric([name], size)
         yield estimate
+        lookups = CounterMetricFamily(
+            "modelyard_model_cache_lookups",
+            "Requests whose model was already loaded (hit) or had to be loaded (miss), per model",
+            labels=["model", "result"],
+        )
+        for result, per_model in (("hit", c.model_hits), ("miss", c.model_misses)):
+            for name, n in sorted(per_model.items()):
+                lookups.add_metric([name, result], n)
+        yield lookups
+        failures = CounterMetricFamily(
+            "modelyard_model_load_failures",
+            "Model loads that did not end with the model loaded",
+            labels=["model"],
+        )
+        for name, n in sorted(c.load_failures.items()):
+            failures.add_metric([name], n)
+        yield failures
+        errors = CounterMetricFamily(
+            "modelyard_request_errors",
+            "Inference requests answered with an error, by reason",
+            labels=["model", "reason"],
+        )
+        for (name, reason), n in sorted(c.request_errors.items()):
+            errors.add_metric([name, reason], n)
+        yield errors
 
 
 def _histogram(name: str, documentation: str, timing: Timing) -> HistogramMetricFamily:
@@ -357,6 +470,12 @@ def _histogram(name: str, documentation: str, timing: Timing) -> HistogramMetric
 
 def _bound(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
+
+
+@functools.cache
+def _le_labels(bounds_ns: tuple[int, ...]) -> tuple[str, ...]:
+    """The ``le`` labels of a latency histogram, in seconds, from its bounds in ns."""
+    return (*(_bound(ns / 1e9) for ns in bounds_ns), "+Inf")
 
 
 # -- registry and exposition ----------------------------------------------------------------

@@ -43,6 +43,7 @@ class ServerSettings:
     memory_budget: int | None = None  # bytes
     eviction_policy: str = DEFAULT_POLICY
     allow_metrics: bool = True
+    status_page: bool = True  # --http-status-page: GET / and GET /v2/status (docs/status-page.md)
     metrics_port: int = 8002  # Triton's; /metrics is on the HTTP port as well
     gpu_limits: tuple[tuple[int, float], ...] = ()  # --model-load-gpu-limit device:share
     model_cache_dir: Path | None = None  # None: $XDG_CACHE_HOME/modelyard/models

@@ -7,7 +7,19 @@ from collections.abc import Iterable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from modelyard.errors import (
+    ConfigError,
+    DecoupledModel,
+    Internal,
+    InvalidArgument,
+    MemoryBusy,
+    ModelNotFound,
+    ModelTooLarge,
+    ModelyardError,
+    Unavailable,
+)
 from modelyard.metrics import (
+    ERROR_REASONS,
     SECONDS_BUCKETS,
     TRITON_COUNTERS,
     ManagerCounters,
@@ -15,9 +27,10 @@ from modelyard.metrics import (
     Timing,
     VersionSample,
     build_registry,
+    error_reason,
     render,
 )
-from modelyard.scheduling.stats import ModelStats
+from modelyard.scheduling.stats import LATENCY_BOUNDS_NS, ModelStats
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -178,6 +191,7 @@ def test_manager_counters() -> None:
     got = _samples(text)
     types = {f.name: f.type for f in text_string_to_metric_families(text)}
     assert {k: v for k, v in types.items() if k.startswith("modelyard_")} == {
+        "modelyard_inference_request_duration_seconds": "histogram",
         "modelyard_model_cache_hits": "counter",
         "modelyard_model_cache_misses": "counter",
         "modelyard_model_evictions": "counter",
@@ -189,6 +203,9 @@ def test_manager_counters() -> None:
         "modelyard_model_memory_bytes": "gauge",
         "modelyard_model_memory_budget_bytes": "gauge",
         "modelyard_model_memory_estimate_bytes": "gauge",
+        "modelyard_model_cache_lookups": "counter",
+        "modelyard_model_load_failures": "counter",
+        "modelyard_request_errors": "counter",
     }
     assert got[_key("modelyard_model_cache_hits_total")] == 7
     assert got[_key("modelyard_model_cache_misses_total")] == 2
@@ -260,3 +277,80 @@ def test_process_metrics_on_the_same_registry() -> None:
     if "process_resident_memory_bytes" not in names:  # ProcessCollector reads /proc: Linux only
         pytest.skip("no /proc on this platform")
     assert "process_cpu_seconds" in names
+
+
+def test_latency_histogram_per_version_from_model_stats() -> None:
+    a = ModelStats("resnet", "1")
+    a.record_success(1, 50_000, 0, 0, 50_000, 0)  # 50 µs: the first bucket (le 100 µs)
+    a.record_success(1, 3_000_000, 0, 0, 3_000_000, 0)  # 3 ms: le 5 ms
+    a.record_success(1, 100 * 10**9, 0, 0, 0, 0)  # 100 s: beyond the last bound
+    a.record_failure(7_000_000)  # failures are not in the latency histogram
+    text = _scrape([VersionSample(a, latency_bounds_ns=LATENCY_BOUNDS_NS)], ManagerCounters())
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["modelyard_inference_request_duration_seconds"].type == "histogram"
+    got = _samples(text)
+    name = "modelyard_inference_request_duration_seconds"
+    labels = {"model": "resnet", "version": "1"}
+    assert got[_key(f"{name}_bucket", le="0.0001", **labels)] == 1
+    assert got[_key(f"{name}_bucket", le="0.0025", **labels)] == 1
+    assert got[_key(f"{name}_bucket", le="0.005", **labels)] == 2
+    assert got[_key(f"{name}_bucket", le="60.0", **labels)] == 2
+    assert got[_key(f"{name}_bucket", le="+Inf", **labels)] == 3
+    assert got[_key(f"{name}_count", **labels)] == 3
+    assert got[_key(f"{name}_sum", **labels)] == pytest.approx(100.00305)
+    bounds = [k for k in got if k[0] == f"{name}_bucket"]
+    assert len(bounds) == len(LATENCY_BOUNDS_NS) + 1
+    # the same requests nv_inference_request_duration_us sums, in microseconds
+    assert got[_key("nv_inference_request_duration_us_total", **labels)] == 100_003_050
+
+
+def test_no_latency_bounds_no_latency_sample() -> None:
+    text = _scrape([ModelStats("m", "1")], ManagerCounters())
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["modelyard_inference_request_duration_seconds"].samples == []
+
+
+def test_per_model_lookups_load_failures_and_request_errors() -> None:
+    c = ManagerCounters(model_hits={"a": 5, "b": 1}, model_misses={"a": 2})
+    c.load_failed("b")
+    c.load_failed("b")
+    c.request_failed("a", InvalidArgument("bad shape"))
+    c.request_failed("a", InvalidArgument("bad datatype"))
+    c.request_failed("", ModelNotFound("nope"))
+    got = _samples(_scrape([], c))
+    lookups = "modelyard_model_cache_lookups_total"
+    assert got[_key(lookups, model="a", result="hit")] == 5
+    assert got[_key(lookups, model="a", result="miss")] == 2
+    assert got[_key(lookups, model="b", result="hit")] == 1
+    assert _key(lookups, model="b", result="miss") not in got
+    assert got[_key("modelyard_model_load_failures_total", model="b")] == 2
+    errors = "modelyard_request_errors_total"
+    assert got[_key(errors, model="a", reason="invalid_request")] == 2
+    assert got[_key(errors, model="", reason="model_not_found")] == 1
+    assert len([k for k in got if k[0] == errors]) == 2
+
+
+def _from_model() -> ModelyardError:
+    exc = InvalidArgument("the model said no")
+    exc.from_model = True
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (InvalidArgument("shape"), "invalid_request"),
+        (DecoupledModel("decoupled", "m"), "invalid_request"),
+        (ModelNotFound("m"), "model_not_found"),
+        (MemoryBusy("busy"), "out_of_memory"),
+        (ModelTooLarge("too large"), "out_of_memory"),
+        (Unavailable("still loading"), "unavailable"),
+        (ConfigError("bad config"), "load_failed"),
+        (Internal("runtime failed"), "backend"),
+        (_from_model(), "backend"),
+        (RuntimeError("a bug"), "internal"),
+    ],
+)
+def test_error_reasons(exc: BaseException, reason: str) -> None:
+    assert error_reason(exc) == reason
+    assert reason in ERROR_REASONS

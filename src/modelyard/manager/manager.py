@@ -395,6 +395,13 @@ class ModelManager:
             self.source.release(old)
 
     async def _admitted_load(self, record: ModelRecord, config_json: str | None = None) -> None:
+        try:
+            await self._admit_and_load(record, config_json)
+        except Exception:
+            self.counters.load_failed(record.name)  # modelyard_model_load_failures_total
+            raise
+
+    async def _admit_and_load(self, record: ModelRecord, config_json: str | None = None) -> None:
         """Fetch, admit against the budgets, load, and record what the load really took.
 
         Host memory is always admitted; a KIND_GPU model is also admitted against its GPU's
@@ -812,6 +819,7 @@ class ModelManager:
         ):
             raise VersionNotFound(name, version)  # stored, but outside the version policy
         self.counters.cache_misses += 1
+        self.counters.model_misses[name] = self.counters.model_misses.get(name, 0) + 1
         record.waiters += 1  # pinned: a model loaded for waiting requests is not evicted
         try:  # before they use it (no await between here and their runner.infer)
             await self._wait_for_load(record, version)
@@ -832,7 +840,9 @@ class ModelManager:
         }
 
     def _hit(self, record: ModelRecord, runner: ModelRunner) -> ModelRunner:
-        self.counters.cache_hits += 1
+        counters = self.counters
+        counters.cache_hits += 1
+        counters.model_hits[record.name] = counters.model_hits.get(record.name, 0) + 1
         usage = record.usage
         usage.last_used = time.monotonic()
         usage.uses += 1

@@ -102,6 +102,8 @@ def compress(body: bytes, encoding: bytes) -> bytes:
 
 RouteHandler = Callable[[Any, HttpRequest, dict[str, str]], Awaitable[HttpResponse]]
 ErrorBody = Callable[[BaseException, str | None], tuple[int, bytes]]
+# told of an error a counted route raised: (the route's model parameter, the error)
+FailureHook = Callable[[str | None, BaseException], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ class Route:
     method: str
     pattern: re.Pattern[str]
     handler: RouteHandler
+    counted: bool = False  # an inference route: dispatch tells its ``failed`` hook of errors
 
 
 def match_route(
@@ -133,18 +136,25 @@ def match_route(
 
 
 async def dispatch(
-    owner: object, table: Sequence[Route], request: HttpRequest, error: ErrorBody
+    owner: object,
+    table: Sequence[Route],
+    request: HttpRequest,
+    error: ErrorBody,
+    failed: FailureHook | None = None,
 ) -> HttpResponse:
     """Route a request through ``table`` (first match wins; HEAD is served as GET).
 
-    A handler's exception becomes ``error(exc, model)``'s answer; a path that matches only
-    with another method is 405, anything else 404, both in Triton's ``{"error"}`` form.
+    A handler's exception becomes ``error(exc, model)``'s answer (and, on a counted route,
+    goes to ``failed`` first); a path that matches only with another method is 405, anything
+    else 404, both in Triton's ``{"error"}`` form.
     """
     route, params, allowed = match_route(table, request.method, request.path)
     if route is not None:
         try:
             return await route.handler(owner, request, params)
         except Exception as exc:
+            if failed is not None and route.counted:
+                failed(params.get("model"), exc)
             status, body = error(exc, params.get("model"))
             return HttpResponse(status, body)
     if allowed:

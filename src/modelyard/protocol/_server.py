@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import gc
 import logging
 import os
 import sys
@@ -461,7 +460,8 @@ def _ascii(exc: Exception) -> bytes:
 
 
 class HttpFrontEnd:
-    """Listens, serves until ``stop`` is set, then drains within ``exit_timeout`` seconds."""
+    """Every HTTP port of the server (the main one, metrics, SageMaker's container face):
+    a front end for ``server.lifecycle`` (``start``, ``drain``, ``stop``)."""
 
     def __init__(
         self,
@@ -478,19 +478,17 @@ class HttpFrontEnd:
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
+        self.server: asyncio.Server | None = None  # the main port's, once started
+        self.extra: list[asyncio.Server] = []  # the further ports'
+        self.sweeper: asyncio.Task[None] | None = None
 
-    async def serve(self, stop: asyncio.Event) -> bool:
-        """Serve until ``stop``; True when the drain finished within the grace period."""
+    async def start(self) -> None:
+        """Bind the further ports, then the main one (its "Started" line is what scripts
+        wait for); the models are loaded already (``server.lifecycle``)."""
         settings = self.app.settings
-        await self.app.start()
-        # modules, routes and startup models live for good: out of the collector's full
-        # passes, which otherwise add milliseconds to the odd request under load
-        gc.collect()
-        gc.freeze()
         loop = asyncio.get_running_loop()
-        extra = []
         for address, port, handler in self.listeners:  # before the main port reports ready
-            extra.append(
+            self.extra.append(
                 await _bind(
                     loop,
                     functools.partial(_Connection, self, handler),
@@ -500,7 +498,7 @@ class HttpFrontEnd:
                 )
             )
             log.info("Started HTTPService at %s:%d", address, port)
-        server = await _bind(
+        self.server = await _bind(
             loop,
             lambda: _Connection(self),
             settings.http_address,
@@ -508,20 +506,19 @@ class HttpFrontEnd:
             "--http-port",
         )
         log.info("Started HTTPService at %s:%d", settings.http_address, settings.http_port)
-        sweeper = loop.create_task(self._sweep_idle())
-        try:
-            await stop.wait()
-        finally:
-            sweeper.cancel()
-            for listener in extra:
-                listener.close()
-            deadline = time.monotonic() + settings.exit_timeout_secs
-            await self._drain(server, settings.exit_timeout_secs)
-            try:  # unloading waits for executions still running on worker threads
-                await asyncio.wait_for(self.app.stop(), max(0.1, deadline - time.monotonic()))
-            except TimeoutError:
-                log.warning("exit timeout expired with model executions still running")
-                return False
+        self.sweeper = loop.create_task(self._sweep_idle())
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting on every port and finish the requests received (``_drain``)."""
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+        for listener in self.extra:
+            listener.close()
+        if self.server is not None:
+            await self._drain(self.server, grace)
+
+    async def stop(self) -> bool:
+        """True when no request is still running (the models are unloaded by now)."""
         return not self.tasks
 
     async def _drain(self, server: asyncio.Server, grace: float) -> None:
@@ -534,8 +531,7 @@ class HttpFrontEnd:
         then and would see "connection closed without response"; a busy client instead gets
         its next answer with ``Connection: close`` and reconnects (to a closed listener).
         """
-        self.draining = True
-        self.app.begin_drain()
+        self.draining = True  # the data plane's readiness is false already (server.lifecycle)
         server.close()
         header_timeout = self.app.settings.header_timeout
         deadline = time.monotonic() + grace

@@ -7,6 +7,7 @@ reports its timings back through the awaiting coroutine), so no lock is needed.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,18 @@ _INFERENCE_KEYS = (
 )
 
 
+# Upper bounds (ns) of each version's request-latency histogram (``ModelStats.latency``: the
+# successful requests' end-to-end time, as ``durations["success"]`` sums it), 100 µs to 60 s.
+# Triton's statistics have only counts and sums; quantiles (the status page's p50/p99) need
+# the distribution.
+LATENCY_BOUNDS_NS: tuple[int, ...] = (
+    *(int(m * 10**e) for e in range(5, 10) for m in (1, 2.5, 5)),  # 1-2.5-5 from 100 µs to 5 s
+    10 * 10**9,
+    30 * 10**9,
+    60 * 10**9,
+)
+
+
 @dataclass(slots=True)
 class ModelStats:
     """One model version's counters. ``last_inference`` is milliseconds since the epoch."""
@@ -56,6 +69,8 @@ class ModelStats:
         default_factory=lambda: {k: Duration() for k in _INFERENCE_KEYS}
     )
     batches: dict[int, BatchStats] = field(default_factory=dict)
+    # successful requests per LATENCY_BOUNDS_NS bucket (not cumulative; the last: above 60 s)
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_NS) + 1))
 
     def record_success(
         self,
@@ -83,6 +98,7 @@ class ModelStats:
         batch size). Under dynamic batching, several requests share one execution."""
         d = self.durations
         d["success"].add(total_ns)
+        self.latency[bisect_left(LATENCY_BOUNDS_NS, total_ns)] += 1
         d["queue"].add(queue_ns)
         d["compute_input"].add(input_ns)
         d["compute_infer"].add(infer_ns)

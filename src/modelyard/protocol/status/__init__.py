@@ -1,0 +1,1 @@
+"""The status page (``GET /``) and the JSON it polls (``GET /v2/status``): docs/status-page.md."""
