@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from modelyard.cli.fleet import fleet_app
 from modelyard.cli.init import init
 from modelyard.cli.package import package
 from modelyard.cli.publish import ls, promote, push, rollback
@@ -32,6 +33,8 @@ app.command("push")(push)
 app.command("promote")(promote)
 app.command("rollback")(rollback)
 app.command("ls")(ls)
+# many servers behind an off-the-shelf proxy (docs/fleet.md)
+app.add_typer(fleet_app, name="fleet")
 
 
 def _print_version(value: bool) -> None:
