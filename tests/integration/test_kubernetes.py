@@ -258,6 +258,41 @@ def test_probes_drain_and_volumes(rendered: dict[str, list[Obj]]) -> None:
     assert 0 < float(args["--memory-budget"][:-1]) <= 80
 
 
+# volume types the restricted Pod Security Standard allows
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral"}
+RESTRICTED_VOLUMES |= {"persistentVolumeClaim", "projected", "secret"}
+
+
+@pytest.mark.parametrize("render", [*RENDERS, "keda+irsa+s3-secret"])
+def test_pods_meet_the_restricted_pod_security_standard(
+    rendered: dict[str, list[Obj]], render: str
+) -> None:
+    """The namespace enforces ``restricted``: each pod template passes its checks, or the
+    pods would be refused at creation."""
+    objs = rendered[render]
+    namespace = one(objs, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    templates = [
+        o["spec"]["template"]["spec"] for o in objs if o["kind"] in ("StatefulSet", "Deployment")
+    ]
+    assert len(templates) == 2
+    for pod in templates:
+        pod_context = pod.get("securityContext", {})
+        assert pod_context["seccompProfile"]["type"] in ("RuntimeDefault", "Localhost")
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod)
+        for volume in pod.get("volumes", []):
+            assert set(volume) - {"name"} <= RESTRICTED_VOLUMES, volume
+        for container in pod["containers"] + pod.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert set(context["capabilities"].get("add", [])) <= {"NET_BIND_SERVICE"}
+            assert context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True
+            assert context.get("runAsUser", pod_context.get("runAsUser")) != 0
+            assert not context.get("privileged", False)
+            assert all("hostPort" not in p for p in container.get("ports", []))
+
+
 def test_services_and_budgets_select_the_pods(rendered: dict[str, list[Obj]]) -> None:
     objs = rendered["base"]
     sts = one(objs, "StatefulSet", "modelyard")
