@@ -6,9 +6,10 @@
   (``deploy/kubernetes/schemas``), with its HPA behaviour checked as Kubernetes' own.
 * The server pod's settings hang together: probes on the health routes, the drain inside the
   grace period, the cache inside its volume, the memory budget a share of the limit, a
-  read-only root with every written path on a volume. A real ``modelyard serve`` started with
-  the container's own arguments and environment serves, keeps the model-repository API
-  closed, and sizes its budget from its memory limit.
+  read-only root with every written path on a volume, the restricted Pod Security Standard.
+  A real ``modelyard serve`` started with the container's own arguments and environment
+  serves a model from a real S3 protocol server, keeps the model-repository API closed, and
+  sizes its budget from its memory limit.
 * The router's configuration lists the StatefulSet's stable names up to the autoscalers'
   maximum; the real HAProxy accepts it and answers the router's probe.
 * The autoscalers' metric names exist in a real server's ``/metrics`` after one inference,
@@ -30,10 +31,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import jsonschema
 import kubernetes_validate
 import numpy as np
@@ -45,6 +48,7 @@ from modelyard.manager.memory import host_memory_limit, parse_budget
 from modelyard.testing import RunningServer, free_port, running_server
 from tests.factories.onnx_models import add_sub, write_model
 from tests.integration.conftest import ADD_SUB
+from tests.integration.s3_server import MotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -337,30 +341,46 @@ def expand(text: str, env: dict[str, str]) -> str:
 
 
 def test_the_container_s_own_arguments_start_a_real_server(
-    rendered: dict[str, list[Obj]], tmp_path: Path
+    rendered: dict[str, list[Obj]], tmp_path: Path, moto_server: MotoServer
 ) -> None:
-    """``modelyard serve`` with the StatefulSet's command line and environment, with the
-    store a local folder instead of S3 and the volumes in a temporary folder."""
+    """``modelyard serve`` with the StatefulSet's command line and environment, ConfigMap and
+    Secret values filled in as an overlay and ``kubectl create secret`` would: the store a
+    real S3 protocol server (moto), its credentials from the ``modelyard-s3`` Secret, the
+    volumes temporary folders."""
     objs = rendered["base"]
     container = server_container(objs)
     (config,) = [o for o in objs if o["kind"] == "ConfigMap" and "model-repository" in o["data"]]
     assert config["data"]["model-repository"].startswith("s3://")
-    repo = tmp_path / "repo"
-    write_model(repo, "add_sub", add_sub(dims=["batch", 16]), ADD_SUB)
-    key = "k8s-test-key"
+    bucket = f"k8s-{uuid.uuid4().hex[:12]}"
+    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    s3 = boto3.client(
+        "s3", endpoint_url=moto_server.endpoint, region_name="us-east-1", **_lower(credentials)
+    )
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="models/add_sub/config.pbtxt", Body=ADD_SUB.encode())
+    model = add_sub(dims=["batch", 16])
+    s3.put_object(Bucket=bucket, Key="models/add_sub/1/model.onnx", Body=model)
+    data = {**config["data"], "model-repository": f"s3://{moto_server.host_port}/{bucket}/models"}
+    secrets = {"modelyard-management": {"key": "k8s-test-key"}, "modelyard-s3": credentials}
     env: dict[str, str] = {}
-    for item in container["env"]:  # in order, as the kubelet expands them
+    for source in container["envFrom"]:  # envFrom first, then env (which wins), in order
+        env |= secrets[source["secretRef"]["name"]]
+    for item in container["env"]:  # as the kubelet expands them: earlier variables only
         if "value" in item:
             env[item["name"]] = expand(item["value"], env)
-        elif "configMapKeyRef" in item:
+        elif "configMapKeyRef" in item["valueFrom"]:
             ref = item["valueFrom"]["configMapKeyRef"]
             assert ref["name"] == config["metadata"]["name"]
-            env[item["name"]] = config["data"][ref["key"]]
-        elif "secretKeyRef" in item["valueFrom"]:
-            env[item["name"]] = key
-    env["MODELYARD_MODEL_REPOSITORY"] = str(repo)
+            env[item["name"]] = data[ref["key"]]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secrets[ref["name"]][ref["key"]]
+    key = secrets["modelyard-management"]["key"]
+    assert env["MODELYARD_HTTP_RESTRICTED_API"].endswith(f"={key}")
     env["HOME"] = str(tmp_path)
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    nowhere = str(tmp_path / "no-aws-config")  # nothing from this machine's AWS setup
+    env |= {"AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere}
     assert container["command"] == ["modelyard", "serve"]
     http_port, metrics_port = free_port(), free_port()
     args = []
@@ -372,6 +392,7 @@ def test_the_container_s_own_arguments_start_a_real_server(
         args.append(arg)
     model_repository = next(a for a in args if a.startswith("--model-repository="))
     args.remove(model_repository)
+    assert model_repository.partition("=")[2] == data["model-repository"]
     with running_server(
         model_repository.partition("=")[2], args, port=http_port, env=env
     ) as server:
@@ -392,6 +413,10 @@ def test_the_container_s_own_arguments_start_a_real_server(
         share = float(flags(container)["--memory-budget"][:-1]) / 100
         assert budget == pytest.approx(share * host_memory_limit(), rel=0.01)
         assert server.stop() == 0  # SIGTERM: drained and exited cleanly
+
+
+def _lower(credentials: dict[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in credentials.items()}
 
 
 def _infer(client: triton.InferenceServerClient) -> None:
