@@ -60,9 +60,7 @@ def router_config(
         int | None,
         typer.Option(help="The servers' gRPC port: also route gRPC, hashed on --grpc-header."),
     ] = None,
-    grpc_listen: Annotated[
-        str, typer.Option(help="Where the router takes gRPC.")
-    ] = "0.0.0.0:8001",
+    grpc_listen: Annotated[str, typer.Option(help="Where the router takes gRPC.")] = "0.0.0.0:8001",
     grpc_header: Annotated[
         str, typer.Option(help="The gRPC metadata key clients put the model name in.")
     ] = "x-model-name",
@@ -104,7 +102,9 @@ def router_config(
         sys.stdout.write(text)
         return
     _write(Path(output), text)
-    err_console.print(f"wrote {output} ({router}, {len(server or []) + len(discover or [])} entries)")
+    err_console.print(
+        f"wrote {output} ({router}, {len(server or []) + len(discover or [])} entries)"
+    )
 
 
 def _write(path: Path, text: str) -> None:

@@ -9,7 +9,9 @@ from modelyard.fleet.router import Address, FleetSpec
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 _RING = "type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash"
-_PREVIOUS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+_PREVIOUS = (
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+)
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _HTTP_OPTIONS_TYPE = f"type.googleapis.com/{_HTTP_OPTIONS}"
 
@@ -97,7 +99,9 @@ def _listener(name: str, address: Address, routes: list[str], spec: FleetSpec) -
     ]
 
 
-def _route(match: str, cluster: str, spec: FleetSpec, hash_header: str | None, rewrite: str | None) -> list[str]:
+def _route(
+    match: str, cluster: str, spec: FleetSpec, hash_header: str | None, rewrite: str | None
+) -> list[str]:
     lines = [
         f"              - match: {match}",
         "                route:",
@@ -143,9 +147,7 @@ def _http_routes(spec: FleetSpec) -> list[str]:
         "              #   the repository API: /v2/repository/models/<name>/load|unload",
         *_route("{prefix: /v2/repository/models/}", c, spec, ":path", _REPO_PATH),
         "              #   SageMaker's InvokeEndpoint: the X-Amzn-SageMaker-Target-Model header",
-        *_route(
-            "{prefix: /endpoints/}", c, spec, "x-amzn-sagemaker-target-model", _TARGET_MODEL
-        ),
+        *_route("{prefix: /endpoints/}", c, spec, "x-amzn-sagemaker-target-model", _TARGET_MODEL),
         "              # requests without a model (health, server metadata, /metrics): any server",
         *_route("{prefix: /}", c, spec, None, None),
     ]
@@ -237,7 +239,7 @@ def _cluster(name: str, spec: FleetSpec, *, grpc: bool) -> list[str]:
     for address in (*spec.servers, *spec.discover):
         port = spec.grpc_port if grpc and spec.grpc_port is not None else address.port
         target = Address(address.host, port)
-        lines.append(f"        - endpoint:")
+        lines.append("        - endpoint:")
         lines.append(f"            address: {_socket(target)}")
         if grpc:
             lines.append("            # health is checked on the server's HTTP port")

@@ -12,8 +12,8 @@ _REPO_KEY = "path,field(5,/)"  # /v2/repository/models/<name>/load
 # TargetModel as the server reads it: "dir/m_2.tar.gz" -> "m" (the last path step, without
 # the archive suffix and the version), so both faces of a model hash to the same server
 _SAGEMAKER_KEY = (
-    "'req.hdr(X-Amzn-SageMaker-Target-Model),regsub(\"^.*/\",\"\"),"
-    "regsub(\"[.](tar[.]gz|tgz)$\",\"\"),regsub(\"_[0-9]+$\",\"\")'"
+    '\'req.hdr(X-Amzn-SageMaker-Target-Model),regsub("^.*/",""),'
+    'regsub("[.](tar[.]gz|tgz)$",""),regsub("_[0-9]+$","")\''
 )
 
 
