@@ -26,6 +26,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 import urllib.error
@@ -494,23 +495,30 @@ def test_real_haproxy_takes_the_config_and_listens_where_probed(tmp_path: Path) 
     assert config.count(listen) == 1, "the router's container port is its listener's"
     port = free_port()  # the same configuration on a free port of this machine
     (tmp_path / "haproxy.cfg").write_text(config.replace(listen, f"    bind 127.0.0.1:{port}\n"))
-    proc = subprocess.Popen(
-        [haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")],
+    log = tmp_path / "haproxy.log"
+    proc = subprocess.Popen(  # as the official image runs it: master-worker, foreground
+        [haproxy, "-W", "-db", "-f", str(tmp_path / "haproxy.cfg")],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log.open("wb"),
     )
     try:
         # the kubelet's TCP probe; and no server is up, so a request gets HAProxy's 503
-        assert _get_status("127.0.0.1", port, "/v2/models/add_sub", proc) == 503
+        assert _get_status("127.0.0.1", port, "/v2/models/add_sub", proc, log) == 503
+        # preStop's signal to PID 1 (HAProxy's master) is its soft stop: it exits, with 0
+        pre_stop = " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
+        name = re.search(r"kill -(\w+) 1\b", pre_stop)[1]  # type: ignore[index]
+        proc.send_signal(getattr(signal, f"SIG{name}"))
+        assert proc.wait(timeout=60) == 0
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
-def _get_status(host: str, port: int, path: str, proc: subprocess.Popen[bytes]) -> int:
+def _get_status(host: str, port: int, path: str, proc: subprocess.Popen[bytes], log: Path) -> int:
     deadline = time.monotonic() + 30
     while True:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
+        assert proc.poll() is None, log.read_text()
         conn = http.client.HTTPConnection(host, port, timeout=5)
         try:
             conn.request("GET", path)
