@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,20 +119,22 @@ def start_proxy(
     servers: Sequence[str],
     balance_factor: int = 150,
     folder: Path | None = None,
+    rewrite: Callable[[str], str] | None = None,
 ) -> RunningProxy:
-    """The proxy with a generated config, once every server is up in it."""
+    """The proxy with a generated config, once every server is up in it.
+
+    ``rewrite``: a change to the generated text (the benchmark's round-robin baseline)."""
     folder = folder or Path(tempfile.mkdtemp(prefix=f"modelyard-{router}-"))
     port, admin_port = free_port(), free_port()
     config = folder / ("haproxy.cfg" if router == "haproxy" else "envoy.yaml")
-    config.write_text(
-        render(
-            router,
-            servers,
-            listen=f"127.0.0.1:{port}",
-            balance_factor=balance_factor,
-            admin=f"127.0.0.1:{admin_port}",
-        )
+    text = render(
+        router,
+        servers,
+        listen=f"127.0.0.1:{port}",
+        balance_factor=balance_factor,
+        admin=f"127.0.0.1:{admin_port}",
     )
+    config.write_text(rewrite(text) if rewrite else text)
     if router == "haproxy":
         args = [haproxy_binary(), "-f", str(config)]
     else:  # one worker thread: the machine running the suite may have two cores
