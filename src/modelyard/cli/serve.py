@@ -279,7 +279,9 @@ def serve(
             help="<groups>:<key>=<value> (repeatable), Triton's flag: requests to these API "
             "groups must carry the header '<key>: <value>', else 403. Groups: health, "
             "metadata, inference, shared-memory, model-config, model-repository, statistics, "
-            "trace, logging. Applies to the SageMaker APIs too.",
+            "trace, logging. Applies to the SageMaker APIs too. Also read, space-separated, "
+            "from MODELYARD_HTTP_RESTRICTED_API (keeps the value out of the command line).",
+            envvar="MODELYARD_HTTP_RESTRICTED_API",
             rich_help_panel="Access control (docs/security.md)",
         ),
     ] = None,
