@@ -28,10 +28,11 @@ climb and the hottest fall out), and each is routed by one strategy:
 ``sagemaker-mme``
     what SageMaker documents for multi-model endpoints: a request goes to an instance where its
     model is already loaded; "if the model receives many invocation requests" it goes to
-    another instance, which loads it. Assumed here: among the instances holding the model, the
-    one with the fewest active requests, unless all of them have every worker busy; then (and
-    for a model loaded nowhere) the instance with the fewest active requests in the fleet.
-    This router knows every server's residents, which a hashing proxy does not.
+    another instance, which loads it. Assumed here: among the instances holding the model and
+    with a worker free, the one with the fewest active requests; when every holder has every
+    worker busy (and for a model loaded nowhere), the instance with the fewest active requests
+    in the fleet (ties at random). This router knows every server's residents, which a hashing
+    proxy does not.
 
 Latency = wait for the model (its load, queued behind the server's other loads, when it is not
 resident) + wait for a worker slot + service time. Model sizes, load times and service times
@@ -53,6 +54,7 @@ import hashlib
 import heapq
 import math
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -63,9 +65,10 @@ import numpy as np
 from modelyard.manager.eviction import DEFAULT_POLICY, PolicyState, Resident, plan_eviction, value
 from modelyard.manager.memory import parse_budget
 
+# run as a script, bench/ is already first on sys.path; imported (tests), its siblings come last
 BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
+    sys.path.append(str(BENCH))
 
 from eviction_sim import zipf_weights  # noqa: E402
 
@@ -118,7 +121,9 @@ def make_catalogue(rng: np.random.Generator, count: int) -> Catalogue:
     booked = (2 * file_mb * MB + 8 * MiB).astype(np.int64)
     local = np.maximum(m["load_s_intercept"] + m["load_s_per_mb"] * file_mb, m["load_s_min"])
     service = (m["service_ms_intercept"] + m["service_ms_per_mb"] * file_mb) / 1000
-    return Catalogue([f"model-{i:05d}" for i in range(count)], booked, local + m["fetch_s"], service)
+    return Catalogue(
+        [f"model-{i:05d}" for i in range(count)], booked, local + m["fetch_s"], service
+    )
 
 
 @dataclass(frozen=True)
@@ -154,9 +159,7 @@ def make_trace(
     if rotate_every:
         ranks = (ranks + (times // rotate_every).astype(np.int64) * rotate_step) % count
     models = order[ranks]
-    service = catalogue.service_s[models] * rng.lognormal(
-        0.0, MEASURED["service_sigma"], requests
-    )
+    service = catalogue.service_s[models] * rng.lognormal(0.0, MEASURED["service_sigma"], requests)
     return Trace(times, models, service, order, rotate_every, rotate_step)
 
 
@@ -168,7 +171,9 @@ class Ring:
     """A consistent-hash ring: ``vnodes`` points per server, a key owned by the next point."""
 
     def __init__(self, servers: Sequence[str], vnodes: int) -> None:
-        points = sorted((_hash(f"{s}#{v}"), i) for i, s in enumerate(servers) for v in range(vnodes))
+        points = sorted(
+            (_hash(f"{s}#{v}"), i) for i, s in enumerate(servers) for v in range(vnodes)
+        )
         self.points = [p for p, _ in points]
         self.owners = [i for _, i in points]
         self.size = len(servers)
@@ -362,13 +367,15 @@ def simulate(
                         check(s, total, [f.active_at(now) for f in fleet])
                     return s
             raise AssertionError("no eligible server: the slots always exceed the active requests")
-        # sagemaker-mme
+        # sagemaker-mme: the least busy holder, unless every worker of every holder is busy
         best, best_active = -1, 0
         for s in holders.get(m, ()):
+            if all(free > now for free in fleet[s].slots):
+                continue
             a = fleet[s].active_at(now)
             if best < 0 or a < best_active or (a == best_active and s < best):
                 best, best_active = s, a
-        if best >= 0 and best_active < workers:
+        if best >= 0:
             return best
         actives = [f.active_at(now) for f in fleet]
         least = min(actives)
@@ -466,15 +473,17 @@ def servers_needed(
     budget: int,
     target_p99: float,
     grid: Sequence[int],
+    runs: dict[int, Result] | None = None,
     **options: object,
 ) -> tuple[int | None, list[Result]]:
-    """The smallest fleet on ``grid`` whose p99 meets the target, and the runs (by size).
+    """The smallest fleet on ``grid`` whose p99 meets the target, and every run (by size).
 
     A bisection that takes p99 to fall as the fleet grows: the largest size first (``None``
-    when even that misses the target), then halving the interval.
+    when even that misses the target), then halving the interval. ``runs`` holds runs already
+    made on this trace (by fleet size), reused.
     """
     sizes = sorted(set(grid))
-    runs: dict[int, Result] = {}
+    runs = {} if runs is None else runs
 
     def meets(k: int) -> bool:
         size = sizes[k]
@@ -521,7 +530,9 @@ def render_search(found: dict[str, tuple[int | None, list[Result]]], target: flo
     ]
     for strategy, (size, runs) in found.items():
         tried = ", ".join(f"{r.servers}: {1000 * r.p99:.0f}" for r in runs)
-        lines.append(f"| {strategy} | {size if size is not None else 'more than tried'} | {tried} |")
+        lines.append(
+            f"| {strategy} | {size if size is not None else 'more than tried'} | {tried} |"
+        )
     return "\n".join(lines)
 
 
@@ -538,7 +549,9 @@ def plot(
         xs = [r.servers for r in runs]
         left.plot(xs, [1000 * r.p99 for r in runs], marker="o", label=strategy)
         right.plot(xs, [r.hit_ratio for r in runs], marker="o", label=strategy)
-    left.axhline(1000 * target, color="grey", linestyle="--", label=f"p99 target {1000 * target:g} ms")
+    left.axhline(
+        1000 * target, color="grey", linestyle="--", label=f"p99 target {1000 * target:g} ms"
+    )
     left.set_yscale("log")
     left.set_xlabel("servers")
     left.set_ylabel("p99 latency, ms (log)")
@@ -547,7 +560,7 @@ def plot(
     right.set_ylabel("hit ratio")
     right.set_ylim(0, 1)
     right.legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -571,16 +584,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policy", default=DEFAULT_POLICY, help="the manager's eviction policy")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--target-p99-ms", type=float, default=100.0)
-    parser.add_argument("--grid", default="10,20,30,40,50,60,80,100,150,200")
+    parser.add_argument("--grid", default="20,30,40,50,60,70,80,100,120,150,200")
+    parser.add_argument(
+        "--plot-sizes", default="25,50,100,200", help="fleet sizes every strategy runs (plot)"
+    )
     parser.add_argument("--search-requests", type=int, default=200_000)
     parser.add_argument("--no-search", action="store_true")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the fleet-size search")
     parser.add_argument("--seed", type=int, default=0)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--quick" in argv:  # smaller defaults; flags given still win
+        parser.set_defaults(
+            servers=8,
+            models=400,
+            requests=20_000,
+            rate=200.0,
+            budget="512MiB",
+            search_requests=10_000,
+            grid="2,4,8",
+            plot_sizes="2,8",
+            rotate_every=20.0,
+        )
     args = parser.parse_args(argv)
-    if args.quick:
-        args.servers, args.models, args.requests = 8, 400, 20_000
-        args.rate, args.budget, args.search_requests = 200.0, "512MiB", 10_000
-        args.grid, args.rotate_every = "2,4,8", 20.0
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
@@ -635,11 +660,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rotate_step,
     )
     grid = sorted(int(g) for g in args.grid.split(","))
+    sweep = sorted(int(g) for g in args.plot_sizes.split(",")) if args.plot else []
     target = args.target_p99_ms / 1000
-    found = {
-        s: servers_needed(catalogue, search_trace, s, budget, target, grid, **options)
-        for s in strategies
-    }
+    found = {}
+    for s in strategies:
+        runs = {
+            size: simulate(catalogue, search_trace, size, s, budget, **options)  # type: ignore[arg-type]
+            for size in sweep
+        }
+        found[s] = servers_needed(catalogue, search_trace, s, budget, target, grid, runs, **options)
     print()
     print(render_search(found, target))
     if args.plot is not None:
