@@ -56,12 +56,17 @@ def make_models(
     ]
 
 
+def zipf_weights(count: int, s: float) -> np.ndarray:
+    """Request shares by popularity rank: ``1 / rank**s``, normalised (bench/fleet_sim.py too)."""
+    weights = 1.0 / np.arange(1, count + 1) ** s
+    return np.asarray(weights / weights.sum())
+
+
 def make_trace(
     rng: np.random.Generator, count: int, requests: int, s: float, shift_every: int
 ) -> np.ndarray:
     """Model indices; popularity ranks are a random permutation, reshuffled every shift."""
-    weights = 1.0 / np.arange(1, count + 1) ** s
-    weights /= weights.sum()
+    weights = zipf_weights(count, s)
     trace = np.empty(requests, dtype=np.int64)
     chunk = shift_every or requests
     for start in range(0, requests, chunk):
