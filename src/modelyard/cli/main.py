@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from modelyard.cli.init import init
+from modelyard.cli.loadtest import loadtest
 from modelyard.cli.package import package
 from modelyard.cli.publish import ls, promote, push, rollback
 from modelyard.cli.serve import SECURITY_EPILOG, serve
@@ -32,6 +33,8 @@ app.command("push")(push)
 app.command("promote")(promote)
 app.command("rollback")(rollback)
 app.command("ls")(ls)
+# sizing a fleet (docs/loadtest.md)
+app.command("loadtest")(loadtest)
 
 
 def _print_version(value: bool) -> None:
