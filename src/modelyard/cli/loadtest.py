@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -325,9 +326,15 @@ def _ms(value: float) -> str:
     )
 
 
+def _num(value: float, digits: int = 2) -> str:
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}" if value < 100 or digits == 0 else f"{value:.0f}"
+
+
 def _print(result: Result) -> None:
     o = result.options
-    models = Table(title="Models", title_justify="left")
+    models = Table(title="Models", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("model", "weight", "bodies", "source", "loaded before", "cold start", "warm"):
         models.add_column(col, justify="left" if col in ("model", "source") else "right")
     for m in result.models:
@@ -341,33 +348,36 @@ def _print(result: Result) -> None:
             _ms(m.warm_ms) if m.warm_ms is not None else "-",
         )
     console.print(models)
-    unit = "conns" if o.closed_loop else "rate/s"
+    unit = "conns" if o.closed_loop else "rate"
+    mode = "closed" if o.closed_loop else "open"
     curve = Table(
-        title=f"Throughput and latency ({'closed' if o.closed_loop else 'open'} loop)",
+        title=f"Throughput and latency ({mode} loop, ms)",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    for col in (unit, "offered/s", "answered/s", "p50", "p90", "p99", "max", "errors",
-                "lag p99", "client µs/req", "client cores", "verdict"):  # fmt: skip
+    for col in (unit, "sent/s", "ok/s", "p50", "p99", "max", "err", "lag99", "µs/req",
+                "verdict"):  # fmt: skip
         curve.add_column(col, justify="left" if col == "verdict" else "right")
     for s in result.steps:
         colour = "green" if s.verdict == "pass" else "red"
         curve.add_row(
             f"{s.level:g}",
-            f"{s.offered_rps:.1f}",
-            f"{s.throughput_rps:.1f}",
-            _ms(s.latency_ms.p50),
-            _ms(s.latency_ms.p90),
-            _ms(s.latency_ms.p99),
-            _ms(s.latency_ms.max),
+            _num(s.offered_rps, 1),
+            _num(s.throughput_rps, 1),
+            *(_num(v) for v in (s.latency_ms.p50, s.latency_ms.p99, s.latency_ms.max)),
             f"{s.error_rate:.1%}",
-            _ms(s.send_lag_ms.p99),
-            f"{s.client_cpu_us_per_request:.0f}"
-            if math.isfinite(s.client_cpu_us_per_request)
-            else "-",
-            f"{s.client_cpu_share:.2f}",
-            f"[{colour}]{s.verdict}[/] {s.reason}",
+            _num(s.send_lag_ms.p99),
+            _num(s.client_cpu_us_per_request, 0),
+            f"[{colour}]{s.verdict}[/]",
         )
     console.print(curve)
+    console.print(
+        "[dim]µs/req: the load generator's own CPU per request; lag: how late it sent.[/]"
+    )
+    for s in result.steps:
+        if s.reason:
+            console.print(f"  {s.level:g} {unit}: [red]{s.verdict}[/] {s.reason}")
     r = result.recommendation
     if r.invocations_per_instance_per_minute is None:
         err_console.print(f"[red]no recommendation:[/] {r.note}")

@@ -56,6 +56,7 @@ def _step(s: StepResult) -> dict[str, Any]:
         "first_error": s.first_error,
         "latency_ms": _quantiles(s.latency_ms),
         "send_lag_ms": _quantiles(s.send_lag_ms),
+        "unlagged_latency_ms": _quantiles(s.unlagged_ms),
         "client": {
             "cpu_s": _finite(s.client_cpu_s, 4),
             "cpu_share": _finite(s.client_cpu_share),

@@ -86,6 +86,7 @@ class StepResult:
     throughput_rps: float  # successful answers completed inside the window, per second
     latency_ms: Quantiles  # successful calls
     send_lag_ms: Quantiles  # how late the client handed calls over (its own delay)
+    unlagged_ms: Quantiles  # successful calls' latency less that delay: the server's share
     client_cpu_s: float  # process CPU time over the window
     peak_connections: int
     per_model: dict[str, ModelStep] = field(default_factory=dict)
@@ -140,6 +141,7 @@ def summarize(
     inside = [c for c in calls if w0 <= c.scheduled < w1]
     kinds: dict[str, int] = {}
     latencies: list[float] = []
+    unlagged: list[float] = []
     lags: list[float] = []
     per: dict[int, tuple[list[float], list[int]]] = {}
     completed_ok = 0
@@ -150,6 +152,7 @@ def summarize(
         if c.status == 200 and not c.error:
             seconds = c.done - min(c.scheduled, c.sent)
             latencies.append(seconds)
+            unlagged.append(c.done - max(min(c.scheduled, c.sent), c.submitted))
             lat.append(seconds)
             if c.done < w1:
                 completed_ok += 1
@@ -179,6 +182,7 @@ def summarize(
         throughput_rps=completed_ok / span,
         latency_ms=Quantiles.of_seconds(latencies),
         send_lag_ms=Quantiles.of_seconds(lags),
+        unlagged_ms=Quantiles.of_seconds(unlagged),
         client_cpu_s=client_cpu_s,
         peak_connections=peak_connections,
         per_model=per_model,
