@@ -72,18 +72,15 @@ def judge(step: StepResult, slo: Slo) -> StepResult:
         kinds = ", ".join(f"{k} x{n}" for k, n in step.errors_by_kind.items())
         reason = f"error rate {step.error_rate:.1%} > {slo.max_error_rate:.1%} ({kinds})"
     elif p99 > slo.p99_ms:
-        verdict, reason = (
-            ("client", behind) if lagging else ("slo", f"p99 {p99:.1f} ms > {slo.p99_ms:g} ms")
-        )
+        if lagging and step.unlagged_ms.p99 <= slo.p99_ms:
+            verdict, reason = "client", behind
+        else:
+            verdict, reason = "slo", f"p99 {p99:.1f} ms > {slo.p99_ms:g} ms"
     elif step.mode == "open" and step.throughput_rps < slo.min_throughput_ratio * step.offered_rps:
-        verdict = "client" if lagging else "saturated"
+        verdict = "saturated"
         reason = (
-            behind
-            if lagging
-            else (
-                f"answered {step.throughput_rps:.1f}/s of {step.offered_rps:.1f}/s offered: "
-                "the server falls behind"
-            )
+            f"answered {step.throughput_rps:.1f}/s of {step.offered_rps:.1f}/s offered: "
+            "the server falls behind"
         )
     return dataclasses.replace(step, verdict=verdict, reason=reason)
 

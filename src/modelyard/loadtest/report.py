@@ -54,6 +54,8 @@ def _step(s: StepResult) -> dict[str, Any]:
         "error_rate": _finite(s.error_rate, 5),
         "errors_by_kind": s.errors_by_kind,
         "first_error": s.first_error,
+        "sent_total": s.sent_total,
+        "ok_total": s.ok_total,
         "latency_ms": _quantiles(s.latency_ms),
         "send_lag_ms": _quantiles(s.send_lag_ms),
         "unlagged_latency_ms": _quantiles(s.unlagged_ms),
@@ -186,14 +188,16 @@ def _points(doc: dict[str, Any]) -> list[tuple[float, float, float, str]]:
     return sorted(out)
 
 
-def _title(doc: dict[str, Any]) -> str:
+def _title(doc: dict[str, Any]) -> tuple[str, str]:
+    """(what was measured, what it recommends): two lines over the plot."""
     rec = doc["recommendation"]
+    mode = "closed loop" if doc["mode"] == "closed" else f"open loop, {doc['arrivals']}"
+    first = f"{doc['target']} ({mode}), p99 SLO {doc['slo']['p99_ms']:g} ms"
     if rec["invocations_per_instance_per_minute"] is None:
-        return f"{doc['target']}: no step met p99 <= {doc['slo']['p99_ms']:g} ms"
+        return first, "no step met the SLO: no recommendation"
     bound = "" if rec["bound"] == "measured" else " (lower bound)"
-    return (
-        f"{doc['target']}: max {rec['max_sustainable_rps_per_instance']:.1f} req/s per instance"
-        f"{bound} at p99 <= {doc['slo']['p99_ms']:g} ms; target "
+    return first, (
+        f"max {rec['max_sustainable_rps_per_instance']:.1f} req/s per instance{bound}; target "
         f"{rec['invocations_per_instance_per_minute']} invocations/instance/min "
         f"({rec['headroom']:.0%} headroom)"
     )
@@ -203,7 +207,7 @@ def render_svg(doc: dict[str, Any], width: int = 760, height: int = 420) -> str:
     pts = _points(doc)
     slo = float(doc["slo"]["p99_ms"])
     rec = doc["recommendation"]
-    left, right, top, bottom = 64, 20, 40, 52
+    left, right, top, bottom = 64, 20, 48, 52
     pw, ph = width - left - right, height - top - bottom
     xmax = float(max([p[0] for p in pts] + [rec["max_sustainable_rps"] or 0.0, 1.0])) * 1.08
     ymax = float(max([p[2] for p in pts] + [slo])) * 1.15
@@ -220,7 +224,8 @@ def render_svg(doc: dict[str, Any], width: int = 760, height: int = 420) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{left}" y="22" font-size="13">{e(_title(doc))}</text>',
+        f'<text x="{left}" y="16" font-size="12">{e(_title(doc)[0])}</text>',
+        f'<text x="{left}" y="32" font-size="13" font-weight="bold">{e(_title(doc)[1])}</text>',
         f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#333"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#333"/>',
     ]
@@ -314,7 +319,7 @@ def render_html(doc: dict[str, Any]) -> str:
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:last-child{{text-align:left}}
 pre{{background:#f6f6f6;padding:1em}}</style></head><body>
 <h1>modelyard loadtest</h1>
-<p>{e(_title(doc))}</p>
+<p>{e(_title(doc)[0])}<br><b>{e(_title(doc)[1])}</b></p>
 {render_svg(doc)}
 <h2>Recommendation</h2>
 <p>{e(rec["note"])}. Rule: {e(rec["rule"])}.</p>
@@ -363,7 +368,7 @@ def _write_png(doc: dict[str, Any], path: Path) -> None:
         ax.set_xlim(left=0)
         ax.set_xlabel("throughput (answered requests/s)")
         ax.set_ylabel("latency (ms)")
-        ax.set_title(_title(doc), fontsize=8)
+        ax.set_title("\n".join(_title(doc)), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

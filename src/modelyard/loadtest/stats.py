@@ -90,6 +90,8 @@ class StepResult:
     client_cpu_s: float  # process CPU time over the window
     peak_connections: int
     per_model: dict[str, ModelStep] = field(default_factory=dict)
+    sent_total: int = 0  # every call of the step, warm-up and drain included
+    ok_total: int = 0
     verdict: str = ""  # "pass" | "slo" | "errors" | "saturated" | "client" (policy.judge)
     reason: str = ""
 
@@ -186,4 +188,6 @@ def summarize(
         client_cpu_s=client_cpu_s,
         peak_connections=peak_connections,
         per_model=per_model,
+        sent_total=len(calls),
+        ok_total=sum(1 for c in calls if c.status == 200 and not c.error),
     )
