@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import time
 from collections import deque
@@ -293,7 +294,9 @@ class Pool:
 
 
 def _reason(err: BaseException) -> str:
-    return err.strerror if isinstance(err, OSError) and err.strerror else str(err) or repr(err)
+    if isinstance(err, OSError) and err.errno:
+        return os.strerror(err.errno)  # asyncio's own text omits it ("Connect call failed")
+    return str(err) or repr(err)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

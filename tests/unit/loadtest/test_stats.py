@@ -38,7 +38,12 @@ def test_nearest_rank_quantiles() -> None:
     with pytest.raises(ValueError):
         quantile(values, 1.5)
     q = Quantiles.of_seconds([0.001, 0.003, 0.002])
-    assert (q.count, q.p50, q.max, q.mean) == (3, pytest.approx(2), pytest.approx(3), pytest.approx(2))
+    assert (q.count, q.p50, q.max, q.mean) == (
+        3,
+        pytest.approx(2),
+        pytest.approx(3),
+        pytest.approx(2),
+    )
 
 
 def test_latency_counts_from_the_scheduled_time_not_the_late_send() -> None:
