@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -178,13 +179,13 @@ def loadtest(
 
     try:
         if arrivals not in ("poisson", "constant"):
-            fail(f"--arrivals {arrivals!r}: expected poisson or constant", 2)
+            fail(escape(f"--arrivals {arrivals!r}: expected poisson or constant"), 2)
         if cold_start not in ("auto", "unload", "skip"):
-            fail(f"--cold-start {cold_start!r}: expected auto, unload or skip", 2)
+            fail(escape(f"--cold-start {cold_start!r}: expected auto, unload or skip"), 2)
         if protocol not in ("v2", "sagemaker"):
-            fail(f"--protocol {protocol!r}: expected v2 or sagemaker", 2)
+            fail(escape(f"--protocol {protocol!r}: expected v2 or sagemaker"), 2)
         if plot is not None and plot.suffix.lower() not in (".png", ".html", ".htm", ".svg"):
-            fail(f"--plot {plot}: the name must end in .png, .html or .svg", 2)
+            fail(escape(f"--plot {plot}: the name must end in .png, .html or .svg"), 2)
         entries = [parse_model_option(m) for m in model or []]
         if mix is not None:
             entries += load_mix_file(mix)
@@ -230,22 +231,22 @@ def loadtest(
 
         Target.from_url(url)  # a bad URL is a usage error before anything starts
         if not 0 <= headroom < 1:
-            fail("--headroom is a fraction in [0, 1): 0.3 keeps 30% spare", 2)
+            fail(escape("--headroom is a fraction in [0, 1): 0.3 keeps 30% spare"), 2)
         with _Progress(closed) as progress:
             result = _run(run_loadtest(options, progress.on_event))
     except ModelyardError as err:
-        fail(str(err))
+        fail(escape(str(err)))
     doc = document(result)
     _print(result)
     if json_path is not None:
         write_json(doc, json_path)
-        console.print(f"JSON: {json_path}")
+        console.print(f"JSON: {escape(str(json_path))}")
     if plot is not None:
         try:
             write_plot(doc, plot)
         except ModelyardError as err:
-            fail(str(err))
-        console.print(f"plot: {plot}")
+            fail(escape(str(err)))
+        console.print(f"plot: {escape(str(plot))}")
     if result.recommendation.invocations_per_instance_per_minute is None:
         raise typer.Exit(EXIT_SLO_UNMET)
 
@@ -255,7 +256,7 @@ def _headers(values: list[str]) -> dict[str, str]:
     for value in values:
         name, sep, text = value.partition(":")
         if not sep or not name.strip():
-            fail(f"--header {value!r}: expected 'Name: value'", 2)
+            fail(escape(f"--header {value!r}: expected 'Name: value'"), 2)
         out[name.strip()] = text.strip()
     return out
 
@@ -298,7 +299,7 @@ class _Progress:
     def _event(self, e: Event) -> None:
         p = self.progress
         if e.kind == "phase":
-            p.console.print(f"[dim]{e.text}[/]")
+            p.console.print(f"[dim]{escape(e.text)}[/]")
         elif e.kind == "step":
             self.task = p.add_task(
                 f"step {e.step}: {e.level:g} {self.unit}", total=e.seconds, counts=""
@@ -377,10 +378,10 @@ def _print(result: Result) -> None:
     )
     for s in result.steps:
         if s.reason:
-            console.print(f"  {s.level:g} {unit}: [red]{s.verdict}[/] {s.reason}")
+            console.print(f"  {s.level:g} {unit}: [red]{s.verdict}[/] {escape(s.reason)}")
     r = result.recommendation
     if r.invocations_per_instance_per_minute is None:
-        err_console.print(f"[red]no recommendation:[/] {r.note}")
+        err_console.print(f"[red]no recommendation:[/] {escape(r.note)}")
     else:
         assert (
             r.max_sustainable_rps_per_instance is not None and r.target_rps_per_instance is not None
@@ -389,7 +390,7 @@ def _print(result: Result) -> None:
         console.print(
             f"\n[bold]max sustainable:[/] {r.max_sustainable_rps_per_instance:.1f} req/s per "
             f"instance{bound} at p99 {_ms(r.p99_ms_at_max or math.nan)} (SLO {o.slo.p99_ms:g} ms, "
-            f"{r.instances} instance{'s' if r.instances > 1 else ''}): {r.note}\n"
+            f"{r.instances} instance{'s' if r.instances > 1 else ''}): {escape(r.note)}\n"
             f"[bold]autoscaling target:[/] [bold green]{r.invocations_per_instance_per_minute}[/] "
             f"invocations per instance per minute ({r.target_rps_per_instance:.2f}/s) with "
             f"{r.headroom:.0%} headroom\n"
@@ -399,4 +400,4 @@ def _print(result: Result) -> None:
             "sum(rate(nv_inference_request_success[1m]))"
         )
     for w in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
+        err_console.print(f"[yellow]warning:[/] {escape(w)}")

@@ -3,11 +3,12 @@
 The rule (docs/loadtest.md):
 
 * a step **passes** when its p99 latency is within ``--p99-ms``, its error rate within
-  ``--max-error-rate``, and it kept up with the offered rate (open loop: throughput at least
-  ``min_throughput_ratio`` of it); a step whose p99 broke the SLO only because the load
-  generator sent late (send lag p99 above ``max_lag_ms``, and the p99 less each call's own
+  ``--max-error-rate``, and it kept up with the offered rate (open loop: the requests in
+  flight grew over the window by at most ``1 - min_throughput_ratio`` of its requests, or 5
+  when that is more); a step whose p99 broke the SLO only because the load generator sent late (send lag p99 above ``max_lag_ms``, and the p99 less each call's own
   lag within the SLO) is the **client's** failure, not the server's, and ends the run;
-* the **max sustainable rate** is the highest throughput of a passing step, and per instance
+* the **max sustainable rate** is the highest throughput (successful answers to the requests
+  offered in the window, per second) of a passing step, and per instance
   that rate divided by ``--instances`` (the servers behind the URL);
 * the **target** is that per-instance rate less the headroom, ``rate * (1 - headroom) * 60``
   invocations per instance per minute: SageMaker's ``SageMakerVariantInvocationsPerInstance``
@@ -76,11 +77,14 @@ def judge(step: StepResult, slo: Slo) -> StepResult:
             verdict, reason = "client", behind
         else:
             verdict, reason = "slo", f"p99 {p99:.1f} ms > {slo.p99_ms:g} ms"
-    elif step.mode == "open" and step.throughput_rps < slo.min_throughput_ratio * step.offered_rps:
+    elif step.mode == "open" and step.backlog_growth > max(
+        5, round((1 - slo.min_throughput_ratio) * step.requests, 9)
+    ):
         verdict = "saturated"
         reason = (
-            f"answered {step.throughput_rps:.1f}/s of {step.offered_rps:.1f}/s offered: "
-            "the server falls behind"
+            f"{step.backlog_growth} more requests were waiting at the end of the window than at "
+            f"its start (answered {step.answered_rps:.1f}/s of {step.offered_rps:.1f}/s "
+            "offered): the server falls behind"
         )
     return dataclasses.replace(step, verdict=verdict, reason=reason)
 

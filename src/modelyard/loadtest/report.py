@@ -48,6 +48,8 @@ def _step(s: StepResult) -> dict[str, Any]:
         "window_s": _finite(s.window_s),
         "offered_rps": _finite(s.offered_rps),
         "throughput_rps": _finite(s.throughput_rps),
+        "answered_rps": _finite(s.answered_rps),
+        "backlog_growth": s.backlog_growth,
         "requests": s.requests,
         "ok": s.ok,
         "errors": s.errors,

@@ -83,7 +83,9 @@ class StepResult:
     errors_by_kind: dict[str, int]
     first_error: str
     offered_rps: float
-    throughput_rps: float  # successful answers completed inside the window, per second
+    throughput_rps: float  # successful answers to the calls offered in the window, per second
+    answered_rps: float  # successful answers that arrived inside the window, per second
+    backlog_growth: int  # calls in flight at the window's end less those at its start
     latency_ms: Quantiles  # successful calls
     send_lag_ms: Quantiles  # how late the client handed calls over (its own delay)
     unlagged_ms: Quantiles  # successful calls' latency less that delay: the server's share
@@ -172,6 +174,9 @@ def summarize(
         for c in calls
         if c.scheduled < w0 and w0 <= c.done < w1 and c.status == 200 and not c.error
     )
+    backlog = sum(1 for c in calls if c.submitted <= w1 < c.done) - sum(
+        1 for c in calls if c.submitted <= w0 < c.done
+    )
     return StepResult(
         level=level,
         mode=mode,
@@ -181,7 +186,9 @@ def summarize(
         errors_by_kind=dict(sorted(kinds.items())),
         first_error=first_error,
         offered_rps=len(inside) / span,
-        throughput_rps=completed_ok / span,
+        throughput_rps=len(latencies) / span,
+        answered_rps=completed_ok / span,
+        backlog_growth=backlog,
         latency_ms=Quantiles.of_seconds(latencies),
         send_lag_ms=Quantiles.of_seconds(lags),
         unlagged_ms=Quantiles.of_seconds(unlagged),

@@ -16,7 +16,7 @@ def _q(p99: float) -> Quantiles:
 
 
 def _step(level: float, rps: float, p99: float, *, errors: int = 0, lag: float = 0.0,
-          unlagged: float | None = None, mode: str = "open") -> StepResult:  # fmt: skip
+          unlagged: float | None = None, mode: str = "open", backlog: int = 0) -> StepResult:  # fmt: skip
     return StepResult(
         level=level,
         mode=mode,
@@ -27,6 +27,8 @@ def _step(level: float, rps: float, p99: float, *, errors: int = 0, lag: float =
         first_error="",
         offered_rps=level,
         throughput_rps=rps,
+        answered_rps=rps,
+        backlog_growth=backlog,
         latency_ms=_q(p99),
         send_lag_ms=_q(lag),
         unlagged_ms=_q(p99 if unlagged is None else unlagged),
@@ -45,8 +47,11 @@ def test_verdicts() -> None:
     errors = judge(_step(100, 100, 20, errors=20), SLO)
     assert errors.verdict == "errors" and "2.0% > 1.0%" in errors.reason
     assert judge(_step(100, 100, 20, errors=10), SLO).verdict == "pass"  # 1% is allowed
-    assert judge(_step(100, 80, 20), SLO).verdict == "saturated"
-    assert judge(_step(100, 80, 20, mode="closed"), SLO).verdict == "pass"
+    # the backlog may grow by 10% of the requests (1000 here), or 5 when that is more
+    saturated = judge(_step(100, 80, 20, backlog=101), SLO)
+    assert saturated.verdict == "saturated" and "101 more requests" in saturated.reason
+    assert judge(_step(100, 80, 20, backlog=100), SLO).verdict == "pass"
+    assert judge(_step(100, 80, 20, backlog=500, mode="closed"), SLO).verdict == "pass"
     # late sends made the p99: the client's failure; not when the server was slow anyway
     client = judge(_step(100, 100, 80, lag=30, unlagged=45), SLO)
     assert client.verdict == "client" and "fell behind" in client.reason

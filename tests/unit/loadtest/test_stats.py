@@ -76,7 +76,9 @@ def test_window_throughput_errors_and_models() -> None:
     assert step.ok == 11
     assert step.errors == 3 and step.error_rate == pytest.approx(3 / 14)
     assert step.errors_by_kind == {"HTTP 503": 1, "connect": 1, "timeout": 1}
-    assert step.throughput_rps == pytest.approx(11.0)  # 10 inside + the one from before
+    assert step.throughput_rps == pytest.approx(11.0)  # answers to the calls of the window
+    assert step.answered_rps == pytest.approx(11.0)  # 10 inside + the one from before
+    assert step.backlog_growth == -1  # two in flight at the start, one at the end
     assert step.offered_rps == pytest.approx(14.0)
     assert step.per_model["b"].requests == 7 and step.per_model["b"].errors == 1
     assert step.sent_total == len(calls) and step.ok_total == 14

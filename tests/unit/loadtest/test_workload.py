@@ -65,7 +65,7 @@ def test_mix_file(tmp_path: Path) -> None:
         path.write_text(text)
         with pytest.raises(MixError, match=match):
             load_mix_file(path)
-    with pytest.raises(MixError, match="mix.json"):
+    with pytest.raises(MixError, match=r"mix\.json"):
         load_mix_file(tmp_path / "mix.json")
 
 
