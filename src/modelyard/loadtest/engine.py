@@ -129,6 +129,8 @@ async def run_loadtest(
 ) -> Result:
     target = Target.from_url(options.url)
     started_at, t0 = time.time(), time.perf_counter()
+    setup = Pool(target, max_connections=1, timeout=options.timeout, full=True,
+                 verify_tls=options.verify_tls)  # fmt: skip
     pool = Pool(
         target,
         max_connections=options.max_connections,
@@ -138,14 +140,16 @@ async def run_loadtest(
     rng = np.random.default_rng(options.seed)
     try:
         on_event(Event("phase", f"reading the repository index of {target}"))
-        index = await _get_json(pool, "POST", "/v2/repository/index", options.headers, target)
+        index = await _get_json(setup, "POST", "/v2/repository/index", options.headers, target)
         entries = list(options.mix) or _from_index(index, target)
-        models = [await _prepare(pool, e, options, target, index, rng) for e in entries]
+        models = [await _prepare(setup, e, options, target, index, rng) for e in entries]
         if options.cold_start != "skip":
             for m in models:
-                await _first_requests(pool, m, options, target, on_event)
+                await _first_requests(setup, m, options, target, on_event)
+        setup.close()
         steps, stopped_by = await _steps(pool, models, options, rng, t0, on_event)
     finally:
+        setup.close()
         pool.close()
     recommendation = recommend(
         steps,

@@ -53,7 +53,7 @@ async def _with_server(
 ) -> None:
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    pool = Pool(Target.from_url(f"http://127.0.0.1:{port}"), **kw)  # type: ignore[arg-type]
+    pool = Pool(Target.from_url(f"http://127.0.0.1:{port}"), full=full, **kw)  # type: ignore[arg-type]
     try:
         await body(pool)
     finally:
@@ -74,6 +74,13 @@ def test_keep_alive_chunked_and_error_bodies() -> None:
         assert busy.sent <= busy.done
 
     asyncio.run(_with_server(_answer, body))
+
+    async def lean(pool: Pool) -> None:  # the load's pool keeps error bodies only
+        ok = await pool.request("POST", "/infer", b"x")
+        busy = await pool.request("GET", "/busy")
+        assert (ok.status, ok.body, busy.status, busy.body) == (200, b"", 503, b'{"error":"busy"}')
+
+    asyncio.run(_with_server(_answer, lean, full=False))
 
 
 def test_the_connection_cap_queues_calls_in_order() -> None:
