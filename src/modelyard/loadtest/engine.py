@@ -366,19 +366,23 @@ async def _one_step(
             state["errors"] += 1
             if not first_error[0]:
                 first_error[0] = call.error or f"HTTP {call.status}: {_text(call.body)}"
-        if closed and sending[0] and time.perf_counter() < end and budget[0] > 0:
-            submit(time.perf_counter())
+        if closed and sending[0] and budget[0] > 0:
+            now = time.perf_counter()
+            if now < end:
+                submit(now)
         elif state["in_flight"] == 0 and not sending[0]:
             drained.set()
 
-    keys = choose_models(weights, 1 << 16, rng)
+    keys: list[int] = choose_models(weights, 1 << 16, rng).tolist()  # reused cyclically
+    raws = [m.raws for m in models]
     counter = [0]
 
     def submit(at: float) -> None:
         i = counter[0]
         counter[0] += 1
-        m = models[int(keys[i & 0xFFFF])]
-        call = Call(m.raws[i % len(m.raws)], at, int(keys[i & 0xFFFF]))
+        key = keys[i & 0xFFFF]
+        bodies = raws[key]
+        call = Call(bodies[i % len(bodies)], at, key)
         call.submitted = time.perf_counter()
         budget[0] -= 1
         if budget[0] <= 0:

@@ -49,7 +49,7 @@ async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
 
 
 async def _with_server(
-    handler: Handler, body: Callable[[Pool], Awaitable[None]], **kw: float
+    handler: Handler, body: Callable[[Pool], Awaitable[None]], full: bool = True, **kw: float
 ) -> None:
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
