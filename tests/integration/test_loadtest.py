@@ -172,4 +172,4 @@ def test_an_unreachable_url_and_bad_usage() -> None:
     bad = _loadtest("--url", url, "--p99-ms", "50", "--plot", "curve.jpg")
     assert bad.returncode == 2 and ".png, .html or .svg" in bad.stderr
     bad = _loadtest("--url", "ftp://x", "--p99-ms", "50")
-    assert bad.returncode == 1 and "--url 'ftp://x'" in bad.stderr
+    assert bad.returncode == 2 and "--url 'ftp://x'" in bad.stderr

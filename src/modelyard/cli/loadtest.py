@@ -26,7 +26,10 @@ EXIT_SLO_UNMET = 3  # the run worked, but no step met the SLO (docs/loadtest.md)
 
 def loadtest(
     url: Annotated[
-        str, typer.Option("--url", help="The server or router: http(s)://host:port[/prefix].")
+        str,
+        typer.Option(
+            "--url", help="The server or router: http(s)://host:port, with a path prefix if any."
+        ),
     ],
     p99_ms: Annotated[
         float, typer.Option("--p99-ms", help="The latency SLO: p99 in milliseconds.")
@@ -35,8 +38,8 @@ def loadtest(
         list[str] | None,
         typer.Option(
             "--model",
-            help="NAME[:VERSION][=WEIGHT] in the mix (repeat) [default: every model the "
-            "repository index lists, equal weights].",
+            help="NAME[:VERSION][=WEIGHT] in the mix (repeat) (default: every model the "
+            "repository index lists, equal weights).",
             show_default=False,
         ),
     ] = None,
@@ -64,7 +67,7 @@ def loadtest(
         str | None,
         typer.Option(
             "--step",
-            help="Next level: +N adds N, xF multiplies by F [default: x1.5; closed loop x2].",
+            help="Next level: +N adds N, xF multiplies by F (default: x1.5; closed loop x2).",
             show_default=False,
         ),
     ] = None,
@@ -190,6 +193,8 @@ def loadtest(
         if mix is not None:
             entries += load_mix_file(mix)
         closed = closed_loop or concurrency is not None
+        if closed and rate is not None:
+            fail("--rate is an open-loop level; --closed-loop/--concurrency count connections", 2)
         increment, factor = StepPlan.parse_step(step) if step else (2.0 if closed else 1.5, True)
         if closed:
             first = float(concurrency or 1)
@@ -232,10 +237,15 @@ def loadtest(
         Target.from_url(url)  # a bad URL is a usage error before anything starts
         if not 0 <= headroom < 1:
             fail(escape("--headroom is a fraction in [0, 1): 0.3 keeps 30% spare"), 2)
+    except ModelyardError as err:  # the options, the mix: nothing was sent yet
+        fail(escape(str(err)), 2)
+    try:
         with _Progress(closed) as progress:
             result = _run(run_loadtest(options, progress.on_event))
     except ModelyardError as err:
         fail(escape(str(err)))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
     doc = document(result)
     _print(result)
     if json_path is not None:
