@@ -8,6 +8,7 @@ import typer
 
 from modelyard.cli.fleet import fleet_app
 from modelyard.cli.init import init
+from modelyard.cli.loadtest import loadtest
 from modelyard.cli.package import package
 from modelyard.cli.publish import ls, promote, push, rollback
 from modelyard.cli.serve import SECURITY_EPILOG, serve
@@ -35,6 +36,8 @@ app.command("rollback")(rollback)
 app.command("ls")(ls)
 # many servers behind an off-the-shelf proxy (docs/fleet.md)
 app.add_typer(fleet_app, name="fleet")
+# sizing a fleet (docs/loadtest.md)
+app.command("loadtest")(loadtest)
 
 
 def _print_version(value: bool) -> None:
