@@ -130,6 +130,10 @@ def _float(value: float, *, single: bool) -> float | str:
 
 
 def _is_repeated(field: FieldDescriptor) -> bool:
+    # protobuf 7 dropped ``label``; ``is_repeated`` came in 5.29 (older ones have only label)
+    is_repeated = getattr(field, "is_repeated", None)
+    if is_repeated is not None:
+        return bool(is_repeated)
     return bool(field.label == FieldDescriptor.LABEL_REPEATED)
 
 
