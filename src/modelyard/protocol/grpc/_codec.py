@@ -124,8 +124,8 @@ def _from_contents(tensor: Tensor, contents: pb.InferTensorContents, model: str)
                 f"unexpected explicit tensor data for input tensor '{name}' for model "
                 f"'{model}' of type '{kind}', expected datatype '{datatype}'"
             )
-    field = _FIELD_OF.get(datatype)
-    values = list(getattr(contents, field)) if field is not None else []
+    typed = _FIELD_OF.get(datatype)
+    values = list(getattr(contents, typed)) if typed is not None else []
     if datatype == "BYTES":
         array = np.empty(len(values), dtype=object)
         array[:] = values
