@@ -24,6 +24,7 @@ import pytest
 import tritonclient.http as triton
 from botocore.config import Config
 
+from modelyard.dataplane import DataPlane, DataPlaneOptions
 from modelyard.errors import (
     InsufficientMemory,
     InvalidArgument,
@@ -497,15 +498,20 @@ def test_invocations_target_rules() -> None:
     """Triton's order: the variable, else (modelyard) TargetModel, else the only model."""
     repo = SimpleNamespace(source=object(), registered=False)
     posted = SimpleNamespace(source=None, registered=True)  # loaded through POST /models
-    one = SimpleNamespace(models={"only": repo, "posted": posted})
-    routes = SageMakerRoutes(one, 1000)  # type: ignore[arg-type]
+    one = _plane(SimpleNamespace(models={"only": repo, "posted": posted}))
+    routes = SageMakerRoutes(one, 1000)
     assert routes.invocations_target(None) == ("only", "")
     assert routes.invocations_target(b"m_3.tar.gz") == ("m", "3")
-    routes = SageMakerRoutes(one, 1000, default_model="named")  # type: ignore[arg-type]
+    routes = SageMakerRoutes(one, 1000, default_model="named")
     assert routes.invocations_target(b"m_3.tar.gz") == ("named", "")
-    two = SimpleNamespace(models={"a": repo, "b": repo})
+    two = _plane(SimpleNamespace(models={"a": repo, "b": repo}))
     with pytest.raises(InvalidArgument, match="this one has 2"):
-        SageMakerRoutes(two, 1000).invocations_target(b"")  # type: ignore[arg-type]
+        SageMakerRoutes(two, 1000).invocations_target(b"")
+
+
+def _plane(manager: SimpleNamespace) -> DataPlane:
+    options = DataPlaneOptions(control_mode="none", strict_readiness=False, allow_load_files=False)
+    return DataPlane(manager, options)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

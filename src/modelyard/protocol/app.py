@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from modelyard.dataplane import DataPlane, DataPlaneOptions
 from modelyard.errors import ModelyardError
 from modelyard.manager.manager import ManagerOptions, ModelManager
 from modelyard.metrics import CustomMetrics, VersionSample, build_registry, render
@@ -97,11 +98,17 @@ class ModelyardApp:
                 gpu_limits=dict(settings.gpu_limits),
             )
         )
-        self.v2 = V2Routes(self.manager, settings.max_input_size, settings.model_control_mode)
-        self.v2.strict_readiness = settings.strict_readiness
-        self.v2.allow_load_files = settings.allow_model_load_files
-        self.sagemaker = SageMakerRoutes(
+        self.plane = DataPlane(
             self.manager,
+            DataPlaneOptions(
+                control_mode=settings.model_control_mode,
+                strict_readiness=settings.strict_readiness,
+                allow_load_files=settings.allow_model_load_files,
+            ),
+        )
+        self.v2 = V2Routes(self.plane, settings.max_input_size)
+        self.sagemaker = SageMakerRoutes(
+            self.plane,
             settings.max_input_size,
             # SAGEMAKER_TRITON_DEFAULT_MODEL_NAME: the model SageMaker's /invocations serves
             default_model=settings.sagemaker_default_model,
@@ -129,8 +136,7 @@ class ModelyardApp:
 
     def begin_drain(self) -> None:
         """Readiness turns false at once; requests already in flight carry on."""
-        self.v2.draining = True
-        self.sagemaker.draining = True
+        self.plane.begin_drain()
 
     def log_exposure(self) -> None:
         """Say at start-up where the server listens and who may use what there: the one

@@ -1,4 +1,4 @@
-"""SageMaker over HTTP, both faces: route tables plus translation onto the manager.
+"""SageMaker over HTTP, both faces: route tables plus translation onto the data plane.
 
 * **Client face** (the main HTTP port, always on): ``POST /endpoints/{endpoint}/invocations``,
   what boto3's ``sagemaker-runtime`` ``invoke_endpoint`` sends (with ``endpoint_url``). The
@@ -26,12 +26,13 @@ from pathlib import Path
 
 import orjson
 
+from modelyard.dataplane import DataPlane
 from modelyard.errors import AlreadyExists, InvalidArgument, ModelNotFound
-from modelyard.manager.manager import ModelManager
 from modelyard.protocol._http import JSON, HttpRequest, HttpResponse, Route, decoded_body, dispatch
 from modelyard.protocol.errors import sagemaker_container_error, sagemaker_error
-from modelyard.scheduling.runner import ModelRunner
+from modelyard.scheduling.signature import Signature
 from modelyard.settings import DEFAULT_SAGEMAKER_MODEL_ROOT
+from modelyard.types import InferRequest
 from modelyard.wire.sagemaker import (
     TARGET_MODEL_HEADER,
     binary_content_type,
@@ -57,13 +58,13 @@ class SageMakerRoutes:
 
     def __init__(
         self,
-        manager: ModelManager,
+        plane: DataPlane,
         max_input_size: int,
         default_model: str | None = None,
         model_roots: Sequence[str | Path] = (DEFAULT_SAGEMAKER_MODEL_ROOT,),
         ping_mode: str = "ready",
     ) -> None:
-        self.manager = manager
+        self.plane = plane
         self.max_input_size = max_input_size
         # --sagemaker-model-root: POST /models loads only folders under one of these
         self.model_roots = tuple(Path(r) for r in model_roots)
@@ -72,7 +73,6 @@ class SageMakerRoutes:
         self.ping_mode = ping_mode
         # SAGEMAKER_TRITON_DEFAULT_MODEL_NAME: the model /invocations serves
         self.default_model = default_model or None
-        self.draining = False
         self.urls: dict[str, str] = {}  # models loaded through POST /models -> their url
         self._loading: set[str] = set()
         _M = r"/models/(?P<model>[^/]+)"
@@ -96,8 +96,7 @@ class SageMakerRoutes:
         model = None
         try:
             model, version = parse_target_model(request.headers.get(TARGET_MODEL_HEADER))
-            runner = await self.manager.runner_for(model, version)
-            return await self._infer(request, runner, model, version)
+            return await self._infer(request, model, version)
         except Exception as exc:
             status, body, headers = sagemaker_error(exc, model)
             return HttpResponse(status, body, JSON, headers)
@@ -119,14 +118,13 @@ class SageMakerRoutes:
         return await dispatch(self, self.table, request, sagemaker_container_error)
 
     async def ping(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        ready = self.ping_mode == "live" or not self.draining
+        ready = self.ping_mode == "live" or not self.plane.draining
         return HttpResponse(200 if ready else 400, b"")
 
     async def invocations(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         """The single-model form, on a model of the repository (:meth:`invocations_target`)."""
         model, version = self.invocations_target(request.headers.get(TARGET_MODEL_HEADER))
-        runner = await self.manager.runner_for(model, version)
-        return await self._infer(request, runner, model, version)
+        return await self._infer(request, model, version)
 
     def invocations_target(self, target_model: bytes | None) -> tuple[str, str]:
         """``(model, version)`` that ``/invocations`` serves.
@@ -141,9 +139,7 @@ class SageMakerRoutes:
             return self.default_model, ""
         if target_model and target_model.strip():
             return parse_target_model(target_model)
-        names = [
-            n for n, r in self.manager.models.items() if r.source is not None and not r.registered
-        ]
+        names = self.plane.repository_models()
         if len(names) == 1:
             return names[0], ""
         raise InvalidArgument(
@@ -159,7 +155,7 @@ class SageMakerRoutes:
         self._loading.add(name)
         try:
             folder, companions = await asyncio.to_thread(model_folder, url, self.model_roots)
-            await self.manager.register(name, folder, companions)
+            await self.plane.register(name, folder, companions)
         finally:
             self._loading.discard(name)
         self.urls[name] = url
@@ -181,33 +177,33 @@ class SageMakerRoutes:
     async def unload_model(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         name = self._known(p["model"])
         try:
-            await self.manager.deregister(name)
+            await self.plane.deregister(name)
         finally:
             self.urls.pop(name, None)
         return HttpResponse(200, b"")
 
     async def invoke_model(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         name = self._known(p["model"])
-        runner = await self.manager.runner_for(name)
-        return await self._infer(request, runner, name, "")
+        return await self._infer(request, name, "")
 
     # -- shared ----------------------------------------------------------------------------
     def _has(self, name: str) -> bool:
-        record = self.manager.models.get(name)
-        return name in self.urls and record is not None and record.registered
+        return name in self.urls and self.plane.is_registered(name)
 
     def _known(self, name: str) -> str:
         if not self._has(name):
             raise ModelNotFound(name, f"model '{name}' is not loaded")
         return name
 
-    async def _infer(
-        self, request: HttpRequest, runner: ModelRunner, model: str, version: str
-    ) -> HttpResponse:
-        body = decoded_body(request, self.max_input_size)
-        length = header_length(request.headers.get(b"content-type"), len(body))
-        infer_request = decode_infer_request(body, length, model, version)
-        response = await runner.infer(infer_request)
+    async def _infer(self, request: HttpRequest, model: str, version: str) -> HttpResponse:
+        """The model is found (loaded on demand) before the body is decoded, as in v2."""
+
+        def decode(_: Signature) -> InferRequest:
+            body = decoded_body(request, self.max_input_size)
+            length = header_length(request.headers.get(b"content-type"), len(body))
+            return decode_infer_request(body, length, model, version)
+
+        infer_request, response = await self.plane.infer(model, version, decode)
         out, json_len = encode_infer_response(
             response, infer_request.outputs, infer_request.binary_data_output
         )

@@ -1,8 +1,9 @@
 """KServe v2 / Open Inference Protocol over HTTP, as Triton serves it: the route table.
 
-Handlers only translate between HTTP and the manager; every decision about models lives in
-the manager and below. The table is matched in order, inference first, because inference is
-what a busy server mostly receives.
+Handlers only translate between HTTP and the data plane (``modelyard.dataplane``): every
+rule of the API (readiness, metadata, statistics, model control, load refusals, the request
+path's order) lives there, shared with the other front ends. The table is matched in order,
+inference first, because inference is what a busy server mostly receives.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from typing import Any
 
 import orjson
 
-from modelyard import __version__
-from modelyard.errors import InvalidArgument, ModelyardError, PermissionDenied, Unavailable
-from modelyard.manager.manager import ModelManager
+from modelyard.dataplane import DataPlane
+from modelyard.errors import InvalidArgument, ModelyardError
 from modelyard.protocol._http import (
     JSON,
     OCTET,
@@ -32,7 +32,7 @@ from modelyard.protocol._http import (
 from modelyard.protocol.errors import v2_error
 from modelyard.protocol.openapi import spec_json
 from modelyard.repository import config_to_json
-from modelyard.scheduling.signature import signature_of
+from modelyard.scheduling.signature import Signature
 from modelyard.types import InferRequest, InferResponse
 from modelyard.wire.generate import (
     ONE_RESPONSE_ONLY,
@@ -43,15 +43,6 @@ from modelyard.wire.generate import (
 )
 from modelyard.wire.v2 import decode_infer_request, encode_infer_response
 
-EXTENSIONS = [
-    "classification",
-    "model_repository",
-    "model_configuration",
-    "binary_tensor_data",
-    "parameters",
-    "statistics",
-]
-
 Handler = Callable[["V2Routes", HttpRequest, dict[str, str]], Awaitable[HttpResponse]]
 
 _M = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[0-9]+))?"
@@ -60,15 +51,9 @@ _M = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[0-9]+))?"
 class V2Routes:
     """Route table plus handlers; ``dispatch`` returns False when no route matches."""
 
-    def __init__(self, manager: ModelManager, max_input_size: int, control_mode: str) -> None:
-        self.manager = manager
+    def __init__(self, plane: DataPlane, max_input_size: int) -> None:
+        self.plane = plane
         self.max_input_size = max_input_size
-        self.control_mode = control_mode
-        self.draining = False
-        self.strict_readiness = False
-        # the load API's file: parameters run code sent over the network: off unless the
-        # operator says so (--allow-model-load-files)
-        self.allow_load_files = False
         self.table: list[Route] = [
             Route("POST", re.compile(_M + "/infer"), V2Routes.infer),
             Route("POST", re.compile(_M + "/generate"), V2Routes.generate),
@@ -113,9 +98,9 @@ class V2Routes:
             header_length = int(raw_len)
         model = p["model"]
         version = p.get("version", "")
-        runner = await self.manager.runner_for(model, version)
-        infer_request = decode_infer_request(body, header_length, model, version)
-        response = await runner.infer(infer_request)
+        infer_request, response = await self.plane.infer(
+            model, version, lambda _: decode_infer_request(body, header_length, model, version)
+        )
         out, json_len = encode_infer_response(
             response, infer_request.outputs, infer_request.binary_data_output
         )
@@ -129,23 +114,27 @@ class V2Routes:
         return HttpResponse(200, out, OCTET if json_len is not None else JSON, extra)
 
     # -- the generate extension (plain JSON; decoupled models stream) -----------------------
-    async def _generate_request(
+    async def _generate_stream(
         self, request: HttpRequest, p: dict[str, str]
-    ) -> tuple[Any, InferRequest]:
+    ) -> AsyncIterator[InferResponse]:
+        """The model's responses; errors before the first (unknown model, malformed body,
+        validation) are raised here, the model's own come from the iterator."""
         model = p["model"]
         version = p.get("version", "")
-        runner = await self.manager.runner_for(model, version)
-        sig = runner.signature
-        body = decoded_body(request, self.max_input_size)
-        types = {name: spec.datatype for name, spec in sig.inputs.items()}
-        return runner, decode_generate_request(body, model, version, types, sig.batched)
+
+        def decode(sig: Signature) -> InferRequest:
+            body = decoded_body(request, self.max_input_size)
+            types = {name: spec.datatype for name, spec in sig.inputs.items()}
+            return decode_generate_request(body, model, version, types, sig.batched)
+
+        _, stream = await self.plane.open_stream(model, version, decode)
+        return stream
 
     async def generate(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         """Exactly one response; a model that sends another number is answered with
         Triton's error (status 200, as Triton does)."""
-        runner, infer_request = await self._generate_request(request, p)
+        stream = await self._generate_stream(request, p)
         responses = []
-        stream = runner.stream(infer_request)
         try:
             async for response in stream:
                 responses.append(response)
@@ -154,7 +143,7 @@ class V2Routes:
                 status, body = _generate_error(exc)
                 return HttpResponse(status, body)
         finally:
-            await stream.aclose()
+            await _aclose(stream)
         if len(responses) != 1:
             return HttpResponse(200, orjson.dumps({"error": ONE_RESPONSE_ONLY}))
         return HttpResponse(200, encode_generate_response(responses[0]))
@@ -162,14 +151,13 @@ class V2Routes:
     async def generate_stream(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         """Server-sent events, one per response. A malformed request is a plain JSON error;
         a model error before any response sets the status, later ones become an event."""
-        runner, infer_request = await self._generate_request(request, p)
-        stream = runner.stream(infer_request)
+        stream = await self._generate_stream(request, p)
         try:
             first = await anext(stream)
         except StopAsyncIteration:
             return HttpResponse(200, b"", SSE_CONTENT_TYPE)
         except Exception as exc:
-            await stream.aclose()
+            await _aclose(stream)
             status, body = _generate_error(exc)
             return HttpResponse(status, sse_event(body), SSE_CONTENT_TYPE)
         return HttpResponse(
@@ -184,59 +172,31 @@ class V2Routes:
         return HttpResponse(200, b"")
 
     async def ready(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        ok = not self.draining
-        if ok and self.strict_readiness:
-            ok = all(row.get("state") == "READY" for row in self.manager.index())
-        return HttpResponse(200 if ok else 400, b"")
+        return HttpResponse(200 if self.plane.ready() else 400, b"")
 
     async def server_metadata(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        body = {"name": "modelyard", "version": __version__, "extensions": EXTENSIONS}
-        return HttpResponse(200, orjson.dumps(body))
+        return HttpResponse(200, orjson.dumps(self.plane.server_metadata()))
 
     async def openapi(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
         """modelyard's own route (Triton has none): the API's OpenAPI description."""
         return HttpResponse(200, spec_json())
 
     async def model_ready(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        if await self.manager.is_ready(p["model"], p.get("version", "")):
+        if await self.plane.model_ready(p["model"], p.get("version", "")):
             return HttpResponse(200, b"")
         return HttpResponse(400, b'{"error":"Model version not ready"}')
 
     async def model_metadata(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        model, version = p["model"], p.get("version", "")
-        config = await self.manager.config_for(model, version)
-        sig = signature_of(config)
-        body = {
-            "name": config.name,
-            "versions": [version] if version else self.manager.served_versions(model),
-            "platform": config.platform or config.backend,
-            "inputs": [
-                _meta(s.name, s.datatype, s.full_shape(sig.batched)) for s in sig.inputs.values()
-            ],
-            "outputs": [
-                _meta(s.name, s.datatype, s.full_shape(sig.batched)) for s in sig.outputs.values()
-            ],
-        }
-        return HttpResponse(200, orjson.dumps(body))
+        metadata = await self.plane.model_metadata(p["model"], p.get("version", ""))
+        return HttpResponse(200, orjson.dumps(metadata))
 
     async def model_config(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        config = await self.manager.config_for(p["model"], p.get("version", ""))
+        config = await self.plane.model_config(p["model"], p.get("version", ""))
         return HttpResponse(200, orjson.dumps(config_to_json(config)))
 
     async def stats(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        model, version = p.get("model"), p.get("version", "")
-        records = self.manager.stats_records(model)
-        if version:
-            records = [r for r in records if r.version == version]
-        if model is not None and not records:  # Triton's texts, and its 400
-            known = self.manager.models.get(model)
-            raise InvalidArgument(
-                f"requested model version is not available for model '{model}'"
-                if version and known is not None and known.default is not None
-                else f"requested model '{model}' is not available"
-            )
-        body = {"model_stats": [r.stats.as_json() for r in records]}
-        return HttpResponse(200, orjson.dumps(body))
+        stats = self.plane.model_statistics(p.get("model"), p.get("version", ""))
+        return HttpResponse(200, orjson.dumps({"model_stats": [s.as_json() for s in stats]}))
 
     # -- repository extension --------------------------------------------------------------
     async def repository_index(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
@@ -247,15 +207,11 @@ class V2Routes:
                 ready_only = bool(orjson.loads(body).get("ready", False))
             except (orjson.JSONDecodeError, AttributeError):
                 raise InvalidArgument("failed to parse the request JSON buffer") from None
-        return HttpResponse(200, orjson.dumps(self.manager.index(ready_only)))
-
-    def _explicit_only(self) -> None:
-        # Triton's text and status for its modes; on-demand serves the API too (pre-loading)
-        if self.control_mode not in ("explicit", "on-demand"):
-            raise Unavailable("explicit model load / unload is not allowed if polling is enabled")
+        return HttpResponse(200, orjson.dumps(self.plane.repository_index(ready_only)))
 
     async def repository_load(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        self._explicit_only()
+        model = p["model"]
+        self.plane.check_model_control()  # before the body is read, as Triton answers
         body = decoded_body(request, self.max_input_size)
         params: dict[str, Any] = {}
         if body.strip():
@@ -268,8 +224,8 @@ class V2Routes:
         config = params.get("config")
         if config is not None and not isinstance(config, str):
             raise InvalidArgument("the 'config' parameter must be a JSON string")
-        if not self.allow_load_files:  # refused before anything is decoded or written
-            _refuse_code_from_request(p["model"], params, config)
+        # refused before anything is decoded or written
+        self.plane.check_load(model, config, any(key.startswith("file:") for key in params))
         files: dict[str, bytes] = {}
         for key, value in params.items():
             if not key.startswith("file:"):
@@ -278,53 +234,12 @@ class V2Routes:
                 files[key.removeprefix("file:")] = base64.b64decode(value, validate=True)
             except (binascii.Error, TypeError, ValueError):
                 raise InvalidArgument(f"the '{key}' parameter is not valid base64") from None
-        await self.manager.load(p["model"], config, files or None)
+        await self.plane.load(model, config, files or None)
         return HttpResponse(200, b"")
 
     async def repository_unload(self, request: HttpRequest, p: dict[str, str]) -> HttpResponse:
-        self._explicit_only()
-        await self.manager.unload(p["model"])
+        await self.plane.unload(p["model"])
         return HttpResponse(200, b"")
-
-
-LOAD_FILES_DISABLED = (
-    "failed to load '{model}': loading a model with 'file:' parameters (model files sent "
-    "with the request) is disabled on this server; start it with "
-    "--allow-model-load-files=true to allow it (docs/security.md)"
-)
-
-
-def _refuse_code_from_request(model: str, params: dict[str, Any], config: str | None) -> None:
-    """Refuse a load that would run code the repository does not hold.
-
-    ``file:`` parameters are the model's files themselves (a ``model.py`` is code). A
-    ``config`` override cannot add files, and the model file and a relative or
-    ``$$TRITON_MODEL_DIRECTORY`` ``EXECUTION_ENV_PATH`` stay inside the model's folder, but
-    an absolute ``EXECUTION_ENV_PATH`` would run a Python interpreter from anywhere on the
-    host: that needs the same switch. A config that does not parse is left to the load to
-    report.
-    """
-    if any(key.startswith("file:") for key in params):
-        raise PermissionDenied(LOAD_FILES_DISABLED.format(model=model))
-    if config is None:
-        return
-    try:
-        parsed = orjson.loads(config)
-        env_path = parsed["parameters"]["EXECUTION_ENV_PATH"]["string_value"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return
-    if isinstance(env_path, str):
-        path = env_path.strip()
-        if path.startswith("/"):
-            raise PermissionDenied(
-                f"failed to load '{model}': a 'config' parameter with an absolute "
-                "EXECUTION_ENV_PATH runs an environment from outside the model repository; "
-                "start the server with --allow-model-load-files=true to allow it"
-            )
-
-
-def _meta(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
-    return {"name": name, "datatype": datatype, "shape": shape}
 
 
 def _generate_error(exc: BaseException) -> tuple[int, bytes]:
@@ -343,6 +258,11 @@ async def _events(stream: AsyncIterator[InferResponse]) -> AsyncIterator[bytes]:
         _, body = v2_error(exc)
         yield sse_event(body)
     finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _aclose(stream)
+
+
+async def _aclose(stream: AsyncIterator[InferResponse]) -> None:
+    """Closing a stream early cancels the model's work (a plain model's is one response)."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from modelyard.protocol._access import (
     v2_group,
 )
 from modelyard.protocol.sagemaker import SageMakerRoutes
-from modelyard.protocol.v2 import V2Routes, _refuse_code_from_request
+from modelyard.protocol.v2 import V2Routes
 
 MGMT = "m" * 20
 INFER = "i" * 20
@@ -96,7 +95,7 @@ SAGEMAKER_SAMPLES = {
 
 
 def test_every_v2_route_has_its_triton_group() -> None:
-    for route in V2Routes(None, 1, "none").table:  # type: ignore[arg-type]
+    for route in V2Routes(None, 1).table:  # type: ignore[arg-type]
         served = [p for p in V2_SAMPLES if route.pattern.fullmatch(p)]
         assert served, f"no sample path for route {route.pattern.pattern}: add one"
     for path, group in V2_SAMPLES.items():
@@ -233,33 +232,6 @@ def test_exposure_sentence() -> None:
 )
 def test_loopback(address: str, loopback: bool) -> None:
     assert is_loopback(address) is loopback
-
-
-def _env_config(path: str) -> str:
-    return json.dumps({"parameters": {"EXECUTION_ENV_PATH": {"string_value": path}}})
-
-
-@pytest.mark.parametrize(
-    ("params", "refused"),
-    [
-        ({"file:1/model.py": "eA==", "config": "{}"}, True),
-        ({"file:/1/model.onnx": "eA=="}, True),
-        ({"config": _env_config("/opt/envs/any.tar.gz")}, True),
-        ({"config": _env_config("  /abs/with/space")}, True),
-        ({"config": _env_config("$$TRITON_MODEL_DIRECTORY/env.tar.gz")}, False),  # confined
-        ({"config": _env_config("env.tar.gz")}, False),  # relative: confined to the model
-        ({"config": '{"max_batch_size": 2}'}, False),
-        ({"config": "{not json"}, False),  # the load reports it
-        ({"config": '{"parameters": []}'}, False),
-        ({}, False),
-    ],
-)
-def test_what_needs_allow_model_load_files(params: dict[str, str], refused: bool) -> None:
-    if refused:
-        with pytest.raises(PermissionDenied, match="--allow-model-load-files=true"):
-            _refuse_code_from_request("m", params, params.get("config"))
-    else:
-        _refuse_code_from_request("m", params, params.get("config"))
 
 
 def test_credentials_for_serve_args(tmp_path: Path) -> None:
