@@ -156,6 +156,8 @@ def check_safe_ports(settings: ServerSettings) -> None:
     others = [("HTTP", settings.http_port, "--http-port")]
     if settings.allow_metrics and settings.metrics_port:
         others.append(("metrics", settings.metrics_port, "--metrics-port or --allow-metrics=false"))
+    if settings.grpc.enabled:
+        others.append(("GRPC", settings.grpc.port, "--grpc-port or --allow-grpc=false"))
     for service, port, flag in others:
         if not low <= port <= high:
             raise SageMakerEnvError(

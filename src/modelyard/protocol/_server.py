@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 import httptools
@@ -56,6 +56,18 @@ log = logging.getLogger("modelyard.http")
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 Listener = tuple[str, int, Handler]  # (address, port, handler): a further port to serve
+
+
+class FrontEnd(Protocol):
+    """Another protocol's server in the same event loop (gRPC): started once the models
+    are loaded and before the HTTP port reports ready, drained with it."""
+
+    async def start(self) -> None: ...
+
+    async def drain(self, grace: float) -> None: ...
+
+    async def stop(self) -> None: ...
+
 
 # a keep-alive connection must be this quiet before the drain closes it (see _drain)
 DRAIN_QUIET_SECS = 0.5
@@ -468,9 +480,11 @@ class HttpFrontEnd:
         app: ModelyardApp,
         keep_alive_timeout: float = 75.0,
         listeners: Sequence[Listener] = (),
+        front_ends: Sequence[FrontEnd] = (),
     ) -> None:
         self.app = app
         self.listeners = listeners
+        self.front_ends = front_ends
         self.log_requests = log.isEnabledFor(
             logging.DEBUG
         )  # further ports, each with its own handler (SageMaker's)
@@ -488,6 +502,16 @@ class HttpFrontEnd:
         gc.collect()
         gc.freeze()
         loop = asyncio.get_running_loop()
+        started: list[FrontEnd] = []
+        try:
+            for front_end in self.front_ends:  # before the main port reports ready
+                await front_end.start()
+                started.append(front_end)
+        except BaseException:
+            for front_end in started:
+                await front_end.stop()
+            await self.app.stop()
+            raise
         extra = []
         for address, port, handler in self.listeners:  # before the main port reports ready
             extra.append(
@@ -516,7 +540,10 @@ class HttpFrontEnd:
             for listener in extra:
                 listener.close()
             deadline = time.monotonic() + settings.exit_timeout_secs
-            await self._drain(server, settings.exit_timeout_secs)
+            grace = settings.exit_timeout_secs
+            await asyncio.gather(self._drain(server, grace), *(f.drain(grace) for f in started))
+            for front_end in started:
+                await front_end.stop()
             try:  # unloading waits for executions still running on worker threads
                 await asyncio.wait_for(self.app.stop(), max(0.1, deadline - time.monotonic()))
             except TimeoutError:

@@ -147,6 +147,9 @@ class ModelyardApp:
             ports.append(f"metrics on {describe_address(s.http_address, s.metrics_port)}")
         if s.allow_sagemaker:
             ports.append(f"SageMaker on {describe_address(s.http_address, s.sagemaker_port)}")
+        if s.grpc.enabled:
+            grpc_address = s.grpc.address or s.http_address
+            ports.append(f"gRPC on {describe_address(grpc_address, s.grpc.port)}")
         # load/unload: the v2 repository API in these modes, SageMaker's /models when it is on
         repository_api = s.model_control_mode in ("explicit", "on-demand") or s.allow_sagemaker
         summary, open_management = exposure(
@@ -165,6 +168,27 @@ class ModelyardApp:
                 ", with uploaded files: code execution" if s.allow_model_load_files else "",
                 s.http_address,
                 s.http_port,
+            )
+        self._log_grpc_exposure(repository_api)
+
+    def _log_grpc_exposure(self, repository_api: bool) -> None:
+        """gRPC has its own restrictions (``--grpc-restricted-protocol``, as in Triton):
+        say so when its repository RPCs stay open while HTTP's are closed or exposed."""
+        s = self.settings
+        grpc_address = s.grpc.address or s.http_address
+        restricted = {group for group, _, _ in s.grpc.restricted_protocol}
+        if not (s.grpc.enabled and repository_api) or self.access.tokens:
+            return
+        if "model-repository" in restricted:
+            return
+        if s.allow_model_load_files or not is_loopback(grpc_address) or self.access.enabled:
+            log.warning(
+                "the gRPC model-repository RPCs (load/unload) are open to anyone who can reach "
+                "%s:%d: restrict them (--grpc-restricted-protocol "
+                "model-repository:<key>=<value> or --auth-token-file), or --allow-grpc=false "
+                "(docs/security.md)",
+                grpc_address,
+                s.grpc.port,
             )
 
     async def start(self) -> None:
