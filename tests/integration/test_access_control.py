@@ -27,7 +27,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from tritonclient.utils import InferenceServerException
 
-from modelyard.protocol.app import build_app
+from modelyard.server.compose import build_server
 from modelyard.settings import ServerSettings
 from modelyard.testing import RunningServer, running_server
 from modelyard.testing.server import ServerFailed, free_port, start_server
@@ -476,7 +476,7 @@ def test_open_repository_api_on_all_interfaces_is_a_warning(
     repository: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """What ``modelyard serve`` logs with its defaults (0.0.0.0), without binding anything."""
-    app = build_app(ServerSettings(str(repository)))
+    app = build_server(ServerSettings(str(repository)))
     with caplog.at_level(logging.INFO, logger="modelyard.server"):
         app.log_exposure()
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
@@ -487,5 +487,5 @@ def test_open_repository_api_on_all_interfaces_is_a_warning(
     caplog.clear()
     closed = ServerSettings(str(repository), http_restricted_api=(("model-repository", "k", "v"),))
     with caplog.at_level(logging.INFO, logger="modelyard.server"):
-        build_app(closed).log_exposure()
+        build_server(closed).log_exposure()
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -8,23 +8,15 @@ serves the rest) and ``--strict-readiness`` is false (readiness means "serving")
 
 from __future__ import annotations
 
-import logging
 import os
-import socket
 import sys
 from pathlib import Path
-from signal import SIGINT, SIGTERM
-from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
 from modelyard.cli._grpc_flags import grpc_settings
-from modelyard.errors import ModelyardError, PortUnavailable
 from modelyard.settings import DEFAULT_SAGEMAKER_MODEL_ROOT, ServerSettings
-
-if TYPE_CHECKING:
-    from modelyard.protocol.app import ModelyardApp
 
 # the one set of defaults (settings.py): each option below shows and takes its default from here
 _D = ServerSettings(model_repository="")
@@ -583,184 +575,10 @@ def _default_max_batch_size(configs: list[str]) -> int:
 
 
 def run(settings: ServerSettings, http_server: str = "modelyard") -> int:
-    """Serve until SIGTERM/SIGINT; returns the process exit code."""
-    from modelyard.protocol.app import build_app
+    """Serve until SIGTERM/SIGINT (``server/lifecycle.py``); returns the process exit code."""
+    from modelyard.server.lifecycle import run as run_server
 
-    logging.basicConfig(
-        level=logging.DEBUG if settings.log_verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        app = build_app(settings)
-    except ModelyardError as exc:  # a store that cannot be opened, a missing extra
-        logging.getLogger("modelyard.server").error("cannot start: %s", exc)
-        return 1
-    if http_server == "uvicorn":
-        return _run_uvicorn(app)
-    return _run_own(app)
-
-
-def _run_own(app: ModelyardApp) -> int:
-    """modelyard's own front end on uvloop: SIGTERM/SIGINT start the drain."""
-    import asyncio
-
-    from modelyard.protocol._server import HttpFrontEnd
-
-    async def main() -> bool:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (SIGTERM, SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        settings = app.settings
-        listeners = []
-        if settings.allow_metrics and settings.metrics_port:
-            listeners.append((settings.http_address, settings.metrics_port, app.handle_metrics))
-        if settings.allow_sagemaker:
-            listeners.append((settings.http_address, settings.sagemaker_port, app.handle_sagemaker))
-        front_ends = []
-        if settings.grpc.enabled:
-            from modelyard.protocol.grpc import GrpcFrontEnd
-
-            address = settings.grpc.address or settings.http_address
-            front_ends.append(GrpcFrontEnd(app.plane, settings.grpc, address, app.access.tokens))
-        return await HttpFrontEnd(app, listeners=listeners, front_ends=front_ends).serve(stop)
-
-    try:
-        import uvloop
-    except ImportError:  # Windows: the standard event loop
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
-    try:
-        drained = runner(main())
-    except ModelyardError as exc:  # a store that cannot be listed, --exit-on-error, ...
-        logging.getLogger("modelyard.server").error("cannot start: %s", exc)
-        return 1
-    except Exception:
-        logging.getLogger("modelyard.server").exception("server failed")
-        return 1
-    if not drained:
-        # --exit-timeout-secs is a promise: do not wait at exit for worker threads still
-        # inside a model; exit 1, as Triton does when its exit timeout expires (os._exit
-        # skips atexit: the children go first)
-        from modelyard.runtimes import children
-
-        children.kill_all()
-        logging.shutdown()
-        os._exit(1)
-    return 0
-
-
-def _listen(address: str, port: int) -> socket.socket:
-    return socket.create_server(
-        (address, port), family=socket.AF_INET6 if ":" in address else socket.AF_INET, backlog=4096
-    )
-
-
-def _run_uvicorn(app: ModelyardApp) -> int:
-    """The same application under uvicorn (ASGI), kept for comparison and for ASGI setups.
-
-    With ``--allow-sagemaker``, a second uvicorn server in the same event loop serves
-    SageMaker's container face (``app.sagemaker_asgi``) on ``--sagemaker-port``: bound before
-    anything starts, serving once the main server has started (models loaded), draining with
-    it on SIGTERM, and done before the main server's lifespan unloads the models.
-    """
-    import asyncio
-    import contextlib
-    from collections.abc import Generator
-
-    import uvicorn
-
-    from modelyard.protocol._uvicorn import bounded_protocol
-
-    settings = app.settings
-    common: dict[str, Any] = {
-        "host": settings.http_address,
-        "loop": "uvloop",
-        "http": bounded_protocol(settings),  # httptools, with modelyard's limits and drain
-        "access_log": False,
-        "log_level": "debug" if settings.log_verbose else "info",
-        "timeout_graceful_shutdown": int(max(1, settings.exit_timeout_secs)),
-        "timeout_keep_alive": 75,
-        "backlog": 4096,
-    }
-    config = uvicorn.Config(app, port=settings.http_port, lifespan="on", **common)
-
-    class _Face(uvicorn.Server):
-        """The container face's server: the main server takes the signals and stops it."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Generator[None, None, None]:
-            yield
-
-    face: uvicorn.Server | None = None
-    face_socket: socket.socket | None = None
-    if settings.allow_sagemaker:
-        address = settings.http_address
-        try:
-            face_socket = _listen(address, settings.sagemaker_port)
-        except OSError as exc:
-            error = PortUnavailable(
-                address, settings.sagemaker_port, "--sagemaker-port", os.strerror(exc.errno or 0)
-            )
-            logging.getLogger("modelyard.server").error("cannot start: %s", error)
-            return 1
-        face_config = uvicorn.Config(
-            app.sagemaker_asgi,
-            port=settings.sagemaker_port,
-            lifespan="off",
-            interface="asgi3",  # a bound method: uvicorn's guess would be ASGI 2
-            **common,
-        )
-        face = _Face(face_config)
-
-    class _Server(uvicorn.Server):
-        face_task: asyncio.Task[None] | None = None
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            app.begin_drain()
-            super().handle_exit(sig, frame)
-            if face is not None:
-                face.should_exit = True  # both ports drain at once
-            # uvicorn re-raises captured signals on exit (death by SIGTERM, status -15);
-            # an orchestrator's SIGTERM is the normal way to stop, so it exits 0 instead
-            self._captured_signals = [s for s in self._captured_signals if s != SIGTERM]
-
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)  # lifespan (models), then the main port
-            if face is not None and face_socket is not None and not self.should_exit:
-                self.face_task = asyncio.create_task(face.serve(sockets=[face_socket]))
-                logging.getLogger("modelyard.server").info(
-                    "SageMaker's container API on %s:%d",
-                    settings.http_address,
-                    settings.sagemaker_port,
-                )
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            if face is not None and self.face_task is not None:
-                face.should_exit = True
-                try:
-                    await self.face_task  # its requests finish before the models unload
-                except Exception:
-                    logging.getLogger("modelyard.server").exception(
-                        "SageMaker's container API failed"
-                    )
-            await super().shutdown(sockets=sockets)
-
-    try:  # bound here, as the container face's is, so that a busy port is one clear line
-        main_socket = _listen(settings.http_address, settings.http_port)
-    except OSError as exc:
-        error = PortUnavailable(
-            settings.http_address, settings.http_port, "--http-port", os.strerror(exc.errno or 0)
-        )
-        logging.getLogger("modelyard.server").error("cannot start: %s", error)
-        return 1
-    server = _Server(config)
-    with main_socket, face_socket or contextlib.nullcontext():
-        server.run(sockets=[main_socket])
-    if not server.started:
-        return 1
-    return 0
+    return run_server(settings, http_server)
 
 
 __all__ = ["run", "serve"]

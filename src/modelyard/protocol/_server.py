@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import gc
 import logging
 import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from http import HTTPStatus
-from typing import Any, Protocol, cast
+from typing import Any, cast
 from urllib.parse import unquote
 
 import httptools
@@ -56,18 +55,6 @@ log = logging.getLogger("modelyard.http")
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 Listener = tuple[str, int, Handler]  # (address, port, handler): a further port to serve
-
-
-class FrontEnd(Protocol):
-    """Another protocol's server in the same event loop (gRPC): started once the models
-    are loaded and before the HTTP port reports ready, drained with it."""
-
-    async def start(self) -> None: ...
-
-    async def drain(self, grace: float) -> None: ...
-
-    async def stop(self) -> None: ...
-
 
 # a keep-alive connection must be this quiet before the drain closes it (see _drain)
 DRAIN_QUIET_SECS = 0.5
@@ -473,18 +460,17 @@ def _ascii(exc: Exception) -> bytes:
 
 
 class HttpFrontEnd:
-    """Listens, serves until ``stop`` is set, then drains within ``exit_timeout`` seconds."""
+    """Every HTTP port of the server (the main one, metrics, SageMaker's container face):
+    a front end for ``server.lifecycle`` (``start``, ``drain``, ``stop``)."""
 
     def __init__(
         self,
         app: ModelyardApp,
         keep_alive_timeout: float = 75.0,
         listeners: Sequence[Listener] = (),
-        front_ends: Sequence[FrontEnd] = (),
     ) -> None:
         self.app = app
         self.listeners = listeners
-        self.front_ends = front_ends
         self.log_requests = log.isEnabledFor(
             logging.DEBUG
         )  # further ports, each with its own handler (SageMaker's)
@@ -492,29 +478,17 @@ class HttpFrontEnd:
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.draining = False
+        self.server: asyncio.Server | None = None  # the main port's, once started
+        self.extra: list[asyncio.Server] = []  # the further ports'
+        self.sweeper: asyncio.Task[None] | None = None
 
-    async def serve(self, stop: asyncio.Event) -> bool:
-        """Serve until ``stop``; True when the drain finished within the grace period."""
+    async def start(self) -> None:
+        """Bind the further ports, then the main one (its "Started" line is what scripts
+        wait for); the models are loaded already (``server.lifecycle``)."""
         settings = self.app.settings
-        await self.app.start()
-        # modules, routes and startup models live for good: out of the collector's full
-        # passes, which otherwise add milliseconds to the odd request under load
-        gc.collect()
-        gc.freeze()
         loop = asyncio.get_running_loop()
-        started: list[FrontEnd] = []
-        try:
-            for front_end in self.front_ends:  # before the main port reports ready
-                await front_end.start()
-                started.append(front_end)
-        except BaseException:
-            for front_end in started:
-                await front_end.stop()
-            await self.app.stop()
-            raise
-        extra = []
         for address, port, handler in self.listeners:  # before the main port reports ready
-            extra.append(
+            self.extra.append(
                 await _bind(
                     loop,
                     functools.partial(_Connection, self, handler),
@@ -524,7 +498,7 @@ class HttpFrontEnd:
                 )
             )
             log.info("Started HTTPService at %s:%d", address, port)
-        server = await _bind(
+        self.server = await _bind(
             loop,
             lambda: _Connection(self),
             settings.http_address,
@@ -532,23 +506,19 @@ class HttpFrontEnd:
             "--http-port",
         )
         log.info("Started HTTPService at %s:%d", settings.http_address, settings.http_port)
-        sweeper = loop.create_task(self._sweep_idle())
-        try:
-            await stop.wait()
-        finally:
-            sweeper.cancel()
-            for listener in extra:
-                listener.close()
-            deadline = time.monotonic() + settings.exit_timeout_secs
-            grace = settings.exit_timeout_secs
-            await asyncio.gather(self._drain(server, grace), *(f.drain(grace) for f in started))
-            for front_end in started:
-                await front_end.stop()
-            try:  # unloading waits for executions still running on worker threads
-                await asyncio.wait_for(self.app.stop(), max(0.1, deadline - time.monotonic()))
-            except TimeoutError:
-                log.warning("exit timeout expired with model executions still running")
-                return False
+        self.sweeper = loop.create_task(self._sweep_idle())
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting on every port and finish the requests received (``_drain``)."""
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+        for listener in self.extra:
+            listener.close()
+        if self.server is not None:
+            await self._drain(self.server, grace)
+
+    async def stop(self) -> bool:
+        """True when no request is still running (the models are unloaded by now)."""
         return not self.tasks
 
     async def _drain(self, server: asyncio.Server, grace: float) -> None:
@@ -561,8 +531,7 @@ class HttpFrontEnd:
         then and would see "connection closed without response"; a busy client instead gets
         its next answer with ``Connection: close`` and reconnects (to a closed listener).
         """
-        self.draining = True
-        self.app.begin_drain()
+        self.draining = True  # the data plane's readiness is false already (server.lifecycle)
         server.close()
         header_timeout = self.app.settings.header_timeout
         deadline = time.monotonic() + grace

@@ -11,24 +11,38 @@ header over only once whole, after re-copying it at each chunk), 408 after
 ``--http-header-timeout``, and a drain that answers the requests it has been sent and
 closes a keep-alive connection only between requests, with nothing unread, after a
 moment's quiet.
+
+:class:`UvicornFrontEnd` runs one uvicorn server (the HTTP port, or SageMaker's container
+face with ``--allow-sagemaker``) as a front end of ``server.lifecycle``: the lifecycle,
+not uvicorn, takes the signals and loads the models, so both ports drain at once and are
+done before the models unload.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
 
-from modelyard.errors import ModelyardError, RequestTimeout, UriTooLong
+from modelyard.errors import ModelyardError, PortUnavailable, RequestTimeout, UriTooLong
 from modelyard.protocol._server import DRAIN_QUIET_SECS, headers_too_large, unread_bytes
 from modelyard.protocol.errors import v2_error
 from modelyard.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from modelyard.protocol.app import ModelyardApp
+
+log = logging.getLogger("modelyard.server")
 
 
 def bounded_protocol(settings: ServerSettings) -> type[HttpToolsProtocol]:
@@ -207,3 +221,78 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
         else:
             self.loop.call_later(0.05, self._close_when_quiet)
+
+
+def uvicorn_front_ends(app: ModelyardApp) -> list[UvicornFrontEnd]:
+    """The HTTP port, and SageMaker's container face on its own port when it is on (the
+    metrics port is the HTTP port's ``/metrics`` under uvicorn)."""
+    settings = app.settings
+    ends = []
+    if settings.allow_sagemaker:
+        ends.append(
+            UvicornFrontEnd(
+                app.sagemaker_asgi, settings, settings.sagemaker_port, "--sagemaker-port"
+            )
+        )
+    ends.append(UvicornFrontEnd(app, settings, settings.http_port, "--http-port"))
+    return ends
+
+
+class UvicornFrontEnd:
+    """One uvicorn server on one port, as a ``server.lifecycle`` front end."""
+
+    def __init__(self, app: Any, settings: ServerSettings, port: int, flag: str) -> None:
+        self.settings = settings
+        self.port = port
+        self.flag = flag
+        self.config = uvicorn.Config(
+            app,
+            host=settings.http_address,
+            port=port,
+            lifespan="off",  # the lifecycle loads and unloads the models
+            interface="asgi3",  # a bound method (the container face): uvicorn would guess 2
+            http=bounded_protocol(settings),  # httptools, with modelyard's limits and drain
+            access_log=False,
+            log_level="debug" if settings.log_verbose else "info",
+            timeout_graceful_shutdown=int(max(1, settings.exit_timeout_secs)),
+            timeout_keep_alive=75,
+            backlog=4096,
+        )
+        self.server = uvicorn.Server(self.config)
+        self.socket: socket.socket | None = None
+        self.ticks: asyncio.Task[None] | None = None
+        self.finished = True
+
+    async def start(self) -> None:
+        address = self.settings.http_address
+        try:
+            self.socket = socket.create_server(
+                (address, self.port),
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                backlog=4096,
+            )
+        except OSError as exc:
+            raise PortUnavailable(
+                address, self.port, self.flag, os.strerror(exc.errno or 0)
+            ) from None
+        self.config.load()
+        self.server.lifespan = self.config.lifespan_class(self.config)
+        await self.server.startup(sockets=[self.socket])
+        # uvicorn's once-a-second tick (the Date header) until the drain
+        self.ticks = asyncio.create_task(self.server.main_loop())
+        log.info("Started HTTPService (uvicorn) at %s:%d", address, self.port)
+
+    async def drain(self, grace: float) -> None:
+        """uvicorn's graceful shutdown (``BoundedHttpToolsProtocol.shutdown`` per
+        connection), cancelling what is still running after the exit timeout."""
+        self.server.should_exit = True
+        if self.ticks is not None:
+            await self.ticks
+        if self.server.started:
+            self.config.timeout_graceful_shutdown = int(max(1, grace))
+            sockets = [self.socket] if self.socket is not None else None
+            await self.server.shutdown(sockets=sockets)
+            self.finished = not self.server.server_state.tasks
+
+    async def stop(self) -> bool:
+        return self.finished

@@ -16,8 +16,8 @@ import pytest
 import schemathesis
 
 from modelyard.protocol._http import Route, match_route
-from modelyard.protocol.app import ModelyardApp
 from modelyard.protocol.openapi import spec, spec_json
+from modelyard.server.compose import build_server
 from modelyard.settings import ServerSettings
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
@@ -47,7 +47,7 @@ def concrete(template: str) -> str:
 def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Route]]:
     repo = tmp_path_factory.mktemp("repo")
     settings = ServerSettings(model_repository=str(repo), model_cache_dir=repo / "cache")
-    return ModelyardApp(settings).routes()
+    return build_server(settings).http.routes()
 
 
 def test_the_description_is_valid_openapi_3_with_unique_operation_ids() -> None:

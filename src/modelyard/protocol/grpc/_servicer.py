@@ -13,6 +13,7 @@ UNIMPLEMENTED), and the trace and log settings RPCs are UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
@@ -87,6 +88,27 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         self.gate = gate
         self.compression = compression
         self.draining = False  # set by the front end's drain: inference is refused
+        self.inflight = 0  # inference requests being answered (unary, or on a stream)
+        self._idle: asyncio.Event | None = None
+
+    def _begin(self) -> None:
+        if self.draining:
+            raise Unavailable(DRAINING)
+        self.inflight += 1
+
+    def _end(self) -> None:
+        self.inflight -= 1
+        if not self.inflight and self._idle is not None:
+            self._idle.set()
+
+    async def idle(self, grace: float) -> bool:
+        """Wait (at most ``grace`` seconds) until no inference request is being answered;
+        True when none is."""
+        if self.inflight:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+        return not self.inflight
 
     # -- health and metadata ---------------------------------------------------------------
     @rpc
@@ -197,17 +219,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        if self.draining:
-            raise Unavailable(DRAINING)
-        version = check_version(request.model_version)
+        self._begin()
         try:
             _, response = await self.plane.infer(
-                request.model_name, version, lambda _: decode_request(request)
+                request.model_name,
+                check_version(request.model_version),
+                lambda _: decode_request(request),
             )
         except DecoupledModel as exc:
             raise DecoupledModel(
                 exc.message.replace(DECOUPLED_REFUSED, GRPC_DECOUPLED_REFUSED), exc.model
             ) from None
+        finally:
+            self._end()
         if self.compression is not None:
             context.set_compression(self.compression)
         return encode_response(response)
@@ -265,13 +289,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def _stream_one(
         self, message: pb.ModelInferRequest
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        try:
+            self._begin()
+        except Unavailable as exc:
+            yield stream_error(exc.message, message.id)
+            return
+        try:
+            async for item in self._answer_on_stream(message):
+                yield item
+        finally:
+            self._end()
+
+    async def _answer_on_stream(
+        self, message: pb.ModelInferRequest
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         name, request_id = message.model_name, message.id
         want_empty_final = (
             EMPTY_FINAL in message.parameters and message.parameters[EMPTY_FINAL].bool_param
         )
         try:
-            if self.draining:
-                raise Unavailable(DRAINING)
             version = check_version(message.model_version)
             config = await self.plane.model_config(name, version)
             decoupled = bool(config.model_transaction_policy.decoupled)

@@ -84,6 +84,7 @@ class GrpcFrontEnd:
         self.servicer = InferenceServicer(plane, self.gate, compression)
         self.health = HealthServicer(plane, self.gate)
         self._server: grpc.aio.Server | None = None
+        self.unfinished = False  # requests still running when the drain's grace ran out
 
     async def start(self) -> None:
         """Bind and serve; PortUnavailable (one line) when the port cannot be bound."""
@@ -104,17 +105,20 @@ class GrpcFrontEnd:
         log.info("Started GRPCInferenceService at %s:%d", self.address, self.port)
 
     async def drain(self, grace: float) -> None:
-        """New requests are refused (UNAVAILABLE) and readiness is false (the data plane's
-        drain); calls in flight, streams included, finish within ``grace`` seconds."""
+        """New requests are refused (UNAVAILABLE; readiness is false already: the data
+        plane's drain); calls in flight, streams included, finish within ``grace`` seconds,
+        then what is left is cancelled."""
         self.servicer.draining = True
+        self.unfinished = not await self.servicer.idle(grace)
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._server.stop(0)  # idle streams and whatever outlived the grace
 
-    async def stop(self) -> None:
-        """Close at once: calls still running are cancelled."""
+    async def stop(self) -> bool:
+        """Close at once (calls still running are cancelled); True when none was."""
         server, self._server = self._server, None
         if server is not None:
             await server.stop(0)
+        return not self.unfinished
 
 
 def _bind_reason(message: str) -> str:
