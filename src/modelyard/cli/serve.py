@@ -526,6 +526,7 @@ _SAGEMAKER_FLAGS = {
     "allow_metrics": "allow_metrics",
     "metrics_port": "metrics_port",
     "log_verbose": "log_verbose",
+    "allow_grpc": "grpc",
 }
 
 
