@@ -180,9 +180,14 @@ def test_restricted_health_needs_its_metadata(tmp_path: Path) -> None:
 
 
 def test_bad_grpc_flags_stop_the_start(tmp_path: Path) -> None:
-    with pytest.raises(ServerFailed, match="Invalid value for --grpc-restricted-protocol: unknown restricted protocol"):
+    with pytest.raises(
+        ServerFailed,
+        match="Invalid value for --grpc-restricted-protocol: unknown restricted protocol",
+    ):
         start_server(tmp_path, ["--grpc-restricted-protocol=nope:k=v"], timeout=30).stop()
-    with pytest.raises(ServerFailed, match="Invalid value for --grpc-infer-response-compression-level"):
+    with pytest.raises(
+        ServerFailed, match="Invalid value for --grpc-infer-response-compression-level"
+    ):
         start_server(tmp_path, ["--grpc-infer-response-compression-level=max"], timeout=30).stop()
 
 

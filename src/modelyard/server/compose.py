@@ -150,28 +150,39 @@ class Server:
         for warning in self.access_warnings:
             log.warning("%s", warning)
         # on loopback too when files are allowed: every local user could run code as us
-        if open_management and (s.allow_model_load_files or not is_loopback(s.http_address)):
+        http_warned = open_management and (
+            s.allow_model_load_files or not is_loopback(s.http_address)
+        )
+        if http_warned:
             log.warning(
                 "the model-repository API (load/unload%s) is open to anyone who can reach "
-                "%s:%d: restrict it (--http-restricted-api model-repository:<header>=<value> "
+                "%s:%d%s: restrict it (--http-restricted-api model-repository:<header>=<value> "
                 "or --auth-token-file), bind --http-address 127.0.0.1, or use "
                 "--model-control-mode none (docs/security.md)",
                 ", with uploaded files: code execution" if s.allow_model_load_files else "",
                 s.http_address,
                 s.http_port,
+                " (and over gRPC)" if self._grpc_repository_open(repository_api) else "",
             )
-        self._log_grpc_exposure(repository_api)
+        elif self._grpc_repository_open(repository_api):
+            self._log_grpc_exposure()
 
-    def _log_grpc_exposure(self, repository_api: bool) -> None:
-        """gRPC has restrictions of its own (``--grpc-restricted-protocol``, as in Triton):
-        say so when its repository RPCs stay open while HTTP's are closed or exposed."""
+    def _grpc_repository_open(self, repository_api: bool) -> bool:
+        """gRPC's repository RPCs are served and neither a token nor its own restriction
+        (``--grpc-restricted-protocol``, separate from HTTP's, as in Triton) closes them."""
+        s = self.settings
+        restricted = {group for group, _, _ in s.grpc.restricted_protocol}
+        return (
+            s.grpc.enabled
+            and repository_api
+            and not self.access.tokens
+            and "model-repository" not in restricted
+        )
+
+    def _log_grpc_exposure(self) -> None:
+        """HTTP's repository API is closed (or local), gRPC's is not: say so."""
         s = self.settings
         grpc_address = s.grpc.address or s.http_address
-        restricted = {group for group, _, _ in s.grpc.restricted_protocol}
-        if not (s.grpc.enabled and repository_api) or self.access.tokens:
-            return
-        if "model-repository" in restricted:
-            return
         if s.allow_model_load_files or not is_loopback(grpc_address) or self.access.enabled:
             log.warning(
                 "the gRPC model-repository RPCs (load/unload) are open to anyone who can reach "
