@@ -1,5 +1,10 @@
 """A closed-loop HTTP/1.1 load generator: N keep-alive connections, one request in flight on each.
 
+With ``--grpc`` it speaks gRPC instead: N channels (an HTTP/2 connection each), one unary
+``inference.GRPCInferenceService/ModelInfer`` in flight on each, through grpcio's asyncio
+client with no (de)serialisation: the request file holds the serialised ``ModelInferRequest``
+and answers are taken as bytes.
+
 Run as its own process (``python bench/loadgen.py ...``) so its CPU is measured apart from the
 caller's; it prints one JSON line. Request bytes are built once by the caller and sent verbatim;
 responses are parsed only as far as the status code and ``Content-Length``. Under uvloop it costs
@@ -64,6 +69,9 @@ class _Stats:
         self.latencies: list[float] = []
         self.errors = 0
         self.first_error = ""
+        self.ready = 0  # gRPC channels connected
+        self.all_ready: asyncio.Event | None = None  # set once ``ready`` reaches ``want``
+        self.want = 0
 
 
 class _Conn(asyncio.Protocol):
@@ -220,6 +228,33 @@ class ServerTree:
         }
 
 
+async def _grpc_worker(
+    host: str, port: int, request: bytes, stats: _Stats, stop: asyncio.Event
+) -> None:
+    """One channel, one ModelInfer in flight at a time, until ``stop``."""
+    import grpc
+
+    async with grpc.aio.insecure_channel(
+        f"{host}:{port}", options=[("grpc.max_receive_message_length", -1)]
+    ) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        await channel.channel_ready()
+        stats.ready += 1
+        if stats.ready == stats.want and stats.all_ready is not None:
+            stats.all_ready.set()
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                await infer(request)
+            except grpc.RpcError as exc:
+                stats.errors += 1
+                if not stats.first_error:
+                    stats.first_error = f"{exc.code()}: {exc.details()}"
+                continue
+            if stats.recording:
+                stats.latencies.append(time.perf_counter() - t0)
+
+
 def _voluntary_switches(pid: int) -> int:
     """Voluntary context switches of all a process's threads (psutil's figure, from
     /proc/<pid>/status, is the main thread's only)."""
@@ -258,14 +293,22 @@ async def _run(
     warmup: float,
     duration: float,
     server_pid: int | None = None,
+    grpc_mode: bool = False,
 ) -> dict[str, float | int | str]:
     loop = asyncio.get_running_loop()
     stats = _Stats()
     stop = asyncio.Event()
-    conns: list[_Conn] = []
-    for _ in range(concurrency):
+    closed: list[asyncio.Future[Any]] = []
+    if grpc_mode:
+        stats.want, stats.all_ready = concurrency, asyncio.Event()
+        for _ in range(concurrency):
+            closed.append(asyncio.ensure_future(_grpc_worker(host, port, request, stats, stop)))
+        ready = asyncio.ensure_future(stats.all_ready.wait())
+        await asyncio.wait([ready, *closed], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+    for _ in range(0 if grpc_mode else concurrency):
         _, proto = await loop.create_connection(lambda: _Conn(request, stats, stop), host, port)
-        conns.append(proto)
+        closed.append(proto.closed)
     tree = ServerTree(server_pid) if server_pid else None
     await asyncio.sleep(warmup)
     s0 = tree.times() if tree else {}
@@ -279,7 +322,7 @@ async def _run(
     s1 = tree.times() if tree else {}
     stop.set()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(c.closed for c in conns)), timeout=10)
+        await asyncio.wait_for(asyncio.gather(*closed, return_exceptions=True), timeout=10)
     lat = sorted(stats.latencies)
     n = len(lat)
     if n == 0 and not stats.first_error:
@@ -316,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--server-pid", type=int, help="also measure this server's process tree's CPU")
+    p.add_argument("--grpc", action="store_true", help="the request file is a ModelInferRequest")
     a = p.parse_args(argv)
     try:
         import uvloop
@@ -324,7 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         run = uvloop.run
     request = a.request_file.read_bytes()
-    result = run(_run(a.host, a.port, request, a.concurrency, a.warmup, a.duration, a.server_pid))
+    result = run(
+        _run(a.host, a.port, request, a.concurrency, a.warmup, a.duration, a.server_pid, a.grpc)
+    )
     print(json.dumps(result))
 
 
@@ -335,6 +381,7 @@ def run_cell(
     duration: float,
     warmup: float = 1.0,
     server_pid: int | None = None,
+    grpc_mode: bool = False,
 ) -> tuple[CellResult, str]:
     """Run the load generator in a fresh process; returns the result and its first error, if any.
 
@@ -358,6 +405,7 @@ def run_cell(
                 "--duration",
                 str(duration),
                 *(["--server-pid", str(server_pid)] if server_pid else []),
+                *(["--grpc"] if grpc_mode else []),
             ],
             capture_output=True,
             text=True,

@@ -61,7 +61,7 @@ from servers import (  # noqa: E402
     Triton,
     _write,
 )
-from workloads import ENCODINGS, ROOT, WORKLOADS, Workload, _p50_us  # noqa: E402
+from workloads import DEFAULT_ENCODINGS, ENCODINGS, ROOT, WORKLOADS, Workload, _p50_us  # noqa: E402
 
 WORKER_LIB = ROOT / "src" / "modelyard" / "runtimes" / "python" / "worker_lib"
 SERVER_NAMES = ("modelyard-python", "triton")
@@ -96,7 +96,7 @@ class TritonPythonModel:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--models", type=_csv(str, tuple(WORKLOADS)), default=["add_sub", "mlp"])
-    p.add_argument("--encodings", type=_csv(str, ENCODINGS), default=list(ENCODINGS))
+    p.add_argument("--encodings", type=_csv(str, ENCODINGS), default=list(DEFAULT_ENCODINGS))
     p.add_argument("--concurrency", type=_csv(int), default=[1, 16, 64])
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each run")

@@ -19,11 +19,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from loadgen import CellResult, run_cell
 from report import OTHER_CPU_NOTE, Results, render
 from servers import PEERS, SERVERS, Server, ServerUnavailable
-from workloads import ENCODINGS, WORKLOADS
+from workloads import DEFAULT_ENCODINGS, ENCODINGS, WORKLOADS
 
 
 def _csv(kind: type, choices: tuple[str, ...] | None = None):
@@ -47,7 +48,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="exactly these servers (overrides --peers), e.g. floor,triton",
     )
     p.add_argument("--models", type=_csv(str, tuple(WORKLOADS)), default=list(WORKLOADS))
-    p.add_argument("--encodings", type=_csv(str, ENCODINGS), default=list(ENCODINGS))
+    p.add_argument(
+        "--encodings",
+        type=_csv(str, ENCODINGS),
+        default=list(DEFAULT_ENCODINGS),
+        help="json, binary (HTTP) and grpc (KServe v2 gRPC, raw tensors; Triton's port)",
+    )
     p.add_argument("--concurrency", type=_csv(int), default=[1, 16, 64])
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each run")
@@ -92,7 +98,7 @@ def measure_server(
         cells = []
         for w in workloads:
             for enc in args.encodings:
-                why = w.check(server.port, enc) if server.validates else None
+                why = _check(server, w, enc)
                 if why is not None:
                     res.failed[(server.name, w.name, enc)] = why
                     log(f"   {w.name}/{enc}: check failed: {why}")
@@ -102,7 +108,7 @@ def measure_server(
             on_ready(server)
         for rep in range(args.repeats):
             for w, enc in cells:
-                request = w.http_request(enc, server.port)
+                request = w.request(enc, server.port)
                 for c in args.concurrency:
                     try:
                         r, err = _run_cell_retrying(server, request, c, args, f"{w.name}/{enc}")
@@ -132,6 +138,15 @@ def measure_server(
         log(f"   stopped; log at {server.log_path}")
 
 
+def _check(server: Server, w: Any, enc: str) -> str | None:
+    """None when ``server`` answers ``w`` right in encoding ``enc``, else why not."""
+    if enc == "grpc":
+        if server.grpc_port is None:
+            return "no KServe v2 gRPC endpoint"
+        return w.check_grpc(server.grpc_port) if server.validates else None
+    return w.check(server.port, enc) if server.validates else None
+
+
 def _run_cell_retrying(
     server: Server, request: bytes, c: int, args: argparse.Namespace, what: str
 ) -> tuple[CellResult, str]:
@@ -139,8 +154,12 @@ def _run_cell_retrying(
     other processes on the machine used more than OTHER_CPU_NOTE cores during it."""
     pid = server.proc.pid if server.proc is not None else None
     retries = getattr(args, "retry_busy", 0)
+    grpc_mode = what.endswith("/grpc")
+    port = server.grpc_port if grpc_mode and server.grpc_port else server.port
     for attempt in range(retries + 1):
-        r, err = run_cell(server.port, request, c, args.duration, args.warmup, server_pid=pid)
+        r, err = run_cell(
+            port, request, c, args.duration, args.warmup, server_pid=pid, grpc_mode=grpc_mode
+        )
         if attempt == retries or not r.other_cpu_share > OTHER_CPU_NOTE:
             break
         log(

@@ -43,6 +43,7 @@ class Server:
     label: str = ""
     validates: bool = True  # False for the floor, whose answer is a constant
     port: int = field(default_factory=free_port)
+    grpc_port: int | None = None  # its KServe v2 gRPC port, when it serves one
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -165,7 +166,12 @@ class Modelyard(Server):
             str(self.port),
             "--http-address",
             "127.0.0.1",
+            "--grpc-port",
+            str(self.grpc_port),
         ]
+
+    def __post_init__(self) -> None:
+        self.grpc_port = free_port()
 
 
 @dataclass
@@ -174,6 +180,9 @@ class Triton(Server):
 
     name: str = "triton"
     label: str = "Triton 2.51 (Python backend)"
+
+    def __post_init__(self) -> None:
+        self.grpc_port = free_port()
 
     def available(self) -> str | None:
         if not TRITON_SH.exists():
@@ -194,9 +203,8 @@ class Triton(Server):
             str(TRITON_SH),
             f"--model-repository={repo}",
             f"--http-port={self.port}",
-            f"--grpc-port={free_port()}",
+            f"--grpc-port={self.grpc_port}",
             f"--metrics-port={free_port()}",
-            "--allow-grpc=false",
             "--allow-metrics=false",
             "--log-verbose=0",
             "--exit-timeout-secs=5",
@@ -222,6 +230,9 @@ class MLServer(Server):
     name: str = "mlserver"
     label: str = "MLServer (parallel_workers=0)"
 
+    def __post_init__(self) -> None:
+        self.grpc_port = free_port()
+
     def available(self) -> str | None:
         if not (MLSERVER_VENV / "bin" / "mlserver").exists():
             return f"{MLSERVER_VENV}/bin/mlserver missing: see bench/README.md"
@@ -232,7 +243,7 @@ class MLServer(Server):
             "parallel_workers": 0,
             "debug": False,
             "http_port": self.port,
-            "grpc_port": free_port(),
+            "grpc_port": self.grpc_port,
             "metrics_port": free_port(),
             "load_models_at_startup": True,
         }

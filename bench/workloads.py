@@ -22,7 +22,8 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ENCODINGS = ("json", "binary")
+ENCODINGS = ("json", "binary", "grpc")
+DEFAULT_ENCODINGS = ("json", "binary")  # grpc on request (--encodings json,binary,grpc)
 
 
 def _factories() -> Any:
@@ -95,7 +96,45 @@ class Workload:
                 "Content-Type": "application/octet-stream",
                 "Inference-Header-Content-Length": str(len(header)),
             }
+        if encoding == "grpc":
+            return self.grpc_request().SerializeToString(), {}
         raise ValueError(f"unknown encoding {encoding!r}")
+
+    def grpc_request(self, model_name: str | None = None) -> Any:
+        """Triton's ModelInferRequest, tensors in raw_input_contents (as tritonclient sends)."""
+        from tritonclient.grpc import service_pb2 as pb
+
+        message = pb.ModelInferRequest(model_name=model_name or self.name)
+        for n, a in self.inputs.items():
+            message.inputs.add(name=n, datatype="FP32", shape=list(a.shape))
+            message.raw_input_contents.append(a.tobytes())
+        return message
+
+    def request(self, encoding: str, port: int, model_name: str | None = None) -> bytes:
+        """What the load generator sends: raw HTTP bytes, or a serialised ModelInferRequest."""
+        if encoding == "grpc":
+            return bytes(self.grpc_request(model_name).SerializeToString())
+        return self.http_request(encoding, port, model_name)
+
+    def check_grpc(self, port: int, model_name: str | None = None) -> str | None:
+        """One ModelInfer; None if the outputs match onnxruntime's, else what went wrong."""
+        import grpc
+        from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                answer = stub.ModelInfer(self.grpc_request(model_name), timeout=30)
+        except grpc.RpcError as e:
+            return f"gRPC {e.code()}: {e.details()}"
+        got = {
+            o.name: np.frombuffer(raw, dtype=np.float32)
+            for o, raw in zip(answer.outputs, answer.raw_output_contents, strict=False)
+        }
+        for name, want in self.expected.items():
+            if name not in got or not np.allclose(got[name], want.ravel(), rtol=1e-4, atol=1e-5):
+                return f"output {name} missing or differs from onnxruntime's"
+        return None
 
     def http_request(self, encoding: str, port: int, model_name: str | None = None) -> bytes:
         body, headers = self.body(encoding)

@@ -21,6 +21,27 @@ DEFAULT_HEADER_TIMEOUT = 30.0  # seconds from a request's first byte to the end 
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcSettings:
+    """The gRPC front end (``--grpc-*``, Triton's names and defaults; durations in ms)."""
+
+    enabled: bool = True  # --allow-grpc (Triton's default: on)
+    address: str | None = None  # --grpc-address; None: the HTTP address
+    port: int = 8001
+    max_input_size: int = DEFAULT_MAX_INPUT_SIZE  # --grpc-max-input-size: largest request
+    keepalive_time: int = 7_200_000
+    keepalive_timeout: int = 20_000
+    keepalive_permit_without_calls: bool = False
+    http2_max_pings_without_data: int = 2
+    http2_min_recv_ping_interval_without_data: int = 300_000
+    http2_max_ping_strikes: int = 2
+    max_connection_age: int | None = None
+    max_connection_age_grace: int | None = None
+    infer_response_compression_level: str = "none"  # none | low | medium | high
+    # Triton's --grpc-restricted-protocol, parsed: (group, key, value) per group
+    restricted_protocol: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     model_repository: str  # a folder or s3://...
     http_address: str = "0.0.0.0"
@@ -71,3 +92,4 @@ class ServerSettings:
     # Triton's --http-restricted-api, parsed: (group, header, value) per group
     http_restricted_api: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
     auth_token_file: Path | None = None  # bearer tokens with roles; None: no tokens
+    grpc: GrpcSettings = field(default_factory=GrpcSettings)  # the gRPC front end

@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from botocore.exceptions import ClientError
 from tritonclient.utils import InferenceServerException
 
 from modelyard.server.compose import build_server
-from modelyard.settings import ServerSettings
+from modelyard.settings import GrpcSettings, ServerSettings
 from modelyard.testing import RunningServer, running_server
 from modelyard.testing.server import ServerFailed, free_port, start_server
 from tests.factories.onnx_models import add_sub, write_model
@@ -485,7 +486,17 @@ def test_open_repository_api_on_all_interfaces_is_a_warning(
     assert len(warnings) == 1
     assert "model-repository API (load/unload) is open to anyone" in warnings[0]
     caplog.clear()
-    closed = ServerSettings(str(repository), http_restricted_api=(("model-repository", "k", "v"),))
+    http_closed = ServerSettings(
+        str(repository), http_restricted_api=(("model-repository", "k", "v"),)
+    )
+    with caplog.at_level(logging.INFO, logger="modelyard.server"):
+        build_server(http_closed).log_exposure()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "gRPC model-repository RPCs" in warnings[0]  # gRPC's own
+    caplog.clear()
+    closed = replace(
+        http_closed, grpc=GrpcSettings(restricted_protocol=(("model-repository", "k", "v"),))
+    )
     with caplog.at_level(logging.INFO, logger="modelyard.server"):
         build_server(closed).log_exposure()
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]

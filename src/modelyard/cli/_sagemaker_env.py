@@ -7,7 +7,9 @@ command line wins over its variable (the operator wrote it on purpose); a variab
 the default.
 
 * ``SAGEMAKER_BIND_TO_PORT``: the container face's port (``--sagemaker-port``).
-* ``SAGEMAKER_SAFE_PORT_RANGE`` ``<low>-<high>``: the ports the other listeners (HTTP,
+* any of these, or ``SAGEMAKER_MULTI_MODEL``: no gRPC port unless ``--allow-grpc`` says so
+  (Triton's serve script passes ``--allow-grpc=false``).
+* ``SAGEMAKER_SAFE_PORT_RANGE`` ``<low>-<high>``: the ports the other listeners (HTTP, gRPC,
   metrics) must use (``--sagemaker-safe-port-range``); outside it, start-up fails with
   Triton's text.
 * ``SAGEMAKER_MULTI_MODEL=true``: a multi-model endpoint; ``/ping`` then answers as live
@@ -139,6 +141,10 @@ def apply_sagemaker_environment(
     verbose = _bool(environ, "SAGEMAKER_TRITON_LOG_VERBOSE")
     take("log_verbose", None if verbose is None else int(verbose))
     settings = replace(settings, **changes)  # type: ignore[arg-type]
+    platform = any(environ.get(v) for v in ("SAGEMAKER_BIND_TO_PORT", "SAGEMAKER_SAFE_PORT_RANGE"))
+    if (platform or multi) and "grpc" not in explicit:
+        # Triton's serve script runs tritonserver with --allow-grpc=false on SageMaker
+        settings = replace(settings, grpc=replace(settings.grpc, enabled=False))
     check_safe_ports(settings)
     warnings = [
         f"{name} is set but has no effect on modelyard (no such feature)"
@@ -156,6 +162,8 @@ def check_safe_ports(settings: ServerSettings) -> None:
     others = [("HTTP", settings.http_port, "--http-port")]
     if settings.allow_metrics and settings.metrics_port:
         others.append(("metrics", settings.metrics_port, "--metrics-port or --allow-metrics=false"))
+    if settings.grpc.enabled:
+        others.append(("GRPC", settings.grpc.port, "--grpc-port or --allow-grpc=false"))
     for service, port, flag in others:
         if not low <= port <= high:
             raise SageMakerEnvError(

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from modelyard.cli._grpc_flags import grpc_settings
 from modelyard.settings import DEFAULT_SAGEMAKER_MODEL_ROOT, ServerSettings
 
 # the one set of defaults (settings.py): each option below shows and takes its default from here
@@ -295,6 +296,107 @@ def serve(
             rich_help_panel="Access control (docs/security.md)",
         ),
     ] = None,
+    # -- gRPC (Triton's flags; cli/_grpc_flags.py checks them) -----------------------------
+    allow_grpc: Annotated[
+        str, typer.Option("--allow-grpc", help="false: no gRPC port.", rich_help_panel="gRPC")
+    ] = "true",
+    grpc_address: Annotated[
+        str | None,
+        typer.Option(
+            "--grpc-address",
+            help="Address gRPC binds (default: --http-address).",
+            rich_help_panel="gRPC",
+        ),
+    ] = None,
+    grpc_port: Annotated[
+        int,
+        typer.Option(
+            "--grpc-port", help="gRPC port (KServe v2, Triton's service).", rich_help_panel="gRPC"
+        ),
+    ] = _D.grpc.port,
+    grpc_max_input_size: Annotated[
+        int,
+        typer.Option(
+            "--grpc-max-input-size",
+            help="Largest gRPC request in bytes (RESOURCE_EXHAUSTED above).",
+            rich_help_panel="gRPC",
+        ),
+    ] = _D.grpc.max_input_size,
+    grpc_infer_response_compression_level: Annotated[
+        str,
+        typer.Option(
+            "--grpc-infer-response-compression-level",
+            help="none, low, medium or high: inference answers gzip-compressed unless none.",
+            rich_help_panel="gRPC",
+        ),
+    ] = _D.grpc.infer_response_compression_level,
+    grpc_keepalive_time: Annotated[
+        int,
+        typer.Option(
+            "--grpc-keepalive-time", help="ms between keepalive pings.", rich_help_panel="gRPC"
+        ),
+    ] = _D.grpc.keepalive_time,
+    grpc_keepalive_timeout: Annotated[
+        int,
+        typer.Option(
+            "--grpc-keepalive-timeout", help="ms to wait for a ping's ack.", rich_help_panel="gRPC"
+        ),
+    ] = _D.grpc.keepalive_timeout,
+    grpc_keepalive_permit_without_calls: Annotated[
+        str,
+        typer.Option(
+            "--grpc-keepalive-permit-without-calls",
+            help="true: keepalive pings also without calls in flight.",
+            rich_help_panel="gRPC",
+        ),
+    ] = "false",
+    grpc_http2_max_pings_without_data: Annotated[
+        int,
+        typer.Option(
+            "--grpc-http2-max-pings-without-data",
+            help="Pings sent without data (0: no limit).",
+            rich_help_panel="gRPC",
+        ),
+    ] = _D.grpc.http2_max_pings_without_data,
+    grpc_http2_min_recv_ping_interval_without_data: Annotated[
+        int,
+        typer.Option(
+            "--grpc-http2-min-recv-ping-interval-without-data",
+            help="ms a client must leave between pings without data.",
+            rich_help_panel="gRPC",
+        ),
+    ] = _D.grpc.http2_min_recv_ping_interval_without_data,
+    grpc_http2_max_ping_strikes: Annotated[
+        int,
+        typer.Option(
+            "--grpc-http2-max-ping-strikes",
+            help="Bad pings before GOAWAY (0: any number).",
+            rich_help_panel="gRPC",
+        ),
+    ] = _D.grpc.http2_max_ping_strikes,
+    grpc_max_connection_age: Annotated[
+        int | None,
+        typer.Option(
+            "--grpc-max-connection-age", help="ms a connection may live.", rich_help_panel="gRPC"
+        ),
+    ] = None,
+    grpc_max_connection_age_grace: Annotated[
+        int | None,
+        typer.Option(
+            "--grpc-max-connection-age-grace",
+            help="ms of grace after the maximum age.",
+            rich_help_panel="gRPC",
+        ),
+    ] = None,
+    grpc_restricted_protocol: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grpc-restricted-protocol",
+            help="<groups>:<key>=<value> (repeatable): RPCs of these groups need the metadata "
+            "'triton-grpc-protocol-<key>: <value>' (Triton's flag; groups as --http-restricted-api).",
+            rich_help_panel="Access control (docs/security.md)",
+        ),
+    ] = None,
 ) -> None:
     from modelyard.manager.eviction import POLICIES
     from modelyard.manager.manager import MODES
@@ -387,6 +489,24 @@ def serve(
         allow_model_load_files=_bool(allow_model_load_files, "--allow-model-load-files"),
         http_restricted_api=restricted,
         auth_token_file=auth_token_file,
+        grpc=grpc_settings(
+            allow=_bool(allow_grpc, "--allow-grpc"),
+            address=grpc_address,
+            port=grpc_port,
+            max_input_size=grpc_max_input_size,
+            keepalive_time=grpc_keepalive_time,
+            keepalive_timeout=grpc_keepalive_timeout,
+            keepalive_permit_without_calls=_bool(
+                grpc_keepalive_permit_without_calls, "--grpc-keepalive-permit-without-calls"
+            ),
+            http2_max_pings_without_data=grpc_http2_max_pings_without_data,
+            http2_min_recv_ping_interval_without_data=grpc_http2_min_recv_ping_interval_without_data,
+            http2_max_ping_strikes=grpc_http2_max_ping_strikes,
+            max_connection_age=grpc_max_connection_age,
+            max_connection_age_grace=grpc_max_connection_age_grace,
+            compression_level=grpc_infer_response_compression_level,
+            restricted=grpc_restricted_protocol or [],
+        ),
     )
     settings = _with_sagemaker_environment(ctx, settings, sagemaker_safe_port_range)
     if "://" not in model_repository and not Path(model_repository).is_dir():
@@ -416,6 +536,7 @@ _SAGEMAKER_FLAGS = {
     "allow_metrics": "allow_metrics",
     "metrics_port": "metrics_port",
     "log_verbose": "log_verbose",
+    "allow_grpc": "grpc",
 }
 
 

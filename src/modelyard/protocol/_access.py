@@ -249,15 +249,23 @@ class AccessPolicy:
         self.tokens = tuple(tokens)
         self.enabled = bool(self.restrictions or self.tokens)
 
-    def check(self, group: Group | None, headers: Mapping[bytes, bytes], path: str = "") -> None:
+    def check(
+        self,
+        group: Group | None,
+        headers: Mapping[bytes, bytes],
+        path: str = "",
+        *,
+        probe: bool | None = None,
+    ) -> None:
         """Raise :class:`Unauthenticated` or :class:`PermissionDenied`, or return.
 
         Tokens first (who is asking: 401), then the token's role and the group's header
         (may they: 403). The server's health probes (:func:`is_probe`) need no token, so
         orchestrators' and load balancers' probes work; a restricted ``health`` group still
         needs its header, as in Triton. A model's readiness is not a probe: it needs a token.
+        ``probe`` says it for a front end without paths (gRPC's ServerLive, ServerReady).
         """
-        if self.tokens and not is_probe(path):
+        if self.tokens and not (is_probe(path) if probe is None else probe):
             role = self._authenticate(headers.get(b"authorization"))
             if group in MANAGEMENT_GROUPS and role is not Role.MANAGEMENT:
                 raise PermissionDenied(

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 
+import grpc
 import orjson
 
 from modelyard.errors import (
+    AlreadyExists,
+    ConfigError,
     InsufficientMemory,
+    InvalidArgument,
     ModelTooLarge,
     ModelyardError,
     NotFound,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
+    Unsupported,
 )
 from modelyard.wire.sagemaker import InvalidTargetModel
 
@@ -140,3 +145,36 @@ def sagemaker_container_error(exc: BaseException, model: str | None = None) -> t
     if isinstance(exc, InsufficientMemory):
         status = 507
     return status, body
+
+
+# -- gRPC ----------------------------------------------------------------------------------
+# Triton's TritonCodeToGrpcCode (its error codes and gRPC's share their names); a model too
+# large for the whole memory budget is RESOURCE_EXHAUSTED, which clients do not retry
+_GRPC_CODES: tuple[tuple[type[ModelyardError], grpc.StatusCode], ...] = (
+    (ModelTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (Unsupported, grpc.StatusCode.UNIMPLEMENTED),
+)
+
+
+def grpc_error(exc: BaseException, model: str | None = None) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status of an error and its message (the message is the one HTTP sends).
+
+    Triton's codes: a bad request INVALID_ARGUMENT, an unknown model or version NOT_FOUND,
+    a model not ready (loading, failed, draining) UNAVAILABLE, a feature not served
+    UNIMPLEMENTED, anything else INTERNAL; modelyard's own refusals add UNAUTHENTICATED
+    (no or unknown bearer token) and PERMISSION_DENIED (a token without the role, loading
+    files switched off).
+    """
+    _, message = _status_and_message(exc, model)
+    if isinstance(exc, ModelyardError):
+        for kind, code in _GRPC_CODES:
+            if isinstance(exc, kind):
+                return code, message
+    return grpc.StatusCode.INTERNAL, message

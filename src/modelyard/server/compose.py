@@ -70,6 +70,12 @@ class Server:
         put before HTTP; ``lifecycle.serve`` starts, drains and stops it with the rest.
         """
         ends: list[FrontEnd] = []
+        grpc = self.settings.grpc
+        if grpc.enabled:
+            from modelyard.protocol.grpc import GrpcFrontEnd
+
+            address = grpc.address or self.settings.http_address
+            ends.append(GrpcFrontEnd(self.plane, grpc, address, self.access.tokens))
         if http_server == "uvicorn":
             from modelyard.protocol._uvicorn import uvicorn_front_ends
 
@@ -148,6 +154,9 @@ class Server:
             ports.append(f"metrics on {describe_address(s.http_address, s.metrics_port)}")
         if s.allow_sagemaker:
             ports.append(f"SageMaker on {describe_address(s.http_address, s.sagemaker_port)}")
+        if s.grpc.enabled:
+            grpc_address = s.grpc.address or s.http_address
+            ports.append(f"gRPC on {describe_address(grpc_address, s.grpc.port)}")
         # load/unload: the v2 repository API in these modes, SageMaker's /models when it is on
         repository_api = s.model_control_mode in ("explicit", "on-demand") or s.allow_sagemaker
         summary, open_management = exposure(
@@ -157,15 +166,47 @@ class Server:
         for warning in self.access_warnings:
             log.warning("%s", warning)
         # on loopback too when files are allowed: every local user could run code as us
-        if open_management and (s.allow_model_load_files or not is_loopback(s.http_address)):
+        http_warned = open_management and (
+            s.allow_model_load_files or not is_loopback(s.http_address)
+        )
+        if http_warned:
             log.warning(
                 "the model-repository API (load/unload%s) is open to anyone who can reach "
-                "%s:%d: restrict it (--http-restricted-api model-repository:<header>=<value> "
+                "%s:%d%s: restrict it (--http-restricted-api model-repository:<header>=<value> "
                 "or --auth-token-file), bind --http-address 127.0.0.1, or use "
                 "--model-control-mode none (docs/security.md)",
                 ", with uploaded files: code execution" if s.allow_model_load_files else "",
                 s.http_address,
                 s.http_port,
+                " (and over gRPC)" if self._grpc_repository_open(repository_api) else "",
+            )
+        elif self._grpc_repository_open(repository_api):
+            self._log_grpc_exposure()
+
+    def _grpc_repository_open(self, repository_api: bool) -> bool:
+        """gRPC's repository RPCs are served and neither a token nor its own restriction
+        (``--grpc-restricted-protocol``, separate from HTTP's, as in Triton) closes them."""
+        s = self.settings
+        restricted = {group for group, _, _ in s.grpc.restricted_protocol}
+        return (
+            s.grpc.enabled
+            and repository_api
+            and not self.access.tokens
+            and "model-repository" not in restricted
+        )
+
+    def _log_grpc_exposure(self) -> None:
+        """HTTP's repository API is closed (or local), gRPC's is not: say so."""
+        s = self.settings
+        grpc_address = s.grpc.address or s.http_address
+        if s.allow_model_load_files or not is_loopback(grpc_address) or self.access.enabled:
+            log.warning(
+                "the gRPC model-repository RPCs (load/unload) are open to anyone who can reach "
+                "%s:%d: restrict them (--grpc-restricted-protocol "
+                "model-repository:<key>=<value> or --auth-token-file), or --allow-grpc=false "
+                "(docs/security.md)",
+                grpc_address,
+                s.grpc.port,
             )
 
 

@@ -48,6 +48,14 @@ class RunningServer:
     # headers every request to this server needs (a restricted health group, a token):
     # what the readiness poll sent, for tests and tools to send as well
     headers: dict[str, str] = field(default_factory=dict)
+    grpc_port: int | None = None  # the gRPC port the harness chose, if it chose one
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint, the form ``tritonclient.grpc`` takes."""
+        if self.grpc_port is None:
+            raise ValueError("this server was started without a gRPC port the harness knows")
+        return f"{self.host}:{self.grpc_port}"
 
     @property
     def url(self) -> str:
@@ -116,6 +124,10 @@ def start_server(
     if not any(a.startswith("--metrics-port") for a in extra_args):
         metrics_port = free_port(host)  # Triton's 8002 would clash between servers
         extra_args += ["--metrics-port", str(metrics_port)]
+    grpc_port = None
+    if not any(a.startswith(("--grpc-port", "--allow-grpc")) for a in extra_args):
+        grpc_port = free_port(host)  # Triton's 8001 would clash between servers
+        extra_args += ["--grpc-port", str(grpc_port)]
     args = [
         sys.executable,
         "-m",
@@ -139,7 +151,7 @@ def start_server(
             env={**os.environ, **(env or {})},
         )
     server = RunningServer(
-        process, host, port, log_path, args, metrics_port, own_cache, dict(headers or {})
+        process, host, port, log_path, args, metrics_port, own_cache, dict(headers or {}), grpc_port
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

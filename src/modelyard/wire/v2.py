@@ -32,10 +32,13 @@ from modelyard.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
 __all__ = [
     "RAW_INPUT_NAME",
+    "check_string_count",
     "decode_infer_request",
     "decode_infer_response",
     "encode_infer_request",
     "encode_infer_response",
+    "tensor_bytes",
+    "tensor_from_bytes",
 ]
 
 RAW_INPUT_NAME: Final = "raw_input"
@@ -647,3 +650,25 @@ def decode_infer_response(body: bytes, header_length: int | None) -> list[Tensor
             tensor.data = _from_json(name, datatype, shape, math.prod(shape), data)
         tensors.append(tensor)
     return tensors
+
+
+# ------------------------------------------------------------------------------------------
+# one tensor's bytes, for the other protocols that carry them (gRPC's raw contents)
+# ------------------------------------------------------------------------------------------
+
+
+def tensor_from_bytes(tensor: Tensor, raw: memoryview, prefix: str, model_name: str) -> Array:
+    """The array ``raw`` holds for ``tensor``'s datatype and shape (BYTES: length-prefixed
+    elements), with the size checks and texts of the binary extension; ``prefix`` is the
+    ``[request id: ...] `` Triton puts before its core's messages."""
+    return _from_binary(tensor, raw, prefix, model_name)
+
+
+def tensor_bytes(tensor: Tensor) -> bytes | memoryview:
+    """A tensor's bytes as the binary extension sends them (BYTES length-prefixed)."""
+    return _to_binary(tensor)
+
+
+def check_string_count(tensor: Tensor, prefix: str, model_name: str) -> None:
+    """A BYTES tensor given element by element holds exactly as many as its shape says."""
+    _check_string_count(tensor, prefix, model_name)

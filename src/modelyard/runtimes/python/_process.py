@@ -447,17 +447,21 @@ class WorkerProcess:
         future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
         self._calls[exec_id] = (future, used)
         self.inflight += 1
+        final = False
         try:
             while True:
                 item = await queue.get()
                 if item is None:
+                    final = True
                     return
                 yield item
         finally:
             self.inflight -= 1
             self._streams.pop(exec_id, None)
-            if exec_id in self._calls and not future.done():
-                # the consumer left early (client gone): tell the model, as Triton does
+            if not final:
+                # the consumer left before the final flag (client gone): tell the model, as
+                # Triton does, also when its execute has returned and a thread of its own
+                # sends the responses (the usual decoupled pattern)
                 self._cancel(exec_id)
 
     def _cancel(self, exec_id: int) -> None:
