@@ -93,3 +93,31 @@ def test_errors_by_reason_through_v2_and_sagemaker(server: RunningServer) -> Non
         sum(v for (_, result), v in lookups.items() if result == "hit"),
         sum(v for (_, result), v in lookups.items() if result == "miss"),
     )
+
+
+def test_grpc_errors_count_with_the_same_reasons(tmp_path: Any) -> None:
+    """One data plane, one set of counters: a failed ModelInfer or stream request counts
+    under the same reason as over HTTP, and the v2 request that follows it adds to it."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    write_model(tmp_path, "mlp", mlp(), None)
+    with running_server(tmp_path) as s:
+        client = grpcclient.InferenceServerClient(s.grpc_url)
+        good = grpcclient.InferInput("INPUT", [1, 64], "FP32")
+        good.set_data_from_numpy(np.zeros((1, 64), dtype=np.float32))
+        assert client.infer("mlp", [good]).get_response().outputs
+        wrong = grpcclient.InferInput("NOT_AN_INPUT", [1, 64], "FP32")
+        wrong.set_data_from_numpy(np.zeros((1, 64), dtype=np.float32))
+        with pytest.raises(InferenceServerException):
+            client.infer("mlp", [wrong])
+        with pytest.raises(InferenceServerException):
+            client.infer("made_up", [good])
+        client.close()
+        with httpx.Client(base_url=s.base_url, timeout=60) as http:
+            assert http.post("/v2/models/mlp/infer", json=WRONG).status_code == 400
+        assert _counters(s, "modelyard_request_errors") == {
+            ("mlp", "invalid_request"): 2,
+            ("", "model_not_found"): 1,
+        }
