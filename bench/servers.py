@@ -175,6 +175,35 @@ class Modelyard(Server):
 
 
 @dataclass
+class ModelyardBaseline(Modelyard):
+    """modelyard from another checkout (``BENCH_BASELINE_SRC``: its ``src`` folder), run by
+    the same interpreter and harness: before/after a change in one run, as performance
+    claims need (``--servers modelyard,modelyard-baseline``). The baseline must accept the
+    same ``serve`` flags (one without gRPC: set ``BENCH_BASELINE_NO_GRPC=1``)."""
+
+    name: str = "modelyard-baseline"
+    label: str = "modelyard (baseline checkout)"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        src = env.get("BENCH_BASELINE_SRC", "")
+        if src:
+            env["PYTHONPATH"] = str(Path(src).resolve())
+        return env
+
+    def available(self) -> str | None:
+        if not os.environ.get("BENCH_BASELINE_SRC"):
+            return "BENCH_BASELINE_SRC (the baseline checkout's src folder) is not set"
+        return None
+
+    def command(self, repo: Path) -> list[str]:
+        cmd = super().command(repo)
+        if os.environ.get("BENCH_BASELINE_NO_GRPC"):
+            cmd = cmd[: cmd.index("--grpc-port")]
+        return cmd
+
+
+@dataclass
 class Triton(Server):
     """Triton 2.51 (pytriton wheel): Python backend; onnxruntime (MLP) or numpy (add_sub)."""
 
@@ -314,6 +343,7 @@ def _mkparent(path: Path) -> Path:
 SERVERS: dict[str, type[Server]] = {
     "modelyard": Modelyard,
     "modelyard-python": ModelyardPython,
+    "modelyard-baseline": ModelyardBaseline,
     "triton": Triton,
     "mlserver": MLServer,
     "floor": Floor,
