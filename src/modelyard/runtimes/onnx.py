@@ -271,7 +271,10 @@ def _complete_io(
     from tritonclient.grpc import model_config_pb2 as mc
 
     by_name = {t.name: t for t in declared}
-    if declared and (unknown := set(by_name) - {n for n, _, _ in found}):
+    # whether the config listed any: ``declared`` is the live repeated field, truthy once
+    # the loop below adds the first tensor the model has
+    listed = len(declared) > 0
+    if listed and (unknown := set(by_name) - {n for n, _, _ in found}):
         allowed = ", ".join(n for n, _, _ in found)
         raise ConfigError(
             f"unable to load model '{model}', configuration expects {kind} "
@@ -283,7 +286,7 @@ def _complete_io(
             raise ConfigError(f"unsupported ONNX type '{ort_type}' for {kind} '{name}' of {model}")
         tensor = by_name.get(name)
         if tensor is None:
-            if declared and kind == "output":
+            if listed and kind == "output":
                 continue  # a config may expose a subset of outputs
             tensor = declared.add()
             tensor.name = name

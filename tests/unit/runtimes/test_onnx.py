@@ -122,3 +122,14 @@ def test_factory_for_unknown_backend() -> None:
     with pytest.raises(ConfigError, match="unable to find backend library for backend 'tensorrt'"):
         factory_for(mc.ModelConfig(name="m", platform="tensorrt_plan"))
     assert isinstance(factory_for(mc.ModelConfig(name="m", backend="onnxruntime")), OnnxFactory)
+
+
+def test_a_config_without_outputs_gets_every_output_of_the_model(tmp_path: Path) -> None:
+    """Autocomplete lists all of the model's outputs when the config names none (it used to
+    stop after the first: the repeated field it filled was read as "the config lists some")."""
+    config = _complete(tmp_path, add_sub())
+    assert [o.name for o in config.output] == ["OUTPUT0", "OUTPUT1"]
+    assert [i.name for i in config.input] == ["INPUT0", "INPUT1"]
+    # a config that lists a subset keeps its subset
+    subset = _complete(tmp_path, add_sub(), 'output [{ name: "OUTPUT1" }]')
+    assert [o.name for o in subset.output] == ["OUTPUT1"]
