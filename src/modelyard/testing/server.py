@@ -94,6 +94,19 @@ def _ready(host: str, port: int, headers: dict[str, str] | None = None) -> bool:
         conn.close()
 
 
+def _flag_value(args: Sequence[str], flag: str) -> int | None:
+    """The integer a flag was given (``--flag N`` or ``--flag=N``), if it was."""
+    for i, arg in enumerate(args):
+        value = None
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        if value is not None and value.isdigit():
+            return int(value)
+    return None
+
+
 def start_server(
     model_repository: Path | str,
     extra_args: Sequence[str] = (),
@@ -124,8 +137,8 @@ def start_server(
     if not any(a.startswith("--metrics-port") for a in extra_args):
         metrics_port = free_port(host)  # Triton's 8002 would clash between servers
         extra_args += ["--metrics-port", str(metrics_port)]
-    grpc_port = None
-    if not any(a.startswith(("--grpc-port", "--allow-grpc")) for a in extra_args):
+    grpc_port = _flag_value(extra_args, "--grpc-port")
+    if grpc_port is None and not any(a.startswith("--allow-grpc") for a in extra_args):
         grpc_port = free_port(host)  # Triton's 8001 would clash between servers
         extra_args += ["--grpc-port", str(grpc_port)]
     args = [
