@@ -57,6 +57,8 @@ class RunningProxy:
     admin_port: int
     config: Path
     log_path: Path
+    grpc_port: int | None = None  # where the proxy takes gRPC, when it routes gRPC too
+    servers_grpc_port: int | None = None  # the servers' gRPC port
 
     @property
     def base_url(self) -> str:
@@ -66,6 +68,13 @@ class RunningProxy:
     def url(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the proxy's gRPC listener, the form ``tritonclient.grpc`` takes."""
+        if self.grpc_port is None:
+            raise ValueError(f"this {self.router} was started without a gRPC listener")
+        return f"127.0.0.1:{self.grpc_port}"
+
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -73,24 +82,29 @@ class RunningProxy:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
             return str(r.read().decode())
 
-    def servers_up(self) -> dict[str, bool]:
-        """``host:port`` of each server of the HTTP backend -> whether the proxy sends to it."""
+    def servers_up(self, backend: str = "modelyard_http") -> dict[str, bool]:
+        """``host:port`` of each server of a backend -> whether the proxy sends to it.
+
+        The key is the address as the proxy names it: HAProxy names each server after its
+        HTTP address in both backends, Envoy's gRPC cluster lists the gRPC address."""
         up: dict[str, bool] = {}
         if self.router == "haproxy":
             text = self._admin("/;csv").lstrip("# ")
             for row in csv.DictReader(io.StringIO(text)):
-                if row["pxname"] == "modelyard_http" and row["svname"] != "BACKEND":
+                if row["pxname"] == backend and row["svname"] != "BACKEND":
                     # the generator names each server after its address: 127.0.0.1_8000
                     host, _, port = row["svname"].rpartition("_")
                     up[f"{host}:{port}"] = row["status"].startswith("UP")
             return up
         for line in self._admin("/clusters").splitlines():
             parts = line.split("::")
-            if len(parts) == 4 and parts[0] == "modelyard_http" and parts[2] == "health_flags":
+            if len(parts) == 4 and parts[0] == backend and parts[2] == "health_flags":
                 up[parts[1]] = parts[3] == "healthy"
         return up
 
-    def wait_servers(self, expected: dict[str, bool], timeout: float = 30.0) -> None:
+    def wait_servers(
+        self, expected: dict[str, bool], timeout: float = 30.0, backend: str = "modelyard_http"
+    ) -> None:
         """Until the proxy's view of each server is ``expected`` (health checks are 1 s)."""
         deadline = time.monotonic() + timeout
         seen: dict[str, bool] = {}
@@ -98,11 +112,19 @@ class RunningProxy:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.router} exited:\n{self.output()}")
             with contextlib.suppress(OSError):
-                seen = self.servers_up()
+                seen = self.servers_up(backend)
                 if all(seen.get(k) == v for k, v in expected.items()):
                     return
             time.sleep(0.1)
         raise RuntimeError(f"{self.router} sees {seen}, expected {expected}:\n{self.output()}")
+
+    def grpc_view(self, servers: Sequence[str], up: bool) -> dict[str, bool]:
+        """``expected`` for :meth:`wait_servers` on the gRPC backend: the HTTP ``host:port``
+        of each server, as this proxy names it there."""
+        if self.router == "haproxy":
+            return dict.fromkeys(servers, up)
+        port = self.servers_grpc_port
+        return {f"{s.rpartition(':')[0]}:{port}": up for s in servers}
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -120,12 +142,16 @@ def start_proxy(
     balance_factor: int = 150,
     folder: Path | None = None,
     rewrite: Callable[[str], str] | None = None,
+    grpc_port: int | None = None,
 ) -> RunningProxy:
     """The proxy with a generated config, once every server is up in it.
 
-    ``rewrite``: a change to the generated text (the benchmark's round-robin baseline)."""
+    ``rewrite``: a change to the generated text (the benchmark's round-robin baseline).
+    ``grpc_port``: the servers' (one) gRPC port; the proxy then routes gRPC too, on a port
+    of its own (:attr:`RunningProxy.grpc_url`)."""
     folder = folder or Path(tempfile.mkdtemp(prefix=f"modelyard-{router}-"))
     port, admin_port = free_port(), free_port()
+    listen_grpc = free_port() if grpc_port is not None else None
     config = folder / ("haproxy.cfg" if router == "haproxy" else "envoy.yaml")
     text = render(
         router,
@@ -133,6 +159,8 @@ def start_proxy(
         listen=f"127.0.0.1:{port}",
         balance_factor=balance_factor,
         admin=f"127.0.0.1:{admin_port}",
+        grpc_port=grpc_port,
+        grpc_listen=f"127.0.0.1:{listen_grpc}",
     )
     config.write_text(rewrite(text) if rewrite else text)
     if router == "haproxy":
@@ -143,9 +171,13 @@ def start_proxy(
     log_path = folder / f"{router}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    proxy = RunningProxy(router, process, port, admin_port, config, log_path)
+    proxy = RunningProxy(
+        router, process, port, admin_port, config, log_path, listen_grpc, grpc_port
+    )
     try:
         proxy.wait_servers(dict.fromkeys(servers, True), timeout=60)
+        if grpc_port is not None:
+            proxy.wait_servers(proxy.grpc_view(servers, True), timeout=60, backend="modelyard_grpc")
     except BaseException:
         proxy.stop()
         raise

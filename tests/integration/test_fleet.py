@@ -8,26 +8,33 @@ tests check what the proxy did, not what it was told.
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from botocore.config import Config
 from onnx import TensorProto
+from tritonclient.utils import InferenceServerException
 
 from modelyard.testing import RunningServer, start_server
+from modelyard.testing.server import free_port
 from tests.factories.onnx_models import identity, slow, write_model
 from tests.integration.fleet_proxies import RunningProxy, start_proxy, validate
 
 ROUTERS = ("haproxy", "envoy")
 MODELS = [f"m{i:02d}" for i in range(12)]  # tiny identity models, one per key
 HOT = "hot"
+GRPC_HEADER = "x-model-name"  # the generator's default --grpc-header
 HOT_CONFIG = """
 name: "hot"
 backend: "onnxruntime"
@@ -57,10 +64,24 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
+def serve(store: Path, host: str, port: int, grpc_port: int) -> RunningServer:
+    return start_server(
+        store,
+        ["--model-control-mode", "on-demand", "--grpc-port", str(grpc_port)],
+        host=host,
+        port=port,
+    )
+
+
 @pytest.fixture(scope="module")
 def fleet(store: Path) -> Iterator[list[RunningServer]]:
-    servers = [start_server(store, ["--model-control-mode", "on-demand"]) for _ in range(3)]
+    """Three servers with the same HTTP and gRPC ports, as in a real fleet (the generator's
+    --grpc-port is one port for all): on three loopback addresses, 127.0.0.2 to .4."""
+    port, grpc_port = free_port(), free_port()
+    servers: list[RunningServer] = []
     try:
+        for k in range(3):
+            servers.append(serve(store, f"127.0.0.{k + 2}", port, grpc_port))
         yield servers
     finally:
         for server in servers:
@@ -75,7 +96,9 @@ def proxies(
     try:
         for router in ROUTERS:
             folder = tmp_path_factory.mktemp(router)
-            started[router] = start_proxy(router, [s.url for s in fleet], folder=folder)
+            started[router] = start_proxy(
+                router, [s.url for s in fleet], folder=folder, grpc_port=fleet[0].grpc_port
+            )
         yield started
     finally:
         for proxy in started.values():
@@ -312,12 +335,162 @@ def test_a_lost_server_costs_no_requests_and_moves_only_its_models(
         stop.set()
         for t in threads:
             t.join()
-        victim_server.stop()
-        # the fleet as it was, for the tests after this one: the same port, a fresh process
-        fleet[victim] = start_server(
-            Path(victim_server.args[victim_server.args.index("--model-repository") + 1]),
-            ["--model-control-mode", "on-demand"],
-            port=victim_server.port,
+        restart(fleet, victim, proxies)
+
+
+def restart(fleet: list[RunningServer], victim: int, proxies: dict[str, RunningProxy]) -> None:
+    """The fleet as it was, for the tests after this one: the same address and ports, a
+    fresh process, up again in every proxy (HTTP and gRPC)."""
+    gone = fleet[victim]
+    gone.stop()
+    store = Path(gone.args[gone.args.index("--model-repository") + 1])
+    assert gone.grpc_port is not None
+    fleet[victim] = serve(store, gone.host, gone.port, gone.grpc_port)
+    urls = [s.url for s in fleet]
+    for p in proxies.values():
+        p.wait_servers(dict.fromkeys(urls, True))
+        p.wait_servers(p.grpc_view(urls, True), backend="modelyard_grpc")
+
+
+# -- gRPC: the model name in the x-model-name metadata key ----------------------------------
+
+
+def grpc_inputs() -> list[grpcclient.InferInput]:
+    tensor = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+    tensor.set_data_from_numpy(np.array([[1, 2, 3, 4]], dtype=np.float32))
+    return [tensor]
+
+
+def grpc_infer(client: grpcclient.InferenceServerClient, model: str) -> None:
+    result = client.infer(model, grpc_inputs(), headers={GRPC_HEADER: model})
+    assert result.as_numpy("OUTPUT0").tolist() == [[1, 2, 3, 4]]
+
+
+def grpc_owners(
+    proxy: RunningProxy, fleet: list[RunningServer], models: list[str]
+) -> dict[str, int]:
+    """:func:`owners` over gRPC: which server answers each model; each model on one."""
+    before = counts(fleet)
+    client = grpcclient.InferenceServerClient(proxy.grpc_url)
+    try:
+        for model in models:
+            for _ in range(3):
+                grpc_infer(client, model)
+    finally:
+        client.close()
+    after = counts(fleet)
+    found = {}
+    for model in models:
+        spread = landed(before, after, model)
+        assert sorted(spread) == [0] * (len(fleet) - 1) + [3], (
+            f"{model} went to servers {spread} via {proxy.router} (gRPC)"
         )
-        for p in proxies.values():
-            p.wait_servers({s.url: True for s in fleet})
+        found[model] = spread.index(3)
+    return found
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_grpc_requests_land_where_the_models_http_requests_do(
+    router: str, proxies: dict[str, RunningProxy], fleet: list[RunningServer]
+) -> None:
+    proxy = proxies[router]
+    over_grpc = grpc_owners(proxy, fleet, MODELS)
+    assert len(set(over_grpc.values())) >= 2, over_grpc  # spread, as over HTTP
+    # one ring for both protocols: a model is loaded once, whichever protocol asks for it
+    assert owners(proxy, fleet, MODELS) == over_grpc
+    # without the key a request still works, on some server
+    client = grpcclient.InferenceServerClient(proxy.grpc_url)
+    try:
+        result = client.infer(MODELS[0], grpc_inputs())
+        assert result.as_numpy("OUTPUT0").tolist() == [[1, 2, 3, 4]]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_grpc_stream_through_the_proxy(
+    router: str, proxies: dict[str, RunningProxy], fleet: list[RunningServer]
+) -> None:
+    """ModelStreamInfer, one stream, several requests answered while it stays open (a proxy
+    that held the stream's request body whole would answer nothing until its timeout)."""
+    proxy = proxies[router]
+    model = MODELS[1]
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    before = counts(fleet)
+    client = grpcclient.InferenceServerClient(proxy.grpc_url)
+    try:
+        client.start_stream(
+            callback=lambda result, error: answers.put((result, error)),
+            headers={GRPC_HEADER: model},
+        )
+        for n in range(3):
+            client.async_stream_infer(model, grpc_inputs(), request_id=f"r{n}")
+            result, error = answers.get(timeout=20)  # each answered before the next is sent
+            assert error is None, error
+            assert result.get_response().id == f"r{n}"
+            assert result.as_numpy("OUTPUT0").tolist() == [[1, 2, 3, 4]]
+        client.stop_stream()
+    finally:
+        client.close()
+    spread = landed(before, counts(fleet), model)
+    assert sorted(spread) == [0, 0, 3], spread  # the whole stream on one server
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_grpc_traffic_through_a_killed_server(
+    router: str, proxies: dict[str, RunningProxy], fleet: list[RunningServer]
+) -> None:
+    """A server SIGKILLed under gRPC traffic: what fails, and that its models serve again."""
+    proxy = proxies[router]
+    placement = grpc_owners(proxy, fleet, MODELS)
+    victim = max(range(3), key=lambda i: sum(1 for s in placement.values() if s == i))
+    failures: list[str] = []
+    done = [0]
+    lock = threading.Lock()
+    killed = threading.Event()
+    stop = threading.Event()
+
+    def traffic(offset: int) -> None:
+        client = grpcclient.InferenceServerClient(proxy.grpc_url)
+        try:
+            i = offset
+            while not stop.is_set():
+                model = MODELS[i % len(MODELS)]
+                i += 1
+                try:
+                    grpc_infer(client, model)
+                except InferenceServerException as exc:
+                    failures.append(f"{model}: {exc.status()} {exc.message()}")
+                with lock:
+                    done[0] += 1
+                    if done[0] == 150:
+                        fleet[victim].process.send_signal(signal.SIGKILL)
+                        killed.set()
+                    elif done[0] >= 600:
+                        stop.set()
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=traffic, args=(k * 5,)) for k in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert killed.is_set()
+        print(f"{router}: {len(failures)} of {done[0]} gRPC requests failed: {failures[:5]}")
+        survivors = [s for i, s in enumerate(fleet) if i != victim]
+        proxy.wait_servers(
+            {
+                **proxy.grpc_view([fleet[victim].url], False),
+                **proxy.grpc_view([s.url for s in survivors], True),
+            },
+            backend="modelyard_grpc",
+        )
+        grpc_owners(proxy, survivors, MODELS)  # every model answers again, each from one server
+        assert failures == [], f"{len(failures)} of {done[0]} failed: {failures[:5]}"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        restart(fleet, victim, proxies)

@@ -244,4 +244,13 @@ def _cluster(name: str, spec: FleetSpec, *, grpc: bool) -> list[str]:
         if grpc:
             lines.append("            # health is checked on the server's HTTP port")
             lines.append(f"            health_check_config: {{port_value: {address.port}}}")
+        if address in spec.servers:
+            # its place on the ring: its HTTP address in both clusters (by default Envoy
+            # hashes the address it connects to, another port for gRPC, so a model's HTTP
+            # and gRPC requests would land on different servers, each loading a copy). A
+            # discovered name stands for many servers, so it keeps the default.
+            lines.append(
+                "          metadata: {filter_metadata: {envoy.lb: "
+                f"{{hash_key: {_q(str(address))}}}}}}}"
+            )
     return lines

@@ -11,6 +11,8 @@ _V2_KEY = "path,field(4,/)"
 _REPO_KEY = "path,field(5,/)"  # /v2/repository/models/<name>/load
 # TargetModel as the server reads it: "dir/m_2.tar.gz" -> "m" (the last path step, without
 # the archive suffix and the version), so both faces of a model hash to the same server
+# the one streaming RPC of KServe v2 gRPC (Triton's extension)
+_STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
 _SAGEMAKER_KEY = (
     '\'req.hdr(X-Amzn-SageMaker-Target-Model),regsub("^.*/",""),'
     'regsub("[.](tar[.]gz|tgz)$",""),regsub("_[0-9]+$","")\''
@@ -143,6 +145,11 @@ def _frontend_grpc(spec: FleetSpec) -> list[str]:
         "frontend modelyard_grpc",
         f"    bind {spec.grpc_listen} proto h2",
         f"    http-request set-var(txn.model) req.hdr({spec.grpc_header})",
+        "    # a unary call's request is held whole (so it can be retried, as over HTTP), but",
+        "    # not a stream's: ModelStreamInfer's request body lasts as long as the stream,",
+        "    # and holding it would stall the stream until `timeout http-request` (408)",
+        "    no option http-buffer-request",
+        f"    http-request wait-for-body time 30s if !{{ path {_STREAM_PATH} }}",
         "    default_backend modelyard_grpc",
         "",
     ]
@@ -171,7 +178,9 @@ def _backend(name: str, spec: FleetSpec, *, grpc: bool) -> list[str]:
     if grpc:
         lines += [
             "    # HTTP/2 without TLS to the servers' gRPC port; health is checked on their",
-            "    # HTTP port",
+            "    # HTTP port, in HTTP/1.1 (check-proto h1)",
+            "    # (a stream's request is not held whole: see the frontend)",
+            "    no option http-buffer-request",
         ]
     dns = " resolvers dns init-addr last,libc,none" if spec.uses_dns else ""
     lines += [
@@ -203,7 +212,11 @@ def _backend(name: str, spec: FleetSpec, *, grpc: bool) -> list[str]:
 def _target(address: Address, spec: FleetSpec, grpc: bool) -> tuple[str, str]:
     if not grpc or spec.grpc_port is None:
         return str(address), ""
-    return str(Address(address.host, spec.grpc_port)), f" proto h2 port {address.port}"
+    # the check speaks HTTP/1.1 to the HTTP port: without check-proto it would take the
+    # server's h2, which the HTTP port does not speak, and every server would fail its check
+    return str(Address(address.host, spec.grpc_port)), (
+        f" proto h2 port {address.port} check-proto h1"
+    )
 
 
 def _name(address: Address) -> str:
