@@ -47,6 +47,8 @@ RETRIED_INTO_THE_DEAD_SERVER = (
     "503 upstream connect error or disconnect/reset before headers. retried and the latest "
     "reset reason: remote connection failure"
 )
+# what a draining server's gRPC front end answers a new call (UNAVAILABLE)
+DRAINING = "the server is shutting down"
 IDENTITY_BODY = {
     "inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
 }
@@ -436,11 +438,12 @@ def test_grpc_stream_through_the_proxy(
     assert sorted(spread) == [0, 0, 3], spread  # the whole stream on one server
 
 
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "drained"])
 @pytest.mark.parametrize("router", ROUTERS)
-def test_grpc_traffic_through_a_killed_server(
-    router: str, proxies: dict[str, RunningProxy], fleet: list[RunningServer]
+def test_grpc_traffic_through_a_lost_server(
+    router: str, how: signal.Signals, proxies: dict[str, RunningProxy], fleet: list[RunningServer]
 ) -> None:
-    """A server SIGKILLed under gRPC traffic: what fails, and that its models serve again."""
+    """A server lost under gRPC traffic: what fails, and that its models serve again."""
     proxy = proxies[router]
     placement = grpc_owners(proxy, fleet, MODELS)
     victim = max(range(3), key=lambda i: sum(1 for s in placement.values() if s == i))
@@ -464,7 +467,7 @@ def test_grpc_traffic_through_a_killed_server(
                 with lock:
                     done[0] += 1
                     if done[0] == 150:
-                        fleet[victim].process.send_signal(signal.SIGKILL)
+                        fleet[victim].process.send_signal(how)
                         killed.set()
                     elif done[0] >= 600:
                         stop.set()
@@ -478,7 +481,7 @@ def test_grpc_traffic_through_a_killed_server(
         for t in threads:
             t.join()
         assert killed.is_set()
-        print(f"{router}: {len(failures)} of {done[0]} gRPC requests failed: {failures[:5]}")
+        print(f"{router} {how.name}: {len(failures)} of {done[0]} failed: {failures[:3]}")
         survivors = [s for i, s in enumerate(fleet) if i != victim]
         proxy.wait_servers(
             {
@@ -488,7 +491,21 @@ def test_grpc_traffic_through_a_killed_server(
             backend="modelyard_grpc",
         )
         grpc_owners(proxy, survivors, MODELS)  # every model answers again, each from one server
-        assert failures == [], f"{len(failures)} of {done[0]} failed: {failures[:5]}"
+        # what may fail, and why (docs/fleet.md, "gRPC through the router, measured"):
+        allowed = []
+        if router == "envoy":  # as over HTTP: bounded load retries into the dead server
+            allowed.append(RETRIED_INTO_THE_DEAD_SERVER.removeprefix("503 "))
+        if how == signal.SIGTERM:
+            # the server's gRPC drain cancels calls that reach it as it closes (after its
+            # last call in flight, without a GOAWAY first): the proxy sent them, so neither
+            # retries them
+            allowed.append("StatusCode.CANCELLED")
+            if router == "haproxy":
+                # a draining server refuses a new call with grpc-status UNAVAILABLE, which
+                # HAProxy cannot retry (its retry-on reads HTTP statuses); Envoy retries it
+                allowed.append(f"StatusCode.UNAVAILABLE {DRAINING}")
+        unexpected = [f for f in failures if not any(a in f for a in allowed)]
+        assert unexpected == [], f"{len(failures)} of {done[0]} failed: {unexpected[:5]}"
     finally:
         stop.set()
         for t in threads:

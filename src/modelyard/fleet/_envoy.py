@@ -100,7 +100,13 @@ def _listener(name: str, address: Address, routes: list[str], spec: FleetSpec) -
 
 
 def _route(
-    match: str, cluster: str, spec: FleetSpec, hash_header: str | None, rewrite: str | None
+    match: str,
+    cluster: str,
+    spec: FleetSpec,
+    hash_header: str | None,
+    rewrite: str | None,
+    *,
+    grpc: bool = False,
 ) -> list[str]:
     lines = [
         f"              - match: {match}",
@@ -117,18 +123,24 @@ def _route(
                 f"                        pattern: {{regex: {_q(rewrite)}}}",
                 "                        substitution: '\\1'",
             ]
-    lines += _retry_policy()
+    lines += _retry_policy(grpc)
     return lines
 
 
-def _retry_policy() -> list[str]:
+def _retry_policy(grpc: bool) -> list[str]:
+    grpc_lines = [
+        "                  # gRPC answers 200 and puts its status in grpc-status: UNAVAILABLE",
+        "                  # is a draining server refusing a new call (gRPC's 503)",
+    ]
+    retry_on = "connect-failure,reset,refused-stream,retriable-status-codes"
     return [
         "                  # retry once, on another server (the next on the ring): a",
         "                  # connection refused or reset (a dead server) or 503 (a server",
         "                  # draining, or one that cannot fit the model now); inference is",
         "                  # idempotent, nothing else (4xx, 500) is retried",
+        *(grpc_lines if grpc else []),
         "                  retry_policy:",
-        "                    retry_on: connect-failure,reset,refused-stream,retriable-status-codes",
+        f"                    retry_on: {retry_on}{',unavailable' if grpc else ''}",
         "                    retriable_status_codes: [503]",
         "                    num_retries: 1",
         "                    retry_host_predicate:",
@@ -157,7 +169,7 @@ def _grpc_routes(spec: FleetSpec) -> list[str]:
     return [
         "              # gRPC: the model name is inside the protobuf body, so clients send it",
         f"              # as the '{spec.grpc_header}' metadata key too (tritonclient: headers=)",
-        *_route("{prefix: /}", "modelyard_grpc", spec, spec.grpc_header, None),
+        *_route("{prefix: /}", "modelyard_grpc", spec, spec.grpc_header, None, grpc=True),
     ]
 
 

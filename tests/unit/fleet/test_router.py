@@ -146,3 +146,42 @@ def test_admin_listener_defaults_to_loopback_and_can_be_off() -> None:
 def test_the_command_goes_on_one_comment_line() -> None:
     text = render("haproxy", ["10.0.0.1:8000"], command="modelyard fleet\nrouter-config")
     assert "# Written by: modelyard fleet router-config\n" in text
+
+
+def test_haproxy_grpc_checks_in_http1_and_does_not_hold_a_stream() -> None:
+    text = render("haproxy", ["10.0.0.1:8000"], grpc_port=8001)
+    grpc = text[text.index("frontend modelyard_grpc") :]
+    # the servers' HTTP port speaks HTTP/1.1: a check in the server's h2 fails on every one
+    assert "server 10.0.0.1_8000 10.0.0.1:8001 id" in grpc
+    assert "proto h2 port 8000 check-proto h1" in grpc
+    # ModelStreamInfer's request body lasts as long as the stream: held whole, the stream
+    # stalled until `timeout http-request` (408); unary calls are still held, for the retry
+    assert grpc.count("no option http-buffer-request") == 2  # frontend and backend
+    assert (
+        "http-request wait-for-body time 30s if "
+        "!{ path /inference.GRPCInferenceService/ModelStreamInfer }"
+    ) in grpc
+    http = text[: text.index("frontend modelyard_grpc")]
+    assert "no option http-buffer-request" not in http  # HTTP keeps the defaults' buffering
+    assert "check-proto" not in http
+
+
+def test_envoy_places_a_server_by_its_http_address_in_both_clusters() -> None:
+    """Envoy's ring hashes each host's address by default: the gRPC cluster's are other ports,
+    so a model's HTTP and gRPC requests landed on different servers (each loading a copy)."""
+    text = render("envoy", ["10.0.0.1:8000", "[::1]:8000"], grpc_port=8001)
+    for key in ('"10.0.0.1:8000"', '"[::1]:8000"'):
+        assert text.count(f"envoy.lb: {{hash_key: {key}}}") == 2, key  # HTTP and gRPC
+    # a discovered name stands for many servers: one key for all would stack them on the
+    # ring, so they keep Envoy's default (their addresses)
+    found = render("envoy", discover=["modelyard.prod.svc:8000"], grpc_port=8001)
+    assert "hash_key" not in found
+
+
+def test_envoy_retries_a_grpc_unavailable_once_elsewhere() -> None:
+    text = render("envoy", ["10.0.0.1:8000"], grpc_port=8001)
+    http, grpc = text.split("- name: modelyard_grpc", 1)
+    assert "retry_on: connect-failure,reset,refused-stream,retriable-status-codes,unavailable" in (
+        grpc
+    )
+    assert "unavailable" not in http  # HTTP has statuses of its own (503)
