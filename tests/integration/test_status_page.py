@@ -112,7 +112,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, gate: Path) -> Iterator[Run
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (scripts/install-system installs it)")
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-system (CI never skips this)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
