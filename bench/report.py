@@ -176,3 +176,60 @@ def render(
 
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def aims(res: Results, base: str, models: list[str], encodings: list[str], conc: list[int]) -> str:
+    """Issue 17's aims, cell by cell: modelyard ÷ Triton (req/s, and p99 at the highest
+    concurrency), ÷ MLServer and ÷ the floor, each marked met or short. Empty when ``base``
+    or every peer is missing."""
+    peers = {
+        "triton": ("Triton", 1.0, 1),
+        "mlserver": ("MLServer", 5.0, 16),
+        "floor": ("floor", 0.6, 16),
+    }
+    rows = []
+    for model in models:
+        for enc in encodings:
+            for c in conc:
+                mine = res.median((base, model, enc, c))
+                if mine is None:
+                    continue
+                for peer, (label, aim, from_c) in peers.items():
+                    theirs = res.median((peer, model, enc, c))
+                    if theirs is None or c < from_c or not theirs.rps:
+                        continue
+                    ratio = mine.rps / theirs.rps
+                    mark = "met" if ratio >= aim else "**short**"
+                    rows.append(
+                        _row(
+                            [
+                                model,
+                                enc,
+                                str(c),
+                                f"÷ {label}",
+                                f"{ratio:.2f}x",
+                                f">= {aim:g}x",
+                                mark,
+                            ]
+                        )
+                    )
+                    if peer == "triton" and c == max(conc):
+                        ok = mine.p99_ms <= theirs.p99_ms
+                        rows.append(
+                            _row(
+                                [
+                                    model,
+                                    enc,
+                                    str(c),
+                                    "p99 vs Triton",
+                                    f"{mine.p99_ms:.2f} / {theirs.p99_ms:.2f} ms",
+                                    "<= Triton's",
+                                    "met" if ok else "**short**",
+                                ]
+                            )
+                        )
+    if not rows:
+        return ""
+    head = _row(["model", "enc", "c", "against", "measured", "aim", ""])
+    sep = _row(["---"] * 7)
+    return "### Aims (issue 17), this run\n\n" + "\n".join([head, sep, *rows]) + "\n"

@@ -4,6 +4,7 @@ bare Starlette floor. Prints a markdown table of req/s and p50/p99 latency per c
     python bench/run.py                    # modelyard + in-process onnxruntime
     python bench/run.py --peers            # ... plus Triton, MLServer and the HTTP floor
     python bench/run.py --peers --output bench/results/latest.md
+    python bench/run.py --quick            # before any performance claim: ~3 min, with ratios
 
 Each server is started, checked (its outputs must match onnxruntime's), warmed, measured and
 stopped in turn; never two at once. See bench/README.md.
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import CellResult, run_cell
-from report import OTHER_CPU_NOTE, Results, render
+from machine import Machine
+from report import OTHER_CPU_NOTE, Results, aims, render
 from servers import PEERS, SERVERS, Server, ServerUnavailable
 from workloads import DEFAULT_ENCODINGS, ENCODINGS, WORKLOADS
 
@@ -42,6 +44,12 @@ def _csv(kind: type, choices: tuple[str, ...] | None = None):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--peers", action="store_true", help="also measure Triton, MLServer, floor")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the check before a performance claim: --peers, both models and HTTP encodings, "
+        "c=1/16/64, 0.5 s warm-up + 2 s measured, 1 run, busy runs measured again once",
+    )
     p.add_argument(
         "--servers",
         type=_csv(str, tuple(SERVERS)),
@@ -66,7 +74,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--output", type=Path, help="also write the markdown here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (repositories, logs)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.peers = True
+        given = set(argv if argv is not None else sys.argv[1:])
+        # --quick sets the timings unless they were given too
+        for flag, name, value in (
+            ("--duration", "duration", 2.0),
+            ("--warmup", "warmup", 0.5),
+            ("--repeats", "repeats", 1),
+            ("--retry-busy", "retry_busy", 1),
+        ):
+            if not any(g == flag or g.startswith(flag + "=") for g in given):
+                setattr(args, name, value)
+    return args
 
 
 def log(msg: str) -> None:
@@ -196,6 +217,7 @@ def header(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    machine = Machine()
     names = args.servers or (["modelyard", *PEERS] if args.peers else ["modelyard"])
     res = Results()
     log("== in-process onnxruntime")
@@ -224,11 +246,17 @@ def main(argv: list[str] | None = None) -> int:
             "JSON and answers HTTP 500 (RequestValidationError), so its binary cells are n/a."
         )
     base = next((n for n in ("modelyard", *names) if n in names and n.startswith("modelyard")), "")
+    machine.finish()
     md = (
         header(args)
         + "\n"
+        + machine.markdown()
+        + "\n"
         + render(res, names, args.models, args.encodings, args.concurrency, base=base)
     )
+    verdict = aims(res, base, args.models, args.encodings, args.concurrency)
+    if verdict:
+        md += "\n" + verdict
     print(md)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -168,6 +168,8 @@ class Modelyard(Server):
             "127.0.0.1",
             "--grpc-port",
             str(self.grpc_port),
+            # extra serve flags for an experiment, e.g. BENCH_MODELYARD_ARGS="--inline-threshold-us 0"
+            *os.environ.get("BENCH_MODELYARD_ARGS", "").split(),
         ]
 
     def __post_init__(self) -> None:
@@ -199,7 +201,8 @@ class ModelyardBaseline(Modelyard):
     def command(self, repo: Path) -> list[str]:
         cmd = super().command(repo)
         if os.environ.get("BENCH_BASELINE_NO_GRPC"):
-            cmd = cmd[: cmd.index("--grpc-port")]
+            at = cmd.index("--grpc-port")
+            cmd = cmd[:at] + cmd[at + 2 :]
         return cmd
 
 

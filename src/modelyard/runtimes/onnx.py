@@ -6,20 +6,27 @@ executed on a worker thread leaves the event loop free to parse the next request
 Config parameters honoured (Triton's onnxruntime backend uses the same keys):
 ``intra_op_thread_count``, ``inter_op_thread_count``, ``enable_mem_arena`` and
 ``optimization { graph { level } }`` (-1 basic, 0 default = all, 1 extended), and
-onnxruntime's own session config entries under their ``session.*`` keys.
+onnxruntime's own session config entries under their ``session.*`` keys. Without
+``intra_op_thread_count`` a CPU model's thread pool is chosen from its measured cost
+(:mod:`._onnx_threads`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from modelyard.cpus import cpu_budget
 from modelyard.errors import ConfigError, Internal, InvalidArgument
+from modelyard.runtimes import _onnx_threads as threads
 from modelyard.runtimes.base import RuntimeOptions
 from modelyard.types import Array
+
+log = logging.getLogger("modelyard.onnx")
 
 # onnxruntime type strings -> config.pbtxt datatypes
 _ORT_TYPES: dict[str, str] = {
@@ -51,10 +58,16 @@ def _param(config: Any, key: str) -> str | None:
     return None
 
 
-def _session_options(config: Any) -> Any:
+def _session_options(config: Any, intra: int | None = None) -> Any:
+    """The config's session options; ``intra`` (a chosen pool size, with the pool sleeping
+    rather than spinning unless the config says otherwise) when the config names none."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if intra is not None:
+        opts.intra_op_num_threads = intra
+        if threads.SPINNING_KEY not in config.parameters:
+            opts.add_session_config_entry(threads.SPINNING_KEY, "0")
     for key, attr in (
         ("intra_op_thread_count", "intra_op_num_threads"),
         ("inter_op_thread_count", "inter_op_num_threads"),
@@ -97,11 +110,15 @@ def _gpu_device(config: Any) -> int:
     return 0
 
 
-def _open(model_file: Path, config: Any) -> Any:
+def _open(
+    model_file: Path, config: Any, tune: bool = True
+) -> tuple[Any, threads.ThreadChoice | None]:
     """An onnxruntime session; on the CUDA provider when a KIND_GPU instance group asks.
 
     onnxruntime silently falls back to the CPU when CUDA cannot start, so the providers the
-    session really got are checked: a GPU model never runs on the CPU by surprise.
+    session really got are checked: a GPU model never runs on the CPU by surprise. A CPU
+    model whose config names no ``intra_op_thread_count`` gets its pool from its measured
+    cost when ``tune`` (loads do; auto-complete only reads the graph and uses 1 thread).
     """
     import onnxruntime as ort
 
@@ -121,22 +138,64 @@ def _open(model_file: Path, config: Any) -> Any:
     )
     if gpu and "CUDAExecutionProvider" not in ort.get_available_providers():
         raise no_gpu
-    try:
-        session = ort.InferenceSession(
-            str(model_file), sess_options=_session_options(config), providers=providers
-        )
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ConfigError(f"failed to load '{model_file}': {exc}") from exc
-    if gpu and "CUDAExecutionProvider" not in session.get_providers():
-        raise no_gpu
-    return session
+    # the GPU runs a GPU model's graph; its CPU pool keeps onnxruntime's default there
+    choose = not gpu and _param(config, "intra_op_thread_count") is None
+
+    def session_with(intra: int | None) -> Any:
+        try:
+            return ort.InferenceSession(
+                str(model_file), sess_options=_session_options(config, intra), providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ConfigError(f"failed to load '{model_file}': {exc}") from exc
+
+    if not choose:
+        session = session_with(None)
+        if gpu and "CUDAExecutionProvider" not in session.get_providers():
+            raise no_gpu
+        return session, None
+    session = session_with(1)
+    if not tune:
+        return session, None
+    return _choose_pool(session, session_with, str(config.name))
+
+
+def _choose_pool(single: Any, session_with: Any, model: str) -> tuple[Any, threads.ThreadChoice]:
+    """Keep the 1-thread session, or a pool if timing both says the pool pays (see
+    :mod:`._onnx_threads`)."""
+    budget = cpu_budget()
+    cores = budget.usable
+    feed = threads.zero_feed(single)
+    single_ns = None if feed is None else threads.time_runs(lambda: single.run(None, feed))
+    pool_ns = None
+    pooled = None
+    if threads.wants_pool_trial(single_ns, cores):
+        pooled = session_with(cores)
+        pool_ns = threads.time_runs(lambda: pooled.run(None, feed))
+    keep_pool, reason = threads.choose(single_ns, pool_ns, cores)
+    session, count, cost = (pooled, cores, pool_ns) if keep_pool else (single, 1, single_ns)
+    choice = threads.ThreadChoice(threads=count, spinning=False, cost_ns=cost, reason=reason)
+    log.info(
+        "model '%s': %d intra-op thread%s (%s; usable cores %s)",
+        model,
+        count,
+        "" if count == 1 else "s",
+        reason,
+        budget.describe(),
+    )
+    return session, choice
 
 
 class OnnxRuntime:
     """A loaded ONNX session. Thread-safe: ``InferenceSession.run`` may run concurrently."""
 
-    def __init__(self, session: Any, config: Any) -> None:
+    def __init__(
+        self, session: Any, config: Any, choice: threads.ThreadChoice | None = None
+    ) -> None:
         self._session = session
+        # what load measured: the runner places the first requests by it
+        self.threads = choice
+        self.cost_ns = None if choice is None else choice.cost_ns
         self._string_inputs = {i.name for i in session.get_inputs() if i.type == "tensor(string)"}
         self.output_names = [o.name for o in session.get_outputs()]
         self._bf16 = any(
@@ -239,7 +298,7 @@ class OnnxFactory:
 
     def autocomplete(self, config: Any, model_file: Path, options: RuntimeOptions) -> None:
         """Triton's onnxruntime auto-complete: I/O from the graph, batching when every dim 0 is -1."""
-        session = _open(model_file, config)
+        session, _ = _open(model_file, config, tune=False)
         ins = [(i.name, i.type, _dims(i.shape)) for i in session.get_inputs()]
         outs = [(o.name, o.type, _dims(o.shape)) for o in session.get_outputs()]
         if not config.backend:
@@ -257,7 +316,8 @@ class OnnxFactory:
         _complete_io(config.output, outs, strip, "output", config.name)
 
     def load(self, config: Any, model_file: Path, options: RuntimeOptions) -> OnnxRuntime:
-        return OnnxRuntime(_open(model_file, config), config)
+        session, choice = _open(model_file, config)
+        return OnnxRuntime(session, config, choice)
 
 
 def _has_explicit_io(config: Any) -> bool:

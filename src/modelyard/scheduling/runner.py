@@ -75,8 +75,10 @@ class ModelRunner:
             max_workers=self._instances, thread_name_prefix=f"model-{self.name}"
         )
         self._inline_ns = inline_ns
-        # unknown cost until the first execution: start on a worker thread, the safe side
-        self._ewma_ns = float(inline_ns) * 2
+        # a cost the runtime measured at load (the ONNX runtime times its runs to choose its
+        # threads) places the first requests; unknown: start on a worker thread, the safe side
+        measured = getattr(runtime, "cost_ns", None)
+        self._ewma_ns = float(measured) if isinstance(measured, int) else float(inline_ns) * 2
         self.inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
