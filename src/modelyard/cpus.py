@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from modelyard._cgroup import cgroup_dirs
+
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP: Final = Path("/proc/self/cgroup")
 
@@ -52,7 +54,8 @@ def cpu_budget(
             affinity = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):  # not Linux
             affinity = os.cpu_count() or 1
-    quotas = [q for q in (_quota(f) for f in _quota_files(cgroup_root, proc_cgroup)) if q]
+    dirs = cgroup_dirs(cgroup_root, proc_cgroup, "cpu")
+    quotas = [q for q in (_quota(d) for d in dirs) if q]
     return CpuBudget(affinity=affinity, quota=min(quotas) if quotas else None)
 
 
@@ -60,47 +63,11 @@ def usable_cores() -> int:
     return cpu_budget().usable
 
 
-def _quota_files(root: Path, proc_cgroup: Path) -> list[tuple[Path, str]]:
-    """``(dir, kind)`` pairs whose quota may bound this process: the mount's top (a container
-    sees its own cgroup there) and every folder on the process's own path up to the root,
-    because a parent's quota binds its children."""
-    found: list[tuple[Path, str]] = [
-        (root, "v2"),
-        (root / "cpu", "v1"),
-        (root / "cpu,cpuacct", "v1"),
-    ]
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        # "0::/path" (v2) or "1:cpu,cpuacct:/path" (v1)
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if controllers == "":
-            bases = [(root, "v2")]
-        elif "cpu" in controllers.split(","):
-            bases = [(root / controllers, "v1"), (root / "cpu", "v1")]
-        else:
-            continue
-        rel = Path(path.strip().lstrip("/"))
-        for base, kind in bases:
-            node = base / rel
-            while True:
-                found.append((node, kind))
-                if node == base:
-                    break
-                node = node.parent
-    return list(dict.fromkeys(found))
-
-
-def _quota(entry: tuple[Path, str]) -> float | None:
+def _quota(entry: tuple[Path, bool]) -> float | None:
     """The folder's quota in cores, or None (no quota, not a cgroup folder, unreadable)."""
-    folder, kind = entry
+    folder, v2 = entry
     try:
-        if kind == "v2":
+        if v2:
             text = (folder / "cpu.max").read_text().split()
             if len(text) != 2 or text[0] == "max":
                 return None

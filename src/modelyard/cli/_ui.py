@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -27,7 +28,9 @@ SKIP = "[yellow]-[/]"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[red]error:[/] {message}")
+    """Prints ``message`` as plain text (it often quotes paths, model errors or user input:
+    ``[bold]`` in it must show, not style) and exits with ``code``."""
+    err_console.print(f"[red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 

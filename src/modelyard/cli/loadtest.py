@@ -182,13 +182,13 @@ def loadtest(
 
     try:
         if arrivals not in ("poisson", "constant"):
-            fail(escape(f"--arrivals {arrivals!r}: expected poisson or constant"), 2)
+            fail(f"--arrivals {arrivals!r}: expected poisson or constant", 2)
         if cold_start not in ("auto", "unload", "skip"):
-            fail(escape(f"--cold-start {cold_start!r}: expected auto, unload or skip"), 2)
+            fail(f"--cold-start {cold_start!r}: expected auto, unload or skip", 2)
         if protocol not in ("v2", "sagemaker"):
-            fail(escape(f"--protocol {protocol!r}: expected v2 or sagemaker"), 2)
+            fail(f"--protocol {protocol!r}: expected v2 or sagemaker", 2)
         if plot is not None and plot.suffix.lower() not in (".png", ".html", ".htm", ".svg"):
-            fail(escape(f"--plot {plot}: the name must end in .png, .html or .svg"), 2)
+            fail(f"--plot {plot}: the name must end in .png, .html or .svg", 2)
         entries = [parse_model_option(m) for m in model or []]
         if mix is not None:
             entries += load_mix_file(mix)
@@ -236,14 +236,14 @@ def loadtest(
 
         Target.from_url(url)  # a bad URL is a usage error before anything starts
         if not 0 <= headroom < 1:
-            fail(escape("--headroom is a fraction in [0, 1): 0.3 keeps 30% spare"), 2)
+            fail("--headroom is a fraction in [0, 1): 0.3 keeps 30% spare", 2)
     except ModelyardError as err:  # the options, the mix: nothing was sent yet
-        fail(escape(str(err)), 2)
+        fail(str(err), 2)
     try:
         with _Progress(closed) as progress:
             result = _run(run_loadtest(options, progress.on_event))
     except ModelyardError as err:
-        fail(escape(str(err)))
+        fail(str(err))
     except KeyboardInterrupt:
         fail("interrupted", 130)
     doc = document(result)
@@ -255,7 +255,7 @@ def loadtest(
         try:
             write_plot(doc, plot)
         except ModelyardError as err:
-            fail(escape(str(err)))
+            fail(str(err))
         console.print(f"plot: {escape(str(plot))}")
     if result.recommendation.invocations_per_instance_per_minute is None:
         raise typer.Exit(EXIT_SLO_UNMET)
@@ -266,7 +266,7 @@ def _headers(values: list[str]) -> dict[str, str]:
     for value in values:
         name, sep, text = value.partition(":")
         if not sep or not name.strip():
-            fail(escape(f"--header {value!r}: expected 'Name: value'"), 2)
+            fail(f"--header {value!r}: expected 'Name: value'", 2)
         out[name.strip()] = text.strip()
     return out
 

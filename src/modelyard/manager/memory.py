@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from modelyard._cgroup import cgroup_dirs
+
 __all__ = [
     "gpu_memory_used",
     "host_memory_limit",
@@ -123,28 +125,10 @@ def host_memory_limit(
 
 def _cgroup_limit_files(root: Path, proc_cgroup: Path) -> list[Path]:
     """``memory.max`` / ``memory.limit_in_bytes`` files that may bound this process."""
-    dirs: dict[Path, str] = {root: "memory.max", root / "memory": "memory.limit_in_bytes"}
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        # "0::/path" (v2) or "4:memory:/path" (v1, possibly "memory,other")
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        rel = Path(path.strip().lstrip("/"))
-        if controllers == "":
-            base, name = root, "memory.max"
-        elif "memory" in controllers.split(","):
-            base, name = root / "memory", "memory.limit_in_bytes"
-        else:
-            continue
-        while rel != Path("."):
-            dirs.setdefault(base / rel, name)
-            rel = rel.parent
-    return [d / name for d, name in dirs.items()]
+    return [
+        folder / ("memory.max" if v2 else "memory.limit_in_bytes")
+        for folder, v2 in cgroup_dirs(root, proc_cgroup, "memory")
+    ]
 
 
 def _read_limit(path: Path) -> int | None:
