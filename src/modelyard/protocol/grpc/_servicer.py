@@ -322,9 +322,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             self.plane.request_failed(name, exc)
             yield stream_error(grpc_error(exc, name)[1], request_id)
             return
+        ended = False  # a response carried the final flag: no empty one after it
         try:
             async for response in responses:
-                yield encode_stream_response(response, final=not decoupled)
+                ended = response.final or not decoupled
+                yield encode_stream_response(response, final=ended)
         except Exception as exc:
             self.plane.request_failed(name, exc)
             model = name if isinstance(exc, ModelyardError) and exc.from_model else None
@@ -334,8 +336,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             aclose = getattr(responses, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if decoupled and want_empty_final:
-            yield empty_final(name, request_id)
+        if decoupled and want_empty_final and not ended:
+            yield empty_final(name, message.model_version, request_id)
 
     # -- what modelyard does not serve, answered as Triton does without it ----------------
     @rpc
