@@ -60,6 +60,9 @@ class InferResponse:
     outputs: list[Tensor]
     id: str | None = None
     parameters: Parameters = field(default_factory=dict)
+    # a decoupled model's last response: it carried the final flag (Triton's
+    # TRITONSERVER_RESPONSE_COMPLETE_FINAL). False where the flag came alone, after it
+    final: bool = False
 
 
 class Runtime(Protocol):

@@ -47,8 +47,6 @@ RETRIED_INTO_THE_DEAD_SERVER = (
     "503 upstream connect error or disconnect/reset before headers. retried and the latest "
     "reset reason: remote connection failure"
 )
-# what a draining server's gRPC front end answers a new call (UNAVAILABLE)
-DRAINING = "the server is shutting down"
 IDENTITY_BODY = {
     "inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
 }
@@ -495,15 +493,13 @@ def test_grpc_traffic_through_a_lost_server(
         allowed = []
         if router == "envoy":  # as over HTTP: bounded load retries into the dead server
             allowed.append(RETRIED_INTO_THE_DEAD_SERVER.removeprefix("503 "))
-        if how == signal.SIGTERM:
-            # the server's gRPC drain cancels calls that reach it as it closes (after its
-            # last call in flight, without a GOAWAY first): the proxy sent them, so neither
-            # retries them (CANCELLED, or grpcio's UNAVAILABLE "Cancelling all calls")
-            allowed += ["StatusCode.CANCELLED", "Cancelling all calls"]
-            if router == "haproxy":
-                # a draining server refuses a new call with grpc-status UNAVAILABLE, which
-                # HAProxy cannot retry (its retry-on reads HTTP statuses); Envoy retries it
-                allowed.append(f"StatusCode.UNAVAILABLE {DRAINING}")
+        if how == signal.SIGTERM and router == "haproxy":
+            # the drain answers every call it received (held calls answer after its
+            # GOAWAY), but grpc core closes the connection the moment its last call is
+            # answered, and HAProxy at times loses that answer's trailers (SD in its log)
+            # and resets the client's stream (docs/fleet.md). Never seen with Envoy: nothing
+            # is allowed there but its bounded-load retry into the dead server
+            allowed.append("StatusCode.CANCELLED Stream removed (RST_STREAM")
         unexpected = [f for f in failures if not any(a in f for a in allowed)]
         assert unexpected == [], f"{len(failures)} of {done[0]} failed: {unexpected[:5]}"
     finally:

@@ -9,6 +9,7 @@ Status codes and texts are Triton 2.51's, recorded from its gRPC endpoint.
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import shutil
 import threading
@@ -77,6 +78,113 @@ output [ {{ name: "OUT", data_type: TYPE_INT32, dims: [ 1 ] }} ]
 instance_group [ {{ kind: KIND_CPU, count: 1 }} ]
 """
 
+# decoupled: N responses (OUT = [i]); how the final flag goes out is MODE's: 0 with the last
+# response, 1 alone after them (send(flags=FINAL)), 2 with an empty response of its own
+FINALS_PY = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            n = int(pb_utils.get_input_tensor_by_name(request, "N").as_numpy()[0])
+            mode = int(pb_utils.get_input_tensor_by_name(request, "MODE").as_numpy()[0])
+            sender = request.get_response_sender()
+            for i in range(n):
+                response = pb_utils.InferenceResponse(
+                    [pb_utils.Tensor("OUT", np.array([i], dtype=np.float32))]
+                )
+                sender.send(response, flags=FINAL if mode == 0 and i == n - 1 else 0)
+            if mode == 1 or (mode == 0 and n == 0):
+                sender.send(flags=FINAL)
+            elif mode == 2:
+                sender.send(pb_utils.InferenceResponse([]), flags=FINAL)
+        return None
+"""
+FINALS_CONFIG = """name: "finals"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [
+  { name: "N", data_type: TYPE_INT32, dims: [ 1 ] },
+  { name: "MODE", data_type: TYPE_INT32, dims: [ 1 ] }
+]
+output [ { name: "OUT", data_type: TYPE_FP32, dims: [ 1 ] } ]
+instance_group [ { kind: KIND_CPU, count: 1 } ]
+"""
+# finals, then scale (x2) on each of its responses
+FINALS_PIPELINE = """name: "finals_pipeline"
+platform: "ensemble"
+max_batch_size: 0
+input [
+  { name: "N", data_type: TYPE_INT32, dims: [ 1 ] },
+  { name: "MODE", data_type: TYPE_INT32, dims: [ 1 ] }
+]
+output [ { name: "Y", data_type: TYPE_FP32, dims: [ -1 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "finals" model_version: -1
+      input_map { key: "N" value: "N" } input_map { key: "MODE" value: "MODE" }
+      output_map { key: "OUT" value: "R" } },
+    { model_name: "scale" model_version: 1
+      input_map { key: "INPUT" value: "R" } output_map { key: "OUTPUT" value: "Y" } }
+  ]
+}
+"""
+
+# BLS over finals (MODE as given) or, MODE < 0, the plain model scale, through
+# exec(decoupled=True) or async_exec(decoupled=True): OUT (or OUTPUT) of each response the
+# iterator yields, -1 for an empty one
+BLS_FINALS_PY = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def _values(responses):
+    values = []
+    for response in responses:
+        out = response.output_tensors()
+        values.append(float(out[0].as_numpy()[0]) if out else -1.0)
+    return values
+
+
+class TritonPythonModel:
+    async def execute(self, requests):
+        answers = []
+        for request in requests:
+            n = pb_utils.get_input_tensor_by_name(request, "N")
+            mode = pb_utils.get_input_tensor_by_name(request, "MODE")
+            use_async = pb_utils.get_input_tensor_by_name(request, "ASYNC").as_numpy()[0]
+            if mode.as_numpy()[0] < 0:
+                x = pb_utils.Tensor("INPUT", np.array([3.0], dtype=np.float32))
+                call = pb_utils.InferenceRequest(
+                    model_name="scale", model_version=1, inputs=[x],
+                    requested_output_names=["OUTPUT"],
+                )
+            else:
+                call = pb_utils.InferenceRequest(
+                    model_name="finals", inputs=[n, mode], requested_output_names=["OUT"]
+                )
+            if use_async:
+                responses = list(await call.async_exec(decoupled=True))
+            else:
+                responses = list(call.exec(decoupled=True))
+            y = np.array(_values(responses), dtype=np.float32)
+            answers.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", y)]))
+        return answers
+"""
+BLS_FINALS_CONFIG = """name: "bls_finals"
+backend: "python"
+max_batch_size: 0
+input [
+  { name: "N", data_type: TYPE_INT32, dims: [ 1 ] },
+  { name: "MODE", data_type: TYPE_INT32, dims: [ 1 ] },
+  { name: "ASYNC", data_type: TYPE_BOOL, dims: [ 1 ] }
+]
+output [ { name: "Y", data_type: TYPE_FP32, dims: [ -1 ] } ]
+"""
+
 
 @pytest.fixture(scope="module")
 def trained() -> Any:
@@ -92,6 +200,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, trained: Any) -> Iterator[R
         shutil.copytree(HERE / "ensemble_models" / name, repo / name)
     FIL.write(repo, trained, name="trees")
     write_python_model(repo, "ticker", TICKER_PY, TICKER_CONFIG.format(name="ticker"))
+    write_python_model(repo, "finals", FINALS_PY, FINALS_CONFIG)
+    write_python_model(repo, "bls_finals", BLS_FINALS_PY, BLS_FINALS_CONFIG)
+    (repo / "finals_pipeline" / "1").mkdir(parents=True)
+    (repo / "finals_pipeline" / "config.pbtxt").write_text(FINALS_PIPELINE)
     with running_server(repo, ["--grpc-infer-response-compression-level", "low"]) as s:
         yield s
 
@@ -469,6 +581,110 @@ def test_decoupled_stream_sends_several_responses(server: RunningServer) -> None
     finally:
         stream.close()
         client.close()
+
+
+def _whole_stream(
+    server: RunningServer, model: str, n: int, mode: int, empty_final: bool
+) -> list[tuple[str, str, str, dict[str, list[float]], bool | None]]:
+    """Every response to one request, on a stream of its own that the client then closes
+    (stop_stream waits for the server to end it, so nothing can arrive later): (id, model,
+    version, outputs, triton_final_response) each."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    stream = Stream(client)
+    inputs = [grpcclient.InferInput("N", [1], "INT32"), grpcclient.InferInput("MODE", [1], "INT32")]
+    inputs[0].set_data_from_numpy(np.array([n], dtype=np.int32))
+    inputs[1].set_data_from_numpy(np.array([mode], dtype=np.int32))
+    try:
+        client.async_stream_infer(
+            model, inputs, request_id="q", enable_empty_final_response=empty_final
+        )
+    finally:
+        stream.close()
+        client.close()
+    answers = []
+    while not stream.answers.empty():
+        result, error = stream.answers.get_nowait()
+        assert error is None
+        response = result.get_response()
+        outputs = {o.name: result.as_numpy(o.name).tolist() for o in response.outputs}
+        answers.append(
+            (response.id, response.model_name, response.model_version, outputs, _final(result))
+        )
+    return answers
+
+
+@pytest.mark.parametrize("empty_final", [False, True], ids=["plain", "empty_final"])
+def test_the_final_flag_rides_on_the_last_response(
+    server: RunningServer, empty_final: bool
+) -> None:
+    """Triton 2.51's answers (checked against it): every response names ``triton_final_response``,
+    whether or not the client asked for empty final responses. A model that sends its final
+    flag with its last response marks that one final and gets no empty response after it;
+    one that sends the flag alone gets an empty final response only when the client asked
+    (``triton_enable_empty_final_response``), else none."""
+    [r0, r1] = [("q", "finals", "1", {"OUT": [float(i)]}, False) for i in range(2)]
+    with_last = ("q", "finals", "1", {"OUT": [1.0]}, True)
+    assert _whole_stream(server, "finals", 2, 0, empty_final) == [r0, with_last]
+    # the flag alone: an empty response (the request's model name and version, here none)
+    alone = [r0, r1] + ([("q", "finals", "", {}, True)] if empty_final else [])
+    assert _whole_stream(server, "finals", 2, 1, empty_final) == alone
+    assert _whole_stream(server, "finals", 0, 1, empty_final) == alone[2:]
+    # the flag with an empty response of the model's own: that response, whatever was asked
+    own_empty = ("q", "finals", "1", {}, True)
+    assert _whole_stream(server, "finals", 2, 2, empty_final) == [r0, r1, own_empty]
+    # an ensemble over the model: its last answer carries the flag (nothing runs after it)
+    answers = _whole_stream(server, "finals_pipeline", 2, 0, empty_final)
+    assert sorted(a[3]["Y"][0] for a in answers) == [0.0, 2.0]
+    assert [a[4] for a in answers] == [False, True]
+    assert {a[:3] for a in answers} == {("q", "finals_pipeline", "1")}
+
+
+def test_generate_stream_sends_the_models_own_empty_response(server: RunningServer) -> None:
+    """HTTP's generate_stream, as Triton 2.51 answers it (checked against it): one event per
+    response the model sent, its own empty one included; the final flag sent alone is
+    none."""
+
+    def events(mode: int) -> list[Any]:
+        answer = httpx.post(
+            f"{server.base_url}/v2/models/finals/generate_stream",
+            json={"N": [2], "MODE": [mode]},
+            timeout=60,
+        )
+        assert answer.status_code == 200
+        return [json.loads(line[6:]) for line in answer.text.splitlines() if line]
+
+    named = {"model_name": "finals", "model_version": "1"}
+    two = [{"OUT": float(i), **named} for i in range(2)]
+    assert events(0) == two
+    assert events(1) == two
+    assert events(2) == [*two, named]
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["exec", "async_exec"])
+def test_the_final_flag_ends_a_bls_iterator(
+    client: grpcclient.InferenceServerClient, use_async: bool
+) -> None:
+    """Triton 2.51's BLS (checked against it): exec(decoupled=True) ends with the response
+    that carried the final flag (a plain model's only one); a flag sent alone is one more,
+    empty, response."""
+
+    def responses(n: int, mode: int) -> list[float]:
+        inputs = [
+            grpcclient.InferInput("N", [1], "INT32"),
+            grpcclient.InferInput("MODE", [1], "INT32"),
+            grpcclient.InferInput("ASYNC", [1], "BOOL"),
+        ]
+        inputs[0].set_data_from_numpy(np.array([n], dtype=np.int32))
+        inputs[1].set_data_from_numpy(np.array([mode], dtype=np.int32))
+        inputs[2].set_data_from_numpy(np.array([use_async]))
+        result = client.infer("bls_finals", inputs).as_numpy("Y")
+        return [float(v) for v in result]
+
+    assert responses(2, 0) == [0.0, 1.0]  # the flag with the last response
+    assert responses(2, 1) == [0.0, 1.0, -1.0]  # the flag alone
+    assert responses(2, 2) == [0.0, 1.0, -1.0]  # the flag with an empty response
+    assert responses(0, 1) == [-1.0]
+    assert responses(0, -1) == [6.0]  # a plain model: its one response
 
 
 def test_errors_inside_a_stream_leave_it_open(stub: pb_grpc.GRPCInferenceServiceStub) -> None:

@@ -101,10 +101,16 @@ class Run:
         self.tasks: set[asyncio.Task[None]] = set()
         self.error: BaseException | None = None
 
-    async def answers(self, inputs: Mapping[str, Value]) -> AsyncIterator[dict[str, Value]]:
+    async def answers(
+        self, inputs: Mapping[str, Value]
+    ) -> AsyncIterator[tuple[dict[str, Value], bool]]:
         """Yields the requested outputs: for a decoupled ensemble once per scope in which all
         of them exist, as soon as they do; otherwise once, when every step is done. Raises the
-        first step error, framed as Triton frames it, once the steps in flight are done."""
+        first step error, framed as Triton frames it, once the steps in flight are done.
+
+        Each answer comes with its final flag, as Triton's ensemble sends it: an answer made
+        when no step is left running or waiting to start is the last and carries the flag;
+        otherwise the flag comes alone, after the answers, when the last step ends."""
         self.values[()].update(inputs)
         try:
             self._schedule((), list(inputs))
@@ -112,12 +118,14 @@ class Run:
                 event = await self._next_event()
                 scope = self._consume(event)
                 if scope is not None and self.decoupled and self.error is None:
-                    for complete in self._complete_scopes(scope):
-                        yield self._outputs(complete)
+                    complete = self._complete_scopes(scope)
+                    last = not self.ready and not self.tasks
+                    for i, found in enumerate(complete, 1):
+                        yield self._outputs(found), last and i == len(complete)
             if self.error is not None:
                 raise self.error
             if not self.decoupled:
-                yield self._outputs(())
+                yield self._outputs(()), True
         finally:
             for task in self.tasks:  # only when the caller went away: cancel what still runs
                 task.cancel()
@@ -231,10 +239,18 @@ class Run:
         try:
             if decoupled:
                 index = 0
+                last: _Event | None = None
                 async for response in self.resolver.stream(request):
-                    put(_Event(step, scope, response, index))
+                    event = _Event(step, scope, response, index)
                     index += 1
-                put(_Event(step, scope, done=me))
+                    if response.final:  # the stream ends with it: one event, and done
+                        last = event
+                        continue
+                    put(event)
+                if last is None:  # the final flag came alone
+                    last = _Event(step, scope)
+                last.done = me
+                put(last)
             else:
                 put(_Event(step, scope, await self.resolver.infer(request), done=me))
         except asyncio.CancelledError:

@@ -34,6 +34,7 @@ class Result:
     parameters: dict[str, Any] = field(default_factory=dict)
     error: ModelyardError | None = None
     failed_execution: bool = False  # execute raised (vs. an error response)
+    final: bool = False  # a decoupled answer that carried the final flag: the last one
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,8 +122,10 @@ class EnsembleRuntime:
         # the composing models stay loaded from the first step to the last (not evicted
         # between one step and the next)
         with self._resolver.hold(self._composing):
-            async for answer in run.answers(feed):
-                yield self._result(answer)
+            async for answer, final in run.answers(feed):
+                result = self._result(answer)
+                result.final = final
+                yield result
 
     async def _targets(self) -> dict[int, Target]:
         """What each step's model config says now (it may have been reloaded since)."""

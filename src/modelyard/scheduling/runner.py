@@ -244,7 +244,9 @@ class ModelRunner:
         return self._stream(request, start, batch, wanted, feed)
 
     async def _single(self, request: InferRequest) -> AsyncIterator[InferResponse]:
-        yield await self.infer(request)
+        response = await self.infer(request)
+        response.final = True  # a plain model's one response carries the final flag
+        yield response
 
     async def _stream(
         self,
@@ -261,7 +263,11 @@ class ModelRunner:
                 async for result in self.runtime.stream_async(feed, names, request):  # type: ignore[attr-defined]
                     if result.error is not None:
                         raise result.error
-                    yield self._response(request, result.outputs, result.parameters, wanted, batch)
+                    response = self._response(
+                        request, result.outputs, result.parameters, wanted, batch
+                    )
+                    response.final = result.final
+                    yield response
             except BaseException:
                 self.stats.record_failure(time.perf_counter_ns() - start)
                 raise

@@ -161,9 +161,12 @@ def test_stream_messages() -> None:
     assert error.error_message == "boom" and error.infer_response.model_name == "m"
     assert error.infer_response.parameters["triton_final_response"].bool_param
     assert not stream_error("bad", "r").infer_response.model_name
-    final = empty_final("m", "r")
+    final = empty_final("m", "2", "r")
     assert final.infer_response.parameters["triton_final_response"].bool_param
     assert not final.infer_response.outputs
+    assert (final.infer_response.model_name, final.infer_response.model_version) == ("m", "2")
+    last = encode_stream_response(InferResponse("m", "1", [tensor], id="r"), final=True)
+    assert last.infer_response.parameters["triton_final_response"].bool_param
 
 
 @pytest.mark.parametrize(

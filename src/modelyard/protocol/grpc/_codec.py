@@ -226,14 +226,12 @@ def encode_response(response: InferResponse) -> pb.ModelInferResponse:
     return message
 
 
-def encode_stream_response(
-    response: InferResponse, final: bool | None
-) -> pb.ModelStreamInferResponse:
-    """One response on a stream; ``final`` (None: not said) becomes Triton's
-    ``triton_final_response`` parameter."""
+def encode_stream_response(response: InferResponse, final: bool) -> pb.ModelStreamInferResponse:
+    """One response on a stream. Every one carries Triton's ``triton_final_response``
+    parameter, whether or not the client asked for empty final responses: true on the
+    response that carried the final flag (a plain model's only one), false on the others."""
     message = encode_response(response)
-    if final is not None:
-        message.parameters[FINAL].bool_param = final
+    message.parameters[FINAL].bool_param = final
     return pb.ModelStreamInferResponse(infer_response=message)
 
 
@@ -253,10 +251,12 @@ def stream_error(
     return pb.ModelStreamInferResponse(error_message=message, infer_response=answer)
 
 
-def empty_final(model: str, request_id: str) -> pb.ModelStreamInferResponse:
+def empty_final(model: str, version: str, request_id: str) -> pb.ModelStreamInferResponse:
     """The response ``triton_enable_empty_final_response`` asks for when a decoupled model
-    ends its answers without one: no outputs, ``triton_final_response: true``."""
-    answer = pb.ModelInferResponse(model_name=model, id=request_id)
+    sends its final flag alone (``send(flags=FINAL)``, no response with it): no outputs,
+    ``triton_final_response: true``, the request's model name, version (as the request
+    gave it) and id. A model that sends the flag with its last response gets none."""
+    answer = pb.ModelInferResponse(model_name=model, model_version=version, id=request_id)
     answer.parameters[FINAL].bool_param = True
     return pb.ModelStreamInferResponse(infer_response=answer)
 

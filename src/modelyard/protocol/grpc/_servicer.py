@@ -13,8 +13,8 @@ UNIMPLEMENTED), and the trace and log settings RPCs are UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
 
@@ -32,6 +32,7 @@ from modelyard.errors import (
     Unavailable,
     Unsupported,
 )
+from modelyard.protocol._server import DRAIN_QUIET_SECS
 from modelyard.protocol.errors import grpc_error
 from modelyard.protocol.grpc._codec import (
     EMPTY_FINAL,
@@ -57,21 +58,33 @@ Unary = Callable[[Any, Request, Context], Awaitable[Response]]
 
 
 def rpc(method: Unary[Request, Response]) -> Unary[Request, Response]:
-    """The gate (access control), then the method; its errors become the gRPC status."""
+    """The gate (access control), then the method; its errors become the gRPC status.
+    While a drain holds calls (until its GOAWAY has gone out), the call waits before it
+    runs and before it answers."""
     name = method.__name__
 
     @functools.wraps(method)
     async def answer(self: InferenceServicer, request: Request, context: Context) -> Response:
+        if self.held is not None:
+            self.last_call = time.monotonic()
+            await self.held.wait()
         try:
             if self.gate.enabled:
                 self.gate.check(name, context.invocation_metadata())
-            return await method(self, request, context)
+            result = await method(self, request, context)
         except Refused as refused:
-            await context.abort(refused.code, refused.details)
+            code, details = refused.code, refused.details
         except ModelyardError as exc:
-            await context.abort(*grpc_error(exc, getattr(request, "model_name", None)))
+            code, details = grpc_error(exc, getattr(request, "model_name", None))
         except Exception as exc:  # a bug: INTERNAL, logged with its traceback
-            await context.abort(*grpc_error(exc, getattr(request, "model_name", None)))
+            code, details = grpc_error(exc, getattr(request, "model_name", None))
+        else:
+            if self.held is not None:
+                await self.held.wait()
+            return result
+        if self.held is not None:
+            await self.held.wait()
+        await context.abort(code, details)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     return answer
@@ -87,27 +100,45 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         self.plane = plane
         self.gate = gate
         self.compression = compression
-        self.draining = False  # set by the front end's drain: inference is refused
+        self.draining = False  # set by the front end's drain: requests on streams are refused
+        self.held: asyncio.Event | None = None  # a drain's, until its GOAWAY has gone out
+        self.last_call = 0.0  # when the last unary call arrived while held
         self.inflight = 0  # inference requests being answered (unary, or on a stream)
-        self._idle: asyncio.Event | None = None
+        self._streams: set[_OpenStream] = set()  # ModelStreamInfer calls open
 
-    def _begin(self) -> None:
-        if self.draining:
+    def _begin(self, refuse: bool = False) -> None:
+        if refuse and self.draining:
             raise Unavailable(DRAINING)
         self.inflight += 1
 
     def _end(self) -> None:
         self.inflight -= 1
-        if not self.inflight and self._idle is not None:
-            self._idle.set()
 
-    async def idle(self, grace: float) -> bool:
-        """Wait (at most ``grace`` seconds) until no inference request is being answered;
-        True when none is."""
-        if self.inflight:
-            self._idle = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), grace)
+    def hold(self) -> None:
+        """A drain begins: unary calls, new ones and those answering, wait (``release``);
+        a new request on an open stream is refused (UNAVAILABLE, a message on it)."""
+        self.draining = True
+        self.held = asyncio.Event()
+
+    def release(self) -> None:
+        """The drain's GOAWAY has gone out: held calls run and answer."""
+        if self.held is not None:
+            self.held.set()
+
+    async def settle(self, grace: float) -> bool:
+        """Wait, at most ``grace`` seconds, until no inference request is being answered
+        and every stream has ended. A stream the client keeps open ends (status OK) once it
+        has had no request in flight for a moment's quiet, as an idle HTTP keep-alive
+        connection is closed; ending it the moment its last answer went out would race a
+        client sending its next request on it right then. True when no request is left
+        running."""
+        deadline = time.monotonic() + grace
+        while (self.inflight or self._streams) and time.monotonic() < deadline:
+            quiet = time.monotonic() - DRAIN_QUIET_SECS
+            for stream in self._streams:
+                if not stream.tasks and stream.last_active < quiet:
+                    stream.end()
+            await asyncio.sleep(0.01)
         return not self.inflight
 
     # -- health and metadata ---------------------------------------------------------------
@@ -254,13 +285,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 await context.abort(refused.code, refused.details)
         if self.compression is not None:
             context.set_compression(self.compression)
-        out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
+        stream = _OpenStream()
+        out, tasks = stream.out, stream.tasks
         active = 1  # the reader, then one per request being answered
 
         def finished(_: object = None) -> None:
             nonlocal active
             active -= 1
+            stream.last_active = time.monotonic()
             if not active:
                 out.put_nowait(None)
 
@@ -273,6 +305,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             try:
                 async for message in request_iterator:
                     active += 1
+                    stream.last_active = time.monotonic()
                     task = asyncio.create_task(answer(message))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -281,10 +314,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 finished()
 
         reader = asyncio.create_task(read())
+        self._streams.add(stream)
         try:
             while (item := await out.get()) is not None:
                 yield item
         finally:  # the client went away (or the server stops): cancel the models' work
+            self._streams.discard(stream)
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
@@ -294,7 +329,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         self, message: pb.ModelInferRequest
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         try:
-            self._begin()
+            self._begin(refuse=True)
         except Unavailable as exc:
             yield stream_error(exc.message, message.id)
             return
@@ -322,9 +357,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             self.plane.request_failed(name, exc)
             yield stream_error(grpc_error(exc, name)[1], request_id)
             return
+        ended = False  # a response carried the final flag: no empty one after it
         try:
             async for response in responses:
-                yield encode_stream_response(response, final=not decoupled)
+                ended = response.final or not decoupled
+                yield encode_stream_response(response, final=ended)
         except Exception as exc:
             self.plane.request_failed(name, exc)
             model = name if isinstance(exc, ModelyardError) and exc.from_model else None
@@ -334,8 +371,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             aclose = getattr(responses, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if decoupled and want_empty_final:
-            yield empty_final(name, request_id)
+        if decoupled and want_empty_final and not ended:
+            yield empty_final(name, message.model_version, request_id)
 
     # -- what modelyard does not serve, answered as Triton does without it ----------------
     @rpc
@@ -389,6 +426,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         self, request: pb.LogSettingsRequest, context: Context
     ) -> pb.LogSettingsResponse:
         raise _NotServed("the logging extension (log settings; --log-verbose sets the level)")
+
+
+class _OpenStream:
+    """One ModelStreamInfer call: its answers' queue (None ends it), its requests in
+    flight, and when it last read or answered one (the drain's quiet)."""
+
+    __slots__ = ("ended", "last_active", "out", "tasks")
+
+    def __init__(self) -> None:
+        self.out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.last_active = time.monotonic()
+        self.ended = False
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.out.put_nowait(None)
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]

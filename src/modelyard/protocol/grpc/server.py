@@ -3,8 +3,9 @@
 It serves Triton's ``inference.GRPCInferenceService`` (the proto Triton publishes, compiled
 inside ``tritonclient[grpc]``) and standard health checking (``grpc.health.v1``), over the
 same :class:`~modelyard.dataplane.DataPlane` as HTTP. Its lifecycle is every front end's:
-``start`` binds and serves, ``drain(grace)`` turns readiness false, refuses new requests
-and lets those in flight finish within ``grace`` seconds, ``stop`` closes what is left.
+``start`` binds and serves, ``drain(grace)`` (readiness is false by then) holds new calls,
+sends GOAWAY and closes the port, then answers every call it received within ``grace``
+seconds, ``stop`` closes what is left.
 
 grpcio rather than grpclib: a 100-byte unary echo measured about 2.9k req/s on grpcio's
 asyncio server and 1.4k on grpclib on the 2-core development machine.
@@ -12,7 +13,9 @@ asyncio server and 1.4k on grpclib on the 2-core development machine.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -31,6 +34,13 @@ log = logging.getLogger("modelyard.server")
 # --grpc-infer-response-compression-level: grpcio chooses the algorithm per call, not the
 # level, so every level but none compresses with gzip (which every gRPC client accepts)
 COMPRESSION_LEVELS = ("none", "low", "medium", "high")
+# a drain holds calls (GrpcFrontEnd.drain) until none has arrived for QUIET_SECS, at most
+# HOLD_SECS (a router's health check takes a draining server out within a second: it
+# checks every second, and fails at once, in the configuration `fleet router-config`
+# writes) or half the grace; answers leave GOAWAY_SECS after the GOAWAY
+QUIET_SECS = 0.1
+HOLD_SECS = 3.0
+GOAWAY_SECS = 0.02
 
 
 def server_options(settings: GrpcSettings) -> list[tuple[str, Any]]:
@@ -105,13 +115,48 @@ class GrpcFrontEnd:
         log.info("Started GRPCInferenceService at %s:%d", self.address, self.port)
 
     async def drain(self, grace: float) -> None:
-        """New requests are refused (UNAVAILABLE; readiness is false already: the data
-        plane's drain); calls in flight, streams included, finish within ``grace`` seconds,
-        then what is left is cancelled."""
-        self.servicer.draining = True
-        self.unfinished = not await self.servicer.idle(grace)
-        if self._server is not None:
-            await self._server.stop(0)  # idle streams and whatever outlived the grace
+        """Readiness is false already (the data plane's drain, first, so that health checks
+        fail and routers move away). Then no call is lost, in this order:
+
+        1. calls are held: new ones and those answering wait until no new call has
+           arrived for ``QUIET_SECS`` (at most ``HOLD_SECS``, or half the grace). A client
+           waiting for an answer sends nothing more, and a router stops sending once its
+           health check has taken the server out; no answer leaves before 2;
+        2. grpc core's graceful stop: it closes the listener and sends HTTP/2 GOAWAY on
+           every connection, so that clients and routers send their next calls over a new
+           connection, elsewhere. grpc core cancels (CANCELLED) every call that reaches it
+           from then on, and any it had not yet handed to the servicer, before they run:
+           hence 1, so that none is on its way;
+        3. held calls run and answer (after the GOAWAY, on the same connection), calls in
+           flight finish; a stream's new request is refused (UNAVAILABLE), an idle stream
+           ends after a moment's quiet. All within ``grace`` seconds; what outlives it is
+           cancelled.
+        """
+        servicer = self.servicer
+        servicer.hold()
+        start = time.monotonic()
+        deadline = start + grace
+        stopping = None
+        try:
+            if self._server is not None:
+                hold_until = start + min(HOLD_SECS, grace / 2)
+                while True:
+                    now = time.monotonic()
+                    quiet = now - max(start, servicer.last_call) >= QUIET_SECS
+                    if quiet or now >= hold_until:
+                        break
+                    await asyncio.sleep(0.01)
+                stopping = asyncio.ensure_future(
+                    self._server.stop(max(0.0, deadline - time.monotonic()))
+                )
+                # the stop calls grpc core's shutdown at once (its GOAWAY is written before
+                # any answer queued after it); a moment more for the frames to leave
+                await asyncio.sleep(min(max(0.0, deadline - time.monotonic()), GOAWAY_SECS))
+        finally:
+            servicer.release()
+        self.unfinished = not await servicer.settle(max(0.0, deadline - time.monotonic()))
+        if stopping is not None:
+            await stopping
 
     async def stop(self) -> bool:
         """Close at once (calls still running are cancelled); True when none was."""

@@ -504,13 +504,15 @@ class WorkerProcess:
             if queues is None:
                 return
             queue = queues[0]
-            error = msg.get("e")
-            if error is not None or tensors or msg.get("p"):
+            final = bool(msg.get("final"))
+            if not msg.get("none"):  # a response (outputs or none), the final flag with it or not
                 result = Result({name: arr for name, _, arr in tensors}, msg.get("p") or {})
+                error = msg.get("e")
                 if error is not None:
                     result.error = model_error(error[0], error[1])
+                result.final = final
                 queue.put_nowait(result)
-            if msg.get("final"):
+            if final:
                 queue.put_nowait(None)
         elif op == "done":
             entry = self._calls.pop(msg["id"], None)

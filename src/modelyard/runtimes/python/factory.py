@@ -170,10 +170,15 @@ async def _bls(
         return
     try:
         if msg.get("dec"):
+            # as in Triton, the iterator ends with the response that carried the final flag
+            # (a plain model's one response); a flag sent alone becomes an empty response
+            ended = False
             async for response in resolver.stream(request):
                 outs = [(t.name, t.data) for t in response.outputs]
-                await worker.send_bls_reply(call_id, None, outs, False, response.parameters)
-            await worker.send_bls_reply(call_id, None, None, True)
+                ended = response.final
+                await worker.send_bls_reply(call_id, None, outs, ended, response.parameters)
+            if not ended:
+                await worker.send_bls_reply(call_id, None, None, True)
         else:
             response = await resolver.infer(request)
             outs = [(t.name, t.data) for t in response.outputs]

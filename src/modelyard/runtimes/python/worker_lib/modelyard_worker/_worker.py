@@ -434,14 +434,17 @@ class Worker:
 
     # --- decoupled responses --------------------------------------------------------------
     def send_stream(self, exec_id: int, index: int, response: Any, final: bool) -> None:
-        if response is not None and response.has_error():
+        if response is None:  # the final flag alone (``send(flags=FINAL)``): no response
+            self.send(
+                Outgoing({"op": "stream", "id": exec_id, "r": index, "final": final, "none": 1})
+            )
+            return
+        if response.has_error():
             err = response.error()
             self.send_stream_raw(exec_id, index, None, [err.message(), err.code()], final)
             return
-        outs = [] if response is None else [t._wire() for t in response.output_tensors()]
-        self.send_stream_raw(
-            exec_id, index, outs, None, final, getattr(response, "_parameters", None)
-        )
+        outs = [t._wire() for t in response.output_tensors()]
+        self.send_stream_raw(exec_id, index, outs, None, final, response._parameters)
 
     def send_stream_raw(
         self,
@@ -505,10 +508,7 @@ class Worker:
     def _bls_stream(self, reply: _Reply) -> Iterator[Any]:
         while True:
             msg, tensors = self._wait(reply)
-            if msg.get("final", True) and not msg.get("t") and "e" not in msg:
-                # the final flag alone: Triton hands it out as an empty response
-                yield self.pb.InferenceResponse([])
-                return
+            # the final flag alone arrives as an empty response, as Triton hands it out
             yield self._response_of((msg, tensors))
             if msg.get("final", True):
                 return
@@ -573,9 +573,7 @@ class _AsyncStream:
     def _next_item(self, item: Any) -> Any:
         msg, tensors = item
         if msg.get("final", True):
-            self._done = True
-            if not msg.get("t") and "e" not in msg:
-                return self._worker.pb.InferenceResponse([])
+            self._done = True  # the final flag alone arrives as an empty response
         return self._worker._response_of((msg, tensors))
 
     def __aiter__(self) -> _AsyncStream:
