@@ -157,10 +157,13 @@ def _open(
     session = session_with(1)
     if not tune:
         return session, None
-    return _choose_pool(session, session_with, str(config.name))
+    spins = _param(config, threads.SPINNING_KEY) == "1"  # the config lets a pool spin
+    return _choose_pool(session, session_with, str(config.name), spins)
 
 
-def _choose_pool(single: Any, session_with: Any, model: str) -> tuple[Any, threads.ThreadChoice]:
+def _choose_pool(
+    single: Any, session_with: Any, model: str, spins: bool
+) -> tuple[Any, threads.ThreadChoice]:
     """Keep the 1-thread session, or a pool if timing both says the pool pays (see
     :mod:`._onnx_threads`)."""
     budget = cpu_budget()
@@ -174,7 +177,9 @@ def _choose_pool(single: Any, session_with: Any, model: str) -> tuple[Any, threa
         pool_ns = threads.time_runs(lambda: pooled.run(None, feed))
     keep_pool, reason = threads.choose(single_ns, pool_ns, cores)
     session, count, cost = (pooled, cores, pool_ns) if keep_pool else (single, 1, single_ns)
-    choice = threads.ThreadChoice(threads=count, spinning=False, cost_ns=cost, reason=reason)
+    choice = threads.ThreadChoice(
+        threads=count, spinning=spins and count > 1, cost_ns=cost, reason=reason
+    )
     log.info(
         "model '%s': %d intra-op thread%s (%s; usable cores %s)",
         model,
