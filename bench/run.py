@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import CellResult, run_cell
-from machine import Machine
+from machine import Machine, cpu_model
 from report import OTHER_CPU_NOTE, Results, aims, render
 from servers import PEERS, SERVERS, Server, ServerUnavailable
 from workloads import DEFAULT_ENCODINGS, ENCODINGS, WORKLOADS
@@ -194,14 +194,7 @@ def _run_cell_retrying(
 def header(args: argparse.Namespace) -> str:
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return (
         f"## modelyard benchmark ({time.strftime('%Y-%m-%d %H:%M')})\n\n"
         f"{os.cpu_count()} CPUs ({cpu}), shared with the load generator; Python "
