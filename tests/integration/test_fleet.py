@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -394,10 +395,20 @@ def test_grpc_requests_land_where_the_models_http_requests_do(
     router: str, proxies: dict[str, RunningProxy], fleet: list[RunningServer]
 ) -> None:
     proxy = proxies[router]
-    over_grpc = grpc_owners(proxy, fleet, MODELS)
+    # one ring for both protocols: a model is loaded once, whichever protocol asks for it.
+    # Right after a server comes back (the test before restarts one) Envoy's two clusters
+    # can briefly route on rings of different hosts, though /clusters already calls it
+    # healthy in both (seen once in ~15 runs): so the rings must agree within a few seconds
+    seen = []
+    for _ in range(5):
+        over_grpc = grpc_owners(proxy, fleet, MODELS)
+        over_http = owners(proxy, fleet, MODELS)
+        seen.append((over_grpc, over_http))
+        if over_grpc == over_http:
+            break
+        time.sleep(1)
+    assert over_grpc == over_http, f"gRPC and HTTP placements never agreed: {seen}"
     assert len(set(over_grpc.values())) >= 2, over_grpc  # spread, as over HTTP
-    # one ring for both protocols: a model is loaded once, whichever protocol asks for it
-    assert owners(proxy, fleet, MODELS) == over_grpc
     # without the key a request still works, on some server
     client = grpcclient.InferenceServerClient(proxy.grpc_url)
     try:
