@@ -58,7 +58,7 @@ class ServerSettings:
     log_verbose: int = 0
     exit_on_error: bool = False
     default_max_batch_size: int = 4
-    inline_threshold_us: float = 50.0
+    inline_threshold_us: float = 200.0
     load_wait_timeout: float = 60.0
     repository_poll_secs: float = 15.0
     memory_budget: int | None = None  # bytes

@@ -73,6 +73,57 @@ def test_fast_models_move_onto_the_event_loop() -> None:
     assert runtime.threads[-1] == loop_thread  # measured cheap: now inline
 
 
+def test_one_preempted_execution_does_not_move_a_cheap_model_off_the_loop() -> None:
+    """Inline executions are timed in wall time: one that loses the CPU (here: a 30 ms
+    stall) must not send a cheap model to worker threads, where every execution would wait
+    for the GIL; a sustained rise in cost still does (the test after this one)."""
+    calls = [0]
+
+    def fn(x: Array) -> Array:
+        calls[0] += 1
+        if calls[0] == 30:
+            time.sleep(0.03)
+        return x * 2
+
+    runner, runtime = _runner(fn)
+
+    async def main() -> int:
+        for _ in range(40):
+            await runner.infer(_request())
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    runner.close()
+    assert runtime.threads[28] == loop_thread  # inline before the stall
+    assert runtime.threads[30:] == [loop_thread] * 10  # and still inline after it
+
+
+def test_a_model_that_becomes_slow_moves_to_worker_threads() -> None:
+    slow = [False]
+
+    def fn(x: Array) -> Array:
+        if slow[0]:
+            deadline = time.thread_time() + 0.001  # 1 ms of real CPU work a call
+            while time.thread_time() < deadline:
+                pass
+        return x * 2
+
+    runner, runtime = _runner(fn)
+
+    async def main() -> int:
+        for _ in range(20):
+            await runner.infer(_request())
+        slow[0] = True
+        for _ in range(40):
+            await runner.infer(_request())
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    runner.close()
+    assert runtime.threads[19] == loop_thread
+    assert runtime.threads[-1] != loop_thread
+
+
 def test_slow_models_stay_on_worker_threads() -> None:
     # the first two executions meet at a barrier: they pass only if two instances run at
     # once (a timing assertion would flake on a loaded machine)
