@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -188,7 +190,64 @@ def process_tree_rss(pid: int | None = None) -> int:
     or cannot be read while we look are skipped. RSS counts shared pages (a forked child's
     copy-on-write pages, shared libraries) once per process, so a tree's total can exceed
     what the host really lost.
+
+    The watchdog calls this every second on a thread that needs the GIL: listing the
+    children through psutil scans every process on the host (1.6 ms of Python here, taken
+    from the event loop); the kernel's own list of each thread's children is a few reads.
     """
+    root = os.getpid() if pid is None else pid
+    tree = _descendants(root)
+    if tree is None:  # a kernel without /proc/<pid>/task/<tid>/children
+        return _psutil_tree_rss(root)
+    total = _statm_rss(root)
+    if total is None:
+        raise _psutil().NoSuchProcess(root)
+    for child in tree:
+        total += _statm_rss(child) or 0
+    return total
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _statm_rss(pid: int) -> int | None:
+    """A process's resident bytes (``/proc/<pid>/statm``, as psutil reads it); None: gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _descendants(pid: int) -> list[int] | None:
+    """Every descendant of ``pid``, from the children files of each of its threads (Linux
+    3.5+ with CONFIG_PROC_CHILDREN, as in every distribution kernel); None without them.
+
+    The kernel documents these lists as possibly missing a child that forks or exits while
+    they are read: the watchdog reads again a second later, and a load's measurement runs
+    while no worker starts or stops."""
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children"):
+        return None
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for tid in tids:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children", "rb") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
+def _psutil_tree_rss(pid: int) -> int:
     psutil = _psutil()
     root = psutil.Process(pid)
     total = int(root.memory_info().rss)

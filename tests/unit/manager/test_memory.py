@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,43 @@ def test_process_tree_rss_is_positive() -> None:
     own = process_tree_rss()
     assert own > 0
     assert process_tree_rss(os.getpid()) > 0
+
+
+def test_process_tree_rss_counts_children_and_grandchildren_as_psutil_does() -> None:
+    """The kernel's children lists find the same tree psutil's scan of every process does
+    (a worker that starts a helper process of its own included), and the memory a child
+    holds counts."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from modelyard.manager.memory import _descendants
+
+    holder = (
+        "b = bytearray(48 << 20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(60)"
+    )
+    spawner = (
+        f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {holder!r}]); "
+        "time.sleep(60)"
+    )
+    before = process_tree_rss()
+    kids = [subprocess.Popen([sys.executable, "-c", spawner]) for _ in range(2)]
+    try:
+        me = psutil.Process()
+        deadline = time.monotonic() + 30
+        while len(me.children(recursive=True)) < 4 or process_tree_rss() < before + 96 * MiB:
+            assert time.monotonic() < deadline, "the children never came up"
+            time.sleep(0.1)
+        found = _descendants(os.getpid())
+        assert found is not None, "this Linux has no /proc/<pid>/task/<tid>/children"
+        assert sorted(found) == sorted(p.pid for p in me.children(recursive=True))
+        assert process_tree_rss() >= before + 96 * MiB  # both grandchildren's 48 MiB
+    finally:
+        for kid in psutil.Process().children(recursive=True):
+            kid.kill()
+        for kid in kids:
+            kid.wait()
 
 
 def test_measure_delta_returns_result_and_non_negative_growth() -> None:
