@@ -63,6 +63,20 @@ def test_aims_mark_each_cell_met_or_short() -> None:
     assert not any("| 1 | ÷ floor" in line for line in lines)
 
 
+def test_aims_give_the_c1_overhead_with_the_floor_beside_it() -> None:
+    res = Results()
+    res.cells = {
+        ("modelyard", "mlp", "binary", 1): [_cell(3000)],  # p50 0.5 ms
+        ("floor", "mlp", "binary", 1): [_cell(4000)],
+    }
+    res.inprocess = {"mlp": {"run_us": 20.0, "json_us": 30.0, "binary_us": 25.0}}
+    lines = aims(res, "modelyard", ["mlp"], ["binary"], [1]).splitlines()
+    assert (
+        "| mlp | binary | 1 | p50 over in-process session.run | 0.480 ms (floor's own p50 "
+        "0.50 ms) | < 0.1 ms | **short** |" in lines
+    )
+
+
 def test_no_peers_no_verdict() -> None:
     res = Results()
     res.cells = {("modelyard", "mlp", "binary", 1): [_cell(3000)]}
