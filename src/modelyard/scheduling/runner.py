@@ -48,17 +48,17 @@ _EWMA_WEIGHT = 0.1
 
 
 def _updated_cost(average: float, sample: int) -> float:
-    """The running cost after one more execution, a sample counting for at most twice the
-    average so far.
+    """The running cost after one more execution, from its CPU time on the thread that ran it.
 
-    An execution timed on the event loop is wall time: a run the kernel preempted (a 3 ms
-    time slice lost on a busy 2-core machine) reads hundreds of times the model's cost, and
-    one such sample could push a model over the threshold onto worker threads, where each
-    execution then waits milliseconds for the GIL. Clipped, a real rise in cost
-    still comes through, 10% per execution (from 30 to 60 µs in 8 executions), while an
-    isolated outlier moves the average by 10% at most.
+    CPU time on both placements, never wall time: a run on the event loop that the kernel
+    preempted (a 3 ms time slice lost on a busy 2-core machine) would read as hundreds of
+    times the model's cost and send a cheap model to worker threads, where every execution
+    then waits milliseconds for the GIL; a run on a worker counts no time spent waiting for
+    the GIL. A genuinely heavy execution counts in full, so a model whose cost depends on its
+    input (an ONNX Loop whose trip count is a request's value) leaves the loop after the
+    first long one. Reading a thread's CPU clock costs about 0.6 µs.
     """
-    return average + _EWMA_WEIGHT * (min(float(sample), 2.0 * average + 1000.0) - average)
+    return average + _EWMA_WEIGHT * (sample - average)
 
 
 def instance_count(config: Any) -> int:
@@ -194,8 +194,9 @@ class ModelRunner:
                         raise result.error
                     outputs = result.outputs
                 elif self._ewma_ns < self._inline_ns:
+                    cpu = time.thread_time_ns()
                     outputs = self.runtime.infer(merged, names)
-                    self._ewma_ns = _updated_cost(self._ewma_ns, time.perf_counter_ns() - t_in)
+                    self._ewma_ns = _updated_cost(self._ewma_ns, time.thread_time_ns() - cpu)
                 else:
                     loop = asyncio.get_running_loop()
                     outputs, _, _, cost = await loop.run_in_executor(
@@ -379,10 +380,11 @@ class ModelRunner:
                 done - t_infer,
             )
         if self._ewma_ns < self._inline_ns:
+            cpu = time.thread_time_ns()
             results = self.runtime.infer(feed, names)
+            cost = time.thread_time_ns() - cpu
             t_begin = t_input
             t_infer = time.perf_counter_ns()
-            cost = t_infer - t_begin
         else:
             loop = asyncio.get_running_loop()
             results, t_begin, t_infer, cost = await loop.run_in_executor(

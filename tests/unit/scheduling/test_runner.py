@@ -74,9 +74,9 @@ def test_fast_models_move_onto_the_event_loop() -> None:
 
 
 def test_one_preempted_execution_does_not_move_a_cheap_model_off_the_loop() -> None:
-    """Inline executions are timed in wall time: one that loses the CPU (here: a 30 ms
-    stall) must not send a cheap model to worker threads, where every execution would wait
-    for the GIL; a sustained rise in cost still does (the test after this one)."""
+    """An inline execution that loses the CPU (here: 30 ms off the CPU, as a preempted run
+    is) must not send a cheap model to worker threads, where every execution would wait for
+    the GIL: the cost is the CPU time the execution took, not the wall time it lasted."""
     calls = [0]
 
     def fn(x: Array) -> Array:
@@ -96,6 +96,37 @@ def test_one_preempted_execution_does_not_move_a_cheap_model_off_the_loop() -> N
     runner.close()
     assert runtime.threads[28] == loop_thread  # inline before the stall
     assert runtime.threads[30:] == [loop_thread] * 10  # and still inline after it
+
+
+def test_one_heavy_execution_moves_a_model_off_the_loop_at_once() -> None:
+    """A model whose cost depends on its input (an ONNX Loop whose trip count a request
+    sets): after one long execution on the loop, the next ones run on worker threads, so a
+    second long request does not hold the loop (and every other model) again."""
+    heavy = [False]
+
+    def fn(x: Array) -> Array:
+        if heavy[0]:
+            deadline = time.thread_time() + 0.05  # 50 ms of real CPU work
+            while time.thread_time() < deadline:
+                pass
+        return x * 2
+
+    runner, runtime = _runner(fn)
+
+    async def main() -> int:
+        for _ in range(20):
+            await runner.infer(_request())
+        heavy[0] = True
+        await runner.infer(_request())
+        heavy[0] = False
+        await runner.infer(_request())
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    runner.close()
+    assert runtime.threads[19] == loop_thread  # cheap: inline
+    assert runtime.threads[20] == loop_thread  # the long one could not be foreseen
+    assert runtime.threads[21] != loop_thread  # but the next one is off the loop
 
 
 def test_a_model_that_becomes_slow_moves_to_worker_threads() -> None:
