@@ -249,11 +249,17 @@ def test_sigterm_drains_grpc(tmp_path: Path) -> None:
             target=lambda: answers.append(client.infer("slow", [long]).as_numpy("OUTPUT"))
         )
         slow_call.start()
+        # the server answers /metrics while the long call runs (it runs off the event loop)
+        deadline = time.monotonic() + 30
         while _metric(server.base_url, "nv_inference_pending_request_count") < 1:
+            assert slow_call.is_alive(), "the long call ended before it was seen in flight"
+            assert time.monotonic() < deadline, "the long call never showed as pending"
             time.sleep(0.01)
         server.process.send_signal(signal.SIGTERM)
         other = grpcclient.InferenceServerClient(server.grpc_url)
+        deadline = time.monotonic() + 30
         while _still_ready(other):
+            assert time.monotonic() < deadline, "still ready 30 s after SIGTERM"
             time.sleep(0.01)
         status, message = _error(other.infer, "slow", [quick])
         assert status == "StatusCode.UNAVAILABLE"
