@@ -95,6 +95,9 @@ class ModelRunner:
         # threads) places the first requests; unknown: start on a worker thread, the safe side
         measured = getattr(runtime, "cost_ns", None)
         self._ewma_ns = float(measured) if isinstance(measured, int) else float(inline_ns) * 2
+        # that cost is a prior, from zero-filled inputs: the first real execution replaces
+        # it (zeros can mean no work at all, as for an ONNX Loop whose trip count is an input)
+        self._measured = False
         self.inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -134,6 +137,13 @@ class ModelRunner:
                 self._idle.set()
         self.stats.record_success(*timings)
         return response
+
+    def _cost(self, sample: int) -> None:
+        if self._measured:
+            self._ewma_ns = _updated_cost(self._ewma_ns, sample)
+        else:
+            self._ewma_ns = float(sample)
+            self._measured = True
 
     @contextlib.contextmanager
     def _in_flight(self) -> Iterator[None]:
@@ -196,13 +206,13 @@ class ModelRunner:
                 elif self._ewma_ns < self._inline_ns:
                     cpu = time.thread_time_ns()
                     outputs = self.runtime.infer(merged, names)
-                    self._ewma_ns = _updated_cost(self._ewma_ns, time.thread_time_ns() - cpu)
+                    self._cost(time.thread_time_ns() - cpu)
                 else:
                     loop = asyncio.get_running_loop()
                     outputs, _, _, cost = await loop.run_in_executor(
                         self._executor, self._timed_infer, merged, names
                     )
-                    self._ewma_ns = _updated_cost(self._ewma_ns, cost)
+                    self._cost(cost)
                 t_infer = time.perf_counter_ns()
                 per_job = []
                 offset = 0
@@ -390,7 +400,7 @@ class ModelRunner:
             results, t_begin, t_infer, cost = await loop.run_in_executor(
                 self._executor, self._timed_infer, feed, names
             )
-        self._ewma_ns = _updated_cost(self._ewma_ns, cost)
+        self._cost(cost)
         outputs = [
             self._output(name, results[name], class_count, batch) for name, class_count in wanted
         ]

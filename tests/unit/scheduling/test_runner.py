@@ -129,6 +129,32 @@ def test_one_heavy_execution_moves_a_model_off_the_loop_at_once() -> None:
     assert runtime.threads[21] != loop_thread  # but the next one is off the loop
 
 
+def test_the_first_real_execution_replaces_the_cost_measured_at_load() -> None:
+    """The load-time cost comes from zero-filled inputs, which can mean no work (an ONNX
+    Loop whose trip count is an input): one real execution of 1 ms, five times the inline
+    threshold, sends the model's next requests to worker threads."""
+
+    def fn(x: Array) -> Array:
+        deadline = time.thread_time() + 0.001
+        while time.thread_time() < deadline:
+            pass
+        return x * 2
+
+    runtime = FunctionRuntime(fn)
+    runtime.cost_ns = 3_000  # type: ignore[attr-defined]  # what a zero-feed timing said
+    runner = ModelRunner(text_format.Parse(CONFIG, mc.ModelConfig()), "1", runtime)
+
+    async def main() -> int:
+        for _ in range(3):
+            await runner.infer(_request())
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    runner.close()
+    assert runtime.threads[0] == loop_thread  # placed by the prior
+    assert runtime.threads[1] != loop_thread and runtime.threads[2] != loop_thread
+
+
 def test_a_model_that_becomes_slow_moves_to_worker_threads() -> None:
     slow = [False]
 
