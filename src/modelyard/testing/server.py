@@ -34,6 +34,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different free ports: each socket stays bound until all are chosen (one
+    :func:`free_port` after another can hand out the same port twice, and a server given
+    it for two listeners fails to start)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((host, 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
 @dataclass
 class RunningServer:
     """A started server: its process, its address and a file holding its output."""
@@ -122,7 +135,11 @@ def start_server(
     ``headers`` go with the readiness poll: a server started with ``--http-restricted-api
     health:...`` answers its probes only with that header.
     """
-    port = port or free_port(host)
+    # the HTTP, metrics and gRPC ports this harness chooses, all different
+    spare = free_ports(3, host)
+    if port:
+        spare = [p for p in spare if p != port]
+    port = port or spare.pop()
     extra_args = list(extra_args)
     own_cache = None
     if not any(a.startswith("--model-cache-dir") for a in extra_args):
@@ -135,11 +152,11 @@ def start_server(
         extra_args += ["--python-env-dir", str(env_dir)]
     metrics_port = None
     if not any(a.startswith("--metrics-port") for a in extra_args):
-        metrics_port = free_port(host)  # Triton's 8002 would clash between servers
+        metrics_port = spare.pop()  # Triton's 8002 would clash between servers
         extra_args += ["--metrics-port", str(metrics_port)]
     grpc_port = _flag_value(extra_args, "--grpc-port")
     if grpc_port is None and not any(a.startswith("--allow-grpc") for a in extra_args):
-        grpc_port = free_port(host)  # Triton's 8001 would clash between servers
+        grpc_port = spare.pop()  # Triton's 8001 would clash between servers
         extra_args += ["--grpc-port", str(grpc_port)]
     args = [
         sys.executable,
