@@ -9,12 +9,14 @@ growing width W (their in-process ``session.run`` p50 printed beside them), each
 with every execution inline and with every execution on worker threads.
 """
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 
@@ -55,6 +57,20 @@ def _run_p50_us(w: object) -> float:
     return sorted(times)[len(times) // 2] / 1e3
 
 
+@contextlib.contextmanager
+def _serving(w: object, extra: str) -> Iterator[tuple[Modelyard, bytes]]:
+    """modelyard serving ``w`` with these serve flags, and its binary request."""
+    os.environ["BENCH_MODELYARD_ARGS"] = extra
+    s = Modelyard()
+    d = Path(tempfile.mkdtemp(prefix="modelyard-placement-"))
+    try:
+        s.start(d, [w])  # type: ignore[list-item]
+        yield s, w.request("binary", s.port)  # type: ignore[attr-defined]
+    finally:
+        s.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def costs(widths: tuple[int, ...] = (256, 768, 1024, 1536, 2048)) -> None:
     print(
         "| hidden width | session.run p50 µs | placement | c=1 req/s (cores) | c=16 | c=64 | p99 c=64 ms |"
@@ -68,20 +84,12 @@ def costs(widths: tuple[int, ...] = (256, 768, 1024, 1536, 2048)) -> None:
             ("inline", "--inline-threshold-us 1000000"),
             ("worker threads", "--inline-threshold-us 0"),
         ):
-            os.environ["BENCH_MODELYARD_ARGS"] = extra
-            s = Modelyard()
-            d = Path(tempfile.mkdtemp(prefix="modelyard-placement-"))
-            try:
-                s.start(d, [w])
-                req = w.request("binary", s.port)
+            with _serving(w, extra) as (s, req):
                 out, p99 = [], 0.0
                 for c in (1, 16, 64):
                     r = run_cell(s.port, req, c, 3, 0.5, server_pid=s.proc.pid)[0]
                     out.append(f"{r.rps / 1e3:.2f}k ({r.server_cpu_share:.2f})")
                     p99 = r.p99_ms
-            finally:
-                s.stop()
-                shutil.rmtree(d, ignore_errors=True)
             print(
                 f"| {width} | {p50:.0f} | {label} | " + " | ".join(out) + f" | {p99:.1f} |",
                 flush=True,
@@ -106,12 +114,7 @@ print("| placement | c=1 req/s (low / high run) | c=16 | c=64 |")
 print("| --- | --- | --- | --- |")
 for label, body, extra in variants:
     w = dataclasses.replace(base, config_body=body)
-    os.environ["BENCH_MODELYARD_ARGS"] = extra
-    s = Modelyard()
-    d = Path(tempfile.mkdtemp(prefix="modelyard-placement-"))
-    try:
-        s.start(d, [w])
-        req = w.request("binary", s.port)
+    with _serving(w, extra) as (s, req):
         out = []
         for c in (1, 16, 64):
             runs = [run_cell(s.port, req, c, 3, 0.5, server_pid=s.proc.pid)[0] for _ in range(2)]
@@ -120,7 +123,4 @@ for label, body, extra in variants:
                 f"{low.rps / 1e3:.1f}k / {high.rps / 1e3:.1f}k "
                 f"({low.server_cpu_share:.2f} cores, p99 {low.p99_ms:.1f} ms)"
             )
-    finally:
-        s.stop()
-        shutil.rmtree(d, ignore_errors=True)
     print(f"| {label} | " + " | ".join(out) + " |", flush=True)

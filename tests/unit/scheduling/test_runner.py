@@ -42,6 +42,13 @@ class FunctionRuntime:
         pass
 
 
+def _burn(seconds: float) -> None:
+    """Real CPU work on this thread, as a model's execution is (not a sleep)."""
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        pass
+
+
 def _runner(fn: Callable[[Array], Array]) -> tuple[ModelRunner, FunctionRuntime]:
     runtime = FunctionRuntime(fn)
     config = text_format.Parse(CONFIG, mc.ModelConfig())
@@ -106,9 +113,7 @@ def test_one_heavy_execution_moves_a_model_off_the_loop_at_once() -> None:
 
     def fn(x: Array) -> Array:
         if heavy[0]:
-            deadline = time.thread_time() + 0.05  # 50 ms of real CPU work
-            while time.thread_time() < deadline:
-                pass
+            _burn(0.05)
         return x * 2
 
     runner, runtime = _runner(fn)
@@ -135,9 +140,7 @@ def test_the_first_real_execution_replaces_the_cost_measured_at_load() -> None:
     threshold, sends the model's next requests to worker threads."""
 
     def fn(x: Array) -> Array:
-        deadline = time.thread_time() + 0.001
-        while time.thread_time() < deadline:
-            pass
+        _burn(0.001)
         return x * 2
 
     runtime = FunctionRuntime(fn)
@@ -160,9 +163,7 @@ def test_a_model_that_becomes_slow_moves_to_worker_threads() -> None:
 
     def fn(x: Array) -> Array:
         if slow[0]:
-            deadline = time.thread_time() + 0.001  # 1 ms of real CPU work a call
-            while time.thread_time() < deadline:
-                pass
+            _burn(0.001)
         return x * 2
 
     runner, runtime = _runner(fn)
@@ -190,9 +191,7 @@ def test_slow_models_stay_on_worker_threads() -> None:
     def slow(x: Array) -> Array:
         if next(started) < 2:
             meet.wait()
-        deadline = time.thread_time() + 0.002  # 2 ms of real CPU work
-        while time.thread_time() < deadline:
-            pass
+        _burn(0.002)
         return x
 
     runner, runtime = _runner(slow)
