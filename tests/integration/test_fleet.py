@@ -351,6 +351,28 @@ def restart(fleet: list[RunningServer], victim: int, proxies: dict[str, RunningP
     for p in proxies.values():
         p.wait_servers(dict.fromkeys(urls, True))
         p.wait_servers(p.grpc_view(urls, True), backend="modelyard_grpc")
+    for p in proxies.values():
+        settled(p, fleet)
+
+
+def settled(proxy: RunningProxy, fleet: list[RunningServer], tries: int = 20) -> None:
+    """Until the proxy places every model on one server, the same twice in a row. Envoy
+    calls a restarted host healthy in /clusters a moment before its workers route to it as
+    before (a model's three requests once went to three servers right after a restart,
+    1 run in ~15): the tests after a restart start from a fleet that has settled."""
+    last: dict[str, int] | None = None
+    why = ""
+    for _ in range(tries):
+        try:
+            now = owners(proxy, fleet, MODELS)
+        except AssertionError as exc:
+            why, last = str(exc), None
+        else:
+            if now == last:
+                return
+            last = now
+        time.sleep(0.5)
+    raise AssertionError(f"{proxy.router} never settled after a restart: {why or last}")
 
 
 # -- gRPC: the model name in the x-model-name metadata key ----------------------------------
