@@ -6,7 +6,7 @@ Where a model executes is decided per call from what it has cost so far:
   loop thread. Handing an execution to a worker thread costs the loop a wake-up each way,
   and the worker then waits for the GIL while the loop is busy (up to the interpreter's
   5 ms switch interval): measured, a worker thread lost to inline execution at every model
-  cost from 17 to 144 µs, at every concurrency, and only tied at c=16 from about 150 µs;
+  cost from 18 to 140 µs at c=1, and matched or beat it only at c >= 16 from about 140 µs;
 * anything slower runs on the model's own worker threads (one per instance in the
   ``instance_group``), where onnxruntime releases the GIL and uses another core while the
   event loop keeps parsing HTTP, and the loop is never blocked for long by one model.
