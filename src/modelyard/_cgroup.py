@@ -10,6 +10,10 @@ v2 has one hierarchy (``0::/path``); v1 one per controller (``4:memory:/path``,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
+
+CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP: Final = Path("/proc/self/cgroup")
 
 
 def cgroup_dirs(root: Path, proc_cgroup: Path, controller: str) -> list[tuple[Path, bool]]:

@@ -15,12 +15,8 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
-from modelyard._cgroup import cgroup_dirs
-
-CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
-PROC_SELF_CGROUP: Final = Path("/proc/self/cgroup")
+from modelyard._cgroup import CGROUP_ROOT, PROC_SELF_CGROUP, cgroup_dirs
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,12 @@ import importlib
 import math
 import os
 import re
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from modelyard._cgroup import cgroup_dirs
+from modelyard._cgroup import CGROUP_ROOT, PROC_SELF_CGROUP, cgroup_dirs
+from modelyard._procfs import tree_rss
 
 __all__ = [
     "gpu_memory_used",
@@ -52,9 +52,6 @@ _UNITS: Final[dict[str, int]] = {
 }
 _SIZE: Final = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[a-z]*)")
 _FORMS: Final = "bytes (1073741824), a size (8GiB, 512MiB, 2GB, 1.5G) or a share of the host (50%)"
-
-CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
-PROC_SELF_CGROUP: Final = Path("/proc/self/cgroup")
 
 
 def parse_budget(text: str, total: int) -> int:
@@ -184,79 +181,16 @@ def learned_size(history: list[int]) -> int:
 
 
 def process_tree_rss(pid: int | None = None) -> int:
-    """Resident memory of a process (this one by default) and all its descendants, in bytes.
+    """Resident memory of a process (this one by default) and all its descendants, in bytes
+    (:func:`modelyard._procfs.tree_rss`); psutil's NoSuchProcess once it is gone.
 
-    Model workers run as child processes; their memory is the model's too. Children that exit
-    or cannot be read while we look are skipped. RSS counts shared pages (a forked child's
-    copy-on-write pages, shared libraries) once per process, so a tree's total can exceed
-    what the host really lost.
-
-    The watchdog calls this every second on a thread that needs the GIL: listing the
-    children through psutil scans every process on the host (1.6 ms of Python here, taken
-    from the event loop); the kernel's own list of each thread's children is a few reads.
+    Model workers run as child processes; their memory is the model's too.
     """
     root = os.getpid() if pid is None else pid
-    tree = _descendants(root)
-    if tree is None:  # a kernel without /proc/<pid>/task/<tid>/children
-        return _psutil_tree_rss(root)
-    total = _statm_rss(root)
-    if total is None:
+    rss = tree_rss(root)
+    if rss is None:
         raise _psutil().NoSuchProcess(root)
-    for child in tree:
-        total += _statm_rss(child) or 0
-    return total
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _statm_rss(pid: int) -> int | None:
-    """A process's resident bytes (``/proc/<pid>/statm``, as psutil reads it); None: gone."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _descendants(pid: int) -> list[int] | None:
-    """Every descendant of ``pid``, from the children files of each of its threads (Linux
-    3.5+ with CONFIG_PROC_CHILDREN, as in every distribution kernel); None without them.
-
-    The kernel documents these lists as possibly missing a child that forks or exits while
-    they are read: the watchdog reads again a second later, and a load's measurement runs
-    while no worker starts or stops."""
-    if not os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children"):
-        return None
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue  # gone meanwhile
-        for tid in tids:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children", "rb") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except (OSError, ValueError):
-                continue
-            found.extend(kids)
-            todo.extend(kids)
-    return found
-
-
-def _psutil_tree_rss(pid: int) -> int:
-    psutil = _psutil()
-    root = psutil.Process(pid)
-    total = int(root.memory_info().rss)
-    for child in root.children(recursive=True):
-        try:
-            total += int(child.memory_info().rss)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return total
+    return rss
 
 
 def measure_delta(fn: Callable[[], T], pid: int | None = None) -> tuple[T, int]:

@@ -160,7 +160,7 @@ def test_process_tree_rss_counts_children_and_grandchildren_as_psutil_does() -> 
 
     import psutil
 
-    from modelyard.manager.memory import _descendants
+    from modelyard._procfs import descendants
 
     holder = (
         "b = bytearray(48 << 20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(60)"
@@ -177,7 +177,7 @@ def test_process_tree_rss_counts_children_and_grandchildren_as_psutil_does() -> 
         while len(me.children(recursive=True)) < 4 or process_tree_rss() < before + 96 * MiB:
             assert time.monotonic() < deadline, "the children never came up"
             time.sleep(0.1)
-        found = _descendants(os.getpid())
+        found = descendants(os.getpid())
         assert found is not None, "this Linux has no /proc/<pid>/task/<tid>/children"
         assert sorted(found) == sorted(p.pid for p in me.children(recursive=True))
         assert process_tree_rss() >= before + 96 * MiB  # both grandchildren's 48 MiB

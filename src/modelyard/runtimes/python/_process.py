@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelyard._procfs import tree_rss
 from modelyard.errors import (
     AlreadyExists,
     ConfigError,
@@ -225,21 +226,6 @@ def read_until(
 _CHECK_EVERY = 0.05  # seconds between memory checks of a starting worker
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory of a process and its descendants (0 once it is gone)."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        total = int(proc.memory_info().rss)
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += int(child.memory_info().rss)
-    except psutil.Error:
-        return 0
-    return total
-
-
 class _Exited(Exception):
     """The worker closed its end before answering."""
 
@@ -343,7 +329,7 @@ class WorkerProcess:
         stop it there (rather than let it take all it asks for) and say so with figures."""
         spec, proc = self.spec, self.proc
         assert proc is not None
-        rss = tree_rss(proc.pid)
+        rss = tree_rss(proc.pid) or 0  # 0 once it is gone
         if rss > spec.memory_limit:
             raise ModelTooLarge(
                 f"failed to load '{spec.model_name}': its Python worker processes reached "
