@@ -47,20 +47,6 @@ DECOUPLED_REFUSED = "HTTP end point doesn't support models with decoupled transa
 _EWMA_WEIGHT = 0.1
 
 
-def _updated_cost(average: float, sample: int) -> float:
-    """The running cost after one more execution, from its CPU time on the thread that ran it.
-
-    CPU time on both placements, never wall time: a run on the event loop that the kernel
-    preempted (a 3 ms time slice lost on a busy 2-core machine) would read as hundreds of
-    times the model's cost and send a cheap model to worker threads, where every execution
-    then waits milliseconds for the GIL; a run on a worker counts no time spent waiting for
-    the GIL. A genuinely heavy execution counts in full, so a model whose cost depends on its
-    input (an ONNX Loop whose trip count is a request's value) leaves the loop after the
-    first long one. Reading a thread's CPU clock costs about 0.6 µs.
-    """
-    return average + _EWMA_WEIGHT * (sample - average)
-
-
 def instance_count(config: Any) -> int:
     """Total instances over all instance groups (Triton's default is one)."""
     return max(1, sum(max(1, int(g.count)) for g in config.instance_group))
@@ -139,8 +125,19 @@ class ModelRunner:
         return response
 
     def _cost(self, sample: int) -> None:
+        """One more execution's cost, the CPU time of the thread that ran it, into the running
+        average (the first one replaces the prior measured at load).
+
+        CPU time on both placements, never wall time: a run on the event loop that the kernel
+        preempted (a 3 ms time slice lost on a busy 2-core machine) would read as hundreds of
+        times the model's cost and send a cheap model to worker threads, where every execution
+        then waits milliseconds for the GIL; a run on a worker counts no time spent waiting
+        for the GIL. A genuinely heavy execution counts in full, so a model whose cost depends
+        on its input (an ONNX Loop whose trip count is a request's value) leaves the loop after
+        the first long one. Reading a thread's CPU clock costs about 0.6 µs.
+        """
         if self._measured:
-            self._ewma_ns = _updated_cost(self._ewma_ns, sample)
+            self._ewma_ns += _EWMA_WEIGHT * (sample - self._ewma_ns)
         else:
             self._ewma_ns = float(sample)
             self._measured = True
