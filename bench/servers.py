@@ -177,6 +177,26 @@ class Modelyard(Server):
 
 
 @dataclass
+class ModelyardProcess(Modelyard):
+    """modelyard with each ONNX model in its own process (``modelyard.placement: process``):
+    the opt-in way past one core of Python. The instance count is the config's
+    (``BENCH_PROCESS_INSTANCES``, default Triton's: two for an ONNX model on the CPU)."""
+
+    name: str = "modelyard-process"
+    label: str = "modelyard (ONNX in its own process)"
+
+    def prepare(self, repo: Path, workloads: list[Workload]) -> None:
+        super().prepare(repo, workloads)
+        count = os.environ.get("BENCH_PROCESS_INSTANCES", "")
+        extra = 'parameters { key: "modelyard.placement" value: { string_value: "process" } }\n'
+        if count:
+            extra += f"instance_group [ {{ count: {int(count)} kind: KIND_CPU }} ]\n"
+        for w in workloads:
+            with (repo / w.name / "config.pbtxt").open("a") as f:
+                f.write(extra)
+
+
+@dataclass
 class ModelyardBaseline(Modelyard):
     """modelyard from another checkout (``BENCH_BASELINE_SRC``: its ``src`` folder), run by
     the same interpreter and harness: before/after a change in one run, as performance
@@ -346,6 +366,7 @@ def _mkparent(path: Path) -> Path:
 SERVERS: dict[str, type[Server]] = {
     "modelyard": Modelyard,
     "modelyard-python": ModelyardPython,
+    "modelyard-process": ModelyardProcess,
     "modelyard-baseline": ModelyardBaseline,
     "triton": Triton,
     "mlserver": MLServer,

@@ -24,7 +24,7 @@ from modelyard.cpus import cpu_budget
 from modelyard.errors import ConfigError, Internal, InvalidArgument
 from modelyard.runtimes import _onnx_threads as threads
 from modelyard.runtimes.base import RuntimeOptions
-from modelyard.types import Array
+from modelyard.types import Array, Runtime
 
 log = logging.getLogger("modelyard.onnx")
 
@@ -110,7 +110,7 @@ def _gpu_device(config: Any) -> int:
     return 0
 
 
-def _open(
+def open_session(
     model_file: Path, config: Any, tune: bool = True
 ) -> tuple[Any, threads.ThreadChoice | None]:
     """An onnxruntime session; on the CUDA provider when a KIND_GPU instance group asks.
@@ -303,7 +303,7 @@ class OnnxFactory:
 
     def autocomplete(self, config: Any, model_file: Path, options: RuntimeOptions) -> None:
         """Triton's onnxruntime auto-complete: I/O from the graph, batching when every dim 0 is -1."""
-        session, _ = _open(model_file, config, tune=False)
+        session, _ = open_session(model_file, config, tune=False)
         ins = [(i.name, i.type, _dims(i.shape)) for i in session.get_inputs()]
         outs = [(o.name, o.type, _dims(o.shape)) for o in session.get_outputs()]
         if not config.backend:
@@ -320,9 +320,30 @@ class OnnxFactory:
         _complete_io(config.input, ins, strip, "input", config.name)
         _complete_io(config.output, outs, strip, "output", config.name)
 
-    def load(self, config: Any, model_file: Path, options: RuntimeOptions) -> OnnxRuntime:
-        session, choice = _open(model_file, config)
+    def load(self, config: Any, model_file: Path, options: RuntimeOptions) -> Runtime:
+        if _placed_in_process(config):
+            from modelyard.runtimes.python.factory import start_runtime
+
+            return start_runtime(config, model_file, options, code=PROCESS_MODEL)
+        session, choice = open_session(model_file, config)
         return OnnxRuntime(session, config, choice)
+
+
+# the model a worker process runs for an ONNX model placed in its own process
+PROCESS_MODEL = Path(__file__).parent / "_onnx_process" / "model.py"
+PLACEMENT_KEY = "modelyard.placement"
+
+
+def _placed_in_process(config: Any) -> bool:
+    """``modelyard.placement``: ``server`` (the default: the session lives in the server
+    process) or ``process`` (one worker process per instance, the session in it)."""
+    value = (_param(config, PLACEMENT_KEY) or "server").strip().lower()
+    if value not in ("server", "process"):
+        raise ConfigError(
+            f"parameter '{PLACEMENT_KEY}' of model '{config.name}' must be 'server' or "
+            f"'process', got '{value}'"
+        )
+    return value == "process"
 
 
 def _has_explicit_io(config: Any) -> bool:

@@ -95,8 +95,10 @@ class ModelRunner:
         self._policy = None if self.decoupled else policy_from_config(config)
         self._batcher: Batcher | None = None
         # Python models take a batch as a list of requests (Triton); this parameter makes
-        # it one request of stacked tensors instead
-        self._stacked = _flag(config, "modelyard.stacked_batch")
+        # it one request of stacked tensors instead, as do the server's own process models
+        self._stacked = _flag(config, "modelyard.stacked_batch") or bool(
+            getattr(runtime, "stacks_batches", False)
+        )
 
     async def infer(self, request: InferRequest) -> InferResponse:
         if self.decoupled:

@@ -58,33 +58,62 @@ class PythonFactory:
             ) from None
 
     def load(self, config: Any, model_file: Path, options: RuntimeOptions) -> PythonRuntime:
-        from tritonclient.grpc import model_config_pb2 as mc
-
-        specs: list[WorkerSpec] = []
-        base = _spec(config, model_file, options, mode_args=True)
-        for group in config.instance_group:
-            gpu = group.kind == mc.ModelInstanceGroup.KIND_GPU
-            devices = list(group.gpus) if gpu and group.gpus else [0]
-            for i in range(max(1, int(group.count))):
-                args = dict(base.args)
-                args["model_instance_kind"] = "GPU" if gpu else "CPU"
-                args["model_instance_device_id"] = str(devices[i % len(devices)])
-                args["model_instance_name"] = f"{group.name}_{i}"
-                specs.append(_replace(base, instance_name=f"{group.name}_{i}", args=args))
-        if not specs:
-            specs.append(base)
-        runtime = PythonRuntime(specs, _hooks(options), options.python_execute_timeout)
-        runtime.start()
-        return runtime
+        return start_runtime(config, model_file, options)
 
 
-def _spec(config: Any, model_file: Path, options: RuntimeOptions, mode_args: bool) -> WorkerSpec:
+def start_runtime(
+    config: Any, model_file: Path, options: RuntimeOptions, code: Path | None = None
+) -> PythonRuntime:
+    """A worker process per instance of the config's instance groups, running ``model_file``.
+
+    ``code``, when given, is a model of the server's own that runs in place of a
+    ``model.py`` (an ONNX model placed in its own process): it runs on the server's
+    interpreter, whatever the model's folder holds, and finds the version's file
+    (``model_file``) in its ``args[MODEL_FILE_ARG]``.
+    """
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    specs: list[WorkerSpec] = []
+    base = _spec(config, model_file, options, mode_args=True, code=code)
+    for group in config.instance_group:
+        gpu = group.kind == mc.ModelInstanceGroup.KIND_GPU
+        devices = list(group.gpus) if gpu and group.gpus else [0]
+        for i in range(max(1, int(group.count))):
+            args = dict(base.args)
+            args["model_instance_kind"] = "GPU" if gpu else "CPU"
+            args["model_instance_device_id"] = str(devices[i % len(devices)])
+            args["model_instance_name"] = f"{group.name}_{i}"
+            specs.append(_replace(base, instance_name=f"{group.name}_{i}", args=args))
+    if not specs:
+        specs.append(base)
+    runtime = PythonRuntime(specs, _hooks(options), options.python_execute_timeout)
+    # a model of our own takes a dynamic batch as one request of stacked tensors
+    runtime.stacks_batches = code is not None
+    runtime.start()
+    return runtime
+
+
+# the args key that names the version's file to a model of the server's own (``code``)
+MODEL_FILE_ARG = "modelyard_model_file"
+
+
+def _spec(
+    config: Any,
+    model_file: Path,
+    options: RuntimeOptions,
+    mode_args: bool,
+    code: Path | None = None,
+) -> WorkerSpec:
     from modelyard.repository import config_to_json
 
     version_dir = model_file.parent
     model_dir = version_dir.parent
     params = {k: v.string_value for k, v in config.parameters.items()}
-    env = _environment(model_dir, params, options)
+    env = (
+        (Path(sys.executable), {}, True)
+        if code is not None
+        else _environment(model_dir, params, options)
+    )
     config_json = json.dumps(config_to_json(config), separators=(",", ":"))
     args = {
         "model_config": config_json,
@@ -95,10 +124,12 @@ def _spec(config: Any, model_file: Path, options: RuntimeOptions, mode_args: boo
         "model_version": version_dir.name,
         "model_name": config.name,
     }
+    if code is not None:
+        args[MODEL_FILE_ARG] = str(model_file)
     return WorkerSpec(
         model_name=config.name,
         instance_name=f"{config.name}_0",
-        model_file=model_file,
+        model_file=code or model_file,
         args=args,
         config_json=config_json,
         decoupled=bool(config.model_transaction_policy.decoupled),

@@ -45,6 +45,9 @@ class PythonRuntime:
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._restarts: set[asyncio.Task[None]] = set()
+        # True: a dynamic batch comes as one request of stacked tensors (a model of the
+        # server's own, such as an ONNX model placed in a process), not as Triton's list
+        self.stacks_batches = False
 
     # --- lifecycle (loading thread) ---------------------------------------------------------
     def start(self) -> None:
