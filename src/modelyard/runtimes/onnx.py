@@ -198,6 +198,7 @@ class OnnxRuntime:
         self, session: Any, config: Any, choice: threads.ThreadChoice | None = None
     ) -> None:
         self._session = session
+        self._run = _runner(session)
         # what load measured: the runner places the first requests by it
         self.threads = choice
         self.cost_ns = None if choice is None else choice.cost_ns
@@ -219,7 +220,7 @@ class OnnxRuntime:
         }
         names = list(outputs) or self.output_names
         try:
-            results = self._session.run(names, feed)
+            results = self._run(names, feed, None)
         except Exception as exc:  # inputs were validated already: a failure here is the model's
             raise Internal(f"onnx runtime error: {exc}") from exc
         out: dict[str, Array] = {}
@@ -275,7 +276,25 @@ class OnnxRuntime:
         }
 
     def unload(self) -> None:
+        # both references: the compiled session holds the weights
         self._session = None
+        self._run = None
+
+
+def _runner(session: Any) -> Any:
+    """``session.run``, or on the CPU the compiled session's own ``run`` beneath it.
+
+    The Python wrapper checks input names (the data plane validated them against the config,
+    whose names the load checked against the graph), OrtValue ownership (we pass numpy
+    arrays), WebGPU graph capture, and retries on another provider when a GPU provider
+    fails: none of which applies to a CPU session. Skipping it saves ~3 µs a run, 10-15% of a
+    small model's ``session.run``. Any other session, or an onnxruntime without the
+    attribute, goes through the wrapper.
+    """
+    inner = getattr(session, "_sess", None)
+    if inner is None or session.get_providers() != ["CPUExecutionProvider"]:
+        return session.run
+    return inner.run  # (output names, feed, run options), as session.run takes them
 
 
 def _bytes_to_str(arr: Array) -> Array:
